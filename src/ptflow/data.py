@@ -1,0 +1,137 @@
+"""Train/validation/test splits and the preprocessing fitted on the train split.
+
+The article's methodology: the validation split picks hyperparameters and the best epoch, the
+test split only judges, and preprocessing statistics come from the train split alone. Images
+stay uint8 here (a quarter of the float32 memory); they become floats one batch at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptflow.errors import PtflowError
+from ptflow.sources import RawData, load_raw
+
+
+@dataclass
+class Splits:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    image_style: str
+    fingerprint: str  # sha256 of the raw data, to notice when a dataset changed under a run
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
+                train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0) -> Splits:
+    raw = load_raw(name, data_dir, target)
+    return split(name, raw, train_ratio, test_ratio, seed)
+
+
+def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int) -> Splits:
+    """Shuffle with `seed`; hold out a test split only where the dataset has none of its own."""
+    rng = np.random.default_rng(seed)
+    fingerprint = _fingerprint(raw)
+    x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
+    if x_test is None:
+        order = rng.permutation(len(x))
+        n_test = int(round(len(x) * test_ratio))
+        x_test, y_test = x[order[:n_test]], y[order[:n_test]]
+        x, y = x[order[n_test:]], y[order[n_test:]]
+    order = rng.permutation(len(x))
+    n_train = int(len(x) * train_ratio)  # the article's arithmetic
+    if n_train < 1 or n_train == len(x) or len(x_test) == 0:
+        raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train, "
+                          f"validation and test with these ratios")
+    train, val = order[:n_train], order[n_train:]
+    return Splits(name, x[train], y[train], x[val], y[val], x_test, y_test,
+                  raw.classes, raw.image_style, fingerprint)
+
+
+def _fingerprint(raw: RawData) -> str:
+    digest = hashlib.sha256()
+    for array in (raw.x, raw.y, raw.x_test, raw.y_test):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+@dataclass
+class Preprocessing:
+    """How raw inputs become model inputs: x * scale, then (x - mean) / std if fitted.
+
+    Images are uint8 and scale by 1/255 (the article's pixels / 255); tabular data is used as is.
+    mean/std are per channel for images and per feature for tabular data.
+    """
+
+    scale: float
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(float(d["scale"]), d.get("mean"), d.get("std"))
+
+
+def fit_preprocessing(x_train: np.ndarray, normalize: str) -> Preprocessing:
+    scale = 1 / 255 if x_train.dtype == np.uint8 else 1.0
+    if normalize == "none":
+        return Preprocessing(scale)
+    axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
+    mean, std = _mean_std(x_train, axes, scale)
+    std = np.where(std > 1e-8, std, 1.0)  # a constant feature would otherwise divide by zero
+    return Preprocessing(scale, mean.tolist(), std.tolist())
+
+
+def _mean_std(x: np.ndarray, axes: tuple[int, ...], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (or per-feature) mean and std in float64, a chunk at a time to bound memory."""
+    total = np.zeros(x.shape[1], np.float64)
+    total_sq = np.zeros(x.shape[1], np.float64)
+    for start in range(0, len(x), 8192):
+        chunk = x[start:start + 8192].astype(np.float64) * scale
+        total += chunk.sum(axis=axes)
+        total_sq += (chunk ** 2).sum(axis=axes)
+    count = x.size / x.shape[1]
+    mean = total / count
+    return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+
+
+def describe(splits: Splits) -> dict:
+    """The article's look at the data before training: sizes, classes, value range, statistics."""
+    scale = 1 / 255 if splits.x_train.dtype == np.uint8 else 1.0
+    axes = (0, 2, 3) if splits.is_image else (0,)
+    mean, std = _mean_std(splits.x_train, axes, scale)
+    counts = {part: np.bincount(y, minlength=len(splits.classes)).tolist()
+              for part, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test))}
+    return {
+        "dataset": splits.name,
+        "input_shape": list(splits.input_shape),
+        "dtype": str(splits.x_train.dtype),
+        "classes": splits.classes,
+        "sizes": {part: int(sum(c)) for part, c in counts.items()},
+        "class_counts": counts,
+        "value_range": [float(splits.x_train.min()), float(splits.x_train.max())],
+        "train_mean": mean.tolist(),
+        "train_std": std.tolist(),
+        "fingerprint": splits.fingerprint,
+    }

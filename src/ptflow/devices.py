@@ -1,0 +1,26 @@
+"""Turning --device / --gpu_id into a torch.device, with a clear error when it isn't there."""
+
+from __future__ import annotations
+
+import torch
+
+from ptflow.errors import PtflowError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PtflowError(f"{name} was asked for, but this PyTorch build sees no CUDA GPU "
+                              f"(use --device cpu or --gpu_id -1)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PtflowError(f"{name} was asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise PtflowError("mps was asked for, but this machine has no Apple GPU (use --device cpu)")
+    return device

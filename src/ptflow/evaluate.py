@@ -1,0 +1,91 @@
+"""`ptflow evaluate`: judge a saved model on its dataset's test split, with numbers and pictures.
+
+The test split is rebuilt exactly as at training time (same dataset, ratios and seed, all stored
+in the model file), so a held-out test split is the same examples the model never saw.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ptflow import plots
+from ptflow.checkpoint import load_model
+from ptflow.console import info, warn
+from ptflow.data import load_splits
+from ptflow.devices import resolve_device
+from ptflow.files import write_json
+from ptflow.inference import predict_proba
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true)."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    tp = np.diag(matrix).astype(np.float64)
+    predicted, actual = matrix.sum(0), matrix.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    return {"accuracy": float(tp.sum() / max(len(y_true), 1)), "precision": precision.tolist(),
+            "recall": recall.tolist(), "f1": f1.tolist(), "support": actual.tolist(),
+            "confusion_matrix": matrix.tolist()}
+
+
+def format_report(report: dict, classes: list[str]) -> str:
+    width = max(8, *(len(c) for c in classes))
+    lines = [f"Accuracy: {report['accuracy']:.4f}", "",
+             f"{'class':>{width}}  precision  recall     f1  support"]
+    for i, name in enumerate(classes):
+        lines.append(f"{name:>{width}}  {report['precision'][i]:9.4f}  {report['recall'][i]:6.4f}  "
+                     f"{report['f1'][i]:.4f}  {report['support'][i]:7d}")
+    matrix = np.array(report["confusion_matrix"])
+    if len(classes) <= 20:
+        cell = max(4, len(str(matrix.max())) + 1)
+        lines += ["", "confusion matrix (rows: true, columns: predicted)",
+                  " " * width + "".join(f"{c[:cell - 1]:>{cell}}" for c in classes)]
+        lines += [f"{name:>{width}}" + "".join(f"{v:>{cell}d}" for v in row) for name, row in zip(classes, matrix)]
+    return "\n".join(lines)
+
+
+def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
+        batch_size: int = 8192) -> dict:
+    loaded = load_model(model_fn, resolve_device(device))
+    config = loaded.meta["config"]
+    splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
+                         config["train_ratio"], config["test_ratio"], config["seed"])
+    if splits.fingerprint != loaded.meta.get("data_fingerprint"):
+        warn(f"the data of {config['dataset']} differ from what the model was trained on")
+    started = time.perf_counter()
+    probs = predict_proba(loaded, splits.x_test, batch_size)
+    seconds = time.perf_counter() - started
+    y_pred = probs.argmax(1)
+    report = classification_report(splits.y_test, y_pred, len(loaded.classes))
+    report["images_per_second"] = len(y_pred) / max(seconds, 1e-9)
+    info(format_report(report, loaded.classes))
+    info(f"\n{len(y_pred)} test examples in {seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
+    out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
+    write_json(out / "evaluation.json", report)
+    plots.confusion_matrix(np.array(report["confusion_matrix"]), loaded.classes, out / "confusion_matrix.png")
+    if splits.is_image:
+        write_pictures(splits.x_test, splits.y_test, probs, loaded.classes, out)
+    info(f"Wrote {out}/")
+    return report
+
+
+def write_pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], out: Path,
+                   count: int = 40) -> None:
+    """The article's notebook view (samples with predicted and true labels) and the worst mistakes."""
+    y_pred = probs.argmax(1)
+    titles = [f"{classes[p]} ({classes[t]})" for p, t in zip(y_pred[:count], y[:count])]
+    colors = ["black" if p == t else "red" for p, t in zip(y_pred[:count], y[:count])]
+    plots.image_grid(x[:count], titles, out / "samples.png", colors,
+                     suptitle="predicted (true); red: wrong")
+    wrong = np.flatnonzero(y_pred != y)
+    worst = wrong[np.argsort(-probs[wrong, y_pred[wrong]])][:count]
+    titles = [f"{classes[y_pred[i]]} {probs[i, y_pred[i]]:.2f} ({classes[y[i]]})" for i in worst]
+    plots.image_grid(x[worst], titles, out / "mistakes.png", ["red"] * len(worst),
+                     suptitle="most confident mistakes: predicted p (true)")

@@ -1,0 +1,193 @@
+"""The IDX four-file datasets (MNIST, Fashion-MNIST, KMNIST): find, download, validate, read.
+
+Files are looked for, gzip or raw, in the user's data folder (and its `<name>/` and torchvision
+`<Name>/raw/` layouts, so existing downloads are reused), then in the cache, then in system
+locations; only then downloaded, with the official archive checksums verified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptflow.errors import PtflowError
+from ptflow.files import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class IdxSpec:
+    name: str
+    torchvision_name: str  # torchvision's folder name, e.g. DIR/MNIST/raw/
+    mirrors: tuple[str, ...]
+    md5: dict[str, str]  # official archive (.gz) checksums, checked on downloads only
+    classes: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+    image_style: str = "digit"  # how `predict` turns a photo into an input: see imaging.py
+
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+SPECS = {
+    "mnist": IdxSpec(
+        "mnist", "MNIST",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        {"train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+         "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+         "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+         "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c"},
+        tuple(str(i) for i in range(10)),
+    ),
+    "fashion-mnist": IdxSpec(
+        "fashion-mnist", "FashionMNIST",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {"train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+         "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+         "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+         "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310"},
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        image_style="object",
+    ),
+    "kmnist": IdxSpec(
+        "kmnist", "KMNIST",
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        {"train-images-idx3-ubyte": "bdb82020997e1d708af4cf47b453dcf7",
+         "train-labels-idx1-ubyte": "e144d726b3acfaa3e44228e80efcd344",
+         "t10k-images-idx3-ubyte": "5c965bf0a639b31b8f53240b1b52f4d7",
+         "t10k-labels-idx1-ubyte": "7320c461ea6c1c855c0b718fb2a4b134"},
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    ),
+}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ptflow"
+
+
+def search_dirs(spec: IdxSpec, data_dir: str | None) -> list[Path]:
+    """Folders searched in order; the first that holds all four files wins."""
+    roots = [Path(d) for d in (data_dir, os.environ.get("PTFLOW_DATA_DIR")) if d]
+    dirs = []
+    for root in roots:
+        dirs += [root, root / spec.name, root / spec.torchvision_name / "raw"]
+    dirs.append(cache_dir() / spec.name)
+    dirs += [Path(d) for d in spec.system_dirs]
+    return dirs
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / (stem + ".gz"), folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(spec: IdxSpec, data_dir: str | None, download: bool = True) -> dict[str, Path]:
+    """Paths of the four files, downloading them into the cache if no folder has them all."""
+    stems = [s for pair in FILES.values() for s in pair]
+    dirs = search_dirs(spec, data_dir)
+    for folder in dirs:
+        found = {stem: _find_file(folder, stem) for stem in stems}
+        if all(found.values()):
+            return found
+    if download:
+        try:
+            return {stem: _download(spec, stem) for stem in stems}
+        except OSError as exc:
+            raise PtflowError(
+                f"{spec.name}: looked for {', '.join(s + '[.gz]' for s in stems)} in "
+                f"{'; '.join(str(d) for d in dirs)}, found no folder with all four, and the download "
+                f"failed ({exc}); put the files in one of those folders or pass --data_dir DIR "
+                f"(or set PTFLOW_DATA_DIR)"
+            ) from None
+    raise PtflowError(f"{spec.name}: files not found in {', '.join(map(str, dirs))}")
+
+
+def _download(spec: IdxSpec, stem: str) -> Path:
+    """Download one archive into the cache, verify its official md5, then move it into place."""
+    target = cache_dir() / spec.name / (stem + ".gz")
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in spec.mirrors:
+        url = mirror + stem + ".gz"
+        try:
+            data = _fetch(url)
+        except OSError as exc:
+            errors.append(f"{url}: {exc}")
+            continue
+        digest = hashlib.md5(data).hexdigest()  # the published checksums are md5
+        if digest != spec.md5[stem]:
+            errors.append(f"{url}: checksum {digest} does not match {spec.md5[stem]}")
+            continue
+        atomic_write_bytes(target, data)
+        return target
+    raise OSError("; ".join(errors))
+
+
+def _fetch(url: str) -> bytes:
+    from rich.progress import Progress  # only on the rare download path
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        chunks = []
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
+            while chunk := response.read(1 << 16):
+                chunks.append(chunk)
+                progress.advance(task, len(chunk))
+    return b"".join(chunks)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file of unsigned bytes, validating magic number, dimensions and size.
+
+    The payload is read straight into the array's memory: no second copy of 47 MB of pixels.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
+                raise PtflowError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+            header = f.read(4 * magic[3])
+            if len(header) < 4 * magic[3]:
+                raise PtflowError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{magic[3]}I", header)
+            array = np.empty(dims, dtype=np.uint8)
+            got = f.readinto(memoryview(array).cast("B")) if array.size else 0
+            if got != array.size or f.read(1):
+                raise PtflowError(f"{path}: {'fewer' if got != array.size else 'more'} bytes than its header "
+                                  f"{dims} says: truncated or corrupt")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise PtflowError(f"{path}: cannot read ({exc})") from None
+    return array
+
+
+def load(spec: IdxSpec, data_dir: str | None) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test): images (N, 1, H, W) uint8, labels int64."""
+    paths = locate(spec, data_dir)
+    arrays = []
+    for images_stem, labels_stem in FILES.values():
+        x = read_idx(paths[images_stem])
+        y = read_idx(paths[labels_stem])
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise PtflowError(f"{paths[images_stem]} and {paths[labels_stem]}: shapes {x.shape} and "
+                              f"{y.shape} are not N images with N labels")
+        if y.max(initial=0) >= len(spec.classes):
+            raise PtflowError(f"{paths[labels_stem]}: label {y.max()} out of range for {spec.name}")
+        arrays += [x[:, None], y.astype(np.int64)]
+    return tuple(arrays)

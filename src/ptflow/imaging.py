@@ -1,0 +1,99 @@
+"""Turning an image file into a model input: one function for `ptflow predict` and the server.
+
+Styles, chosen by the dataset a model was trained on:
+- "digit" (MNIST, KMNIST, digits): grayscale, inverted when the background is light, cropped to
+  the ink, scaled so its longer side is 20/28 of the input, centred by centre of mass, the way
+  MNIST itself was made.
+- "object" (Fashion-MNIST): the same, but scaled to fill the whole input.
+- "resize" (your own folders of images): converted to the model's channels and resized.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ptflow.errors import PtflowError
+
+MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb costs memory before it costs time
+
+
+def open_image(source: bytes | str | Path, name: str = "image"):
+    """A decoded PIL image, or a one-line error for anything that is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        if image.width * image.height > MAX_PIXELS:
+            raise PtflowError(f"{name}: {image.width}x{image.height} pixels is more than the {MAX_PIXELS:,} allowed")
+        image.load()
+    except PtflowError:
+        raise
+    except Image.DecompressionBombError:
+        raise PtflowError(f"{name}: image too large (more than {MAX_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise PtflowError(f"{name}: not a readable image ({type(exc).__name__})") from None
+    return image
+
+
+def to_input(image, input_shape: tuple[int, ...], style: str) -> np.ndarray:
+    """PIL image -> uint8 array of shape input_shape (C, H, W)."""
+    from PIL import ImageOps
+
+    if len(input_shape) != 3:
+        raise PtflowError(f"this model takes {tuple(input_shape)} feature vectors, not images")
+    channels, height, width = input_shape
+    image = ImageOps.exif_transpose(image)
+    if style in ("digit", "object") and channels == 1:
+        gray = np.asarray(image.convert("L"), dtype=np.float32)
+        box = round(min(height, width) * 20 / 28) if style == "digit" else min(height, width)
+        return _centre(_ink(gray), height, width, box)[None]
+    image = image.convert("L" if channels == 1 else "RGB").resize((width, height))
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Bright strokes on a zero background, whatever the photo's background and exposure."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    if background > 127:  # dark ink on light paper: invert, as MNIST is light ink on black
+        gray, background = 255 - gray, 255 - background
+    span = gray.max() - background
+    if span <= 0:
+        return np.zeros_like(gray)
+    ink = np.clip((gray - background) / span, 0, 1)
+    ink[ink < 0.2] = 0  # paper texture and sensor noise are not ink
+    return ink * 255
+
+
+def _centre(ink: np.ndarray, height: int, width: int, box: int) -> np.ndarray:
+    """Crop to the ink, scale its longer side to `box`, place its centre of mass at the centre."""
+    from PIL import Image
+
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    canvas = np.zeros((height, width), np.float32)
+    if len(rows) == 0:
+        return canvas.astype(np.uint8)
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    scale = box / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    glyph = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS), np.float32)
+    total = glyph.sum()
+    if total == 0:
+        return canvas.astype(np.uint8)
+    ys, xs = np.indices(glyph.shape)
+    top = int(round(height / 2 - (ys * glyph).sum() / total))
+    left = int(round(width / 2 - (xs * glyph).sum() / total))
+    top = min(max(top, 0), height - glyph.shape[0])  # keep the whole glyph on the canvas
+    left = min(max(left, 0), width - glyph.shape[1])
+    canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def load_image_input(source: bytes | str | Path, input_shape: tuple[int, ...], style: str,
+                     name: str = "image") -> np.ndarray:
+    return to_input(open_image(source, name), input_shape, style)

@@ -1,0 +1,211 @@
+"""Where examples come from: every dataset name ptflow understands, read into plain numpy arrays.
+
+`load_raw(name)` returns a `RawData`: images as uint8 (N, C, H, W), tabular features as float32
+(N, F), labels as int64 class indices, and the class names. Shapes and class counts always come
+from the data, never from code.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptflow import idx
+from ptflow.errors import PtflowError, UsageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class RawData:
+    x: np.ndarray  # (N, C, H, W) uint8 images or (N, F) float32 features
+    y: np.ndarray  # (N,) int64 class indices
+    classes: list[str]
+    x_test: np.ndarray | None = None  # the dataset's own test split, where it has one
+    y_test: np.ndarray | None = None
+    image_style: str = "resize"  # how `predict` turns a photo into an input (see imaging.py)
+
+
+def load_raw(name: str, data_dir: str | None = None, target: str | None = None) -> RawData:
+    kind, _, path = name.partition(":")
+    if name in idx.SPECS:
+        spec = idx.SPECS[name]
+        x, y, x_test, y_test = idx.load(spec, data_dir)
+        return RawData(x, y, list(spec.classes), x_test, y_test, spec.image_style)
+    if name == "digits":
+        return _load_digits()
+    loaders = {"csv": lambda p: _load_csv(p, target), "npz": _load_npz, "folder": _load_folder}
+    if kind in loaders and path:
+        if not Path(path).exists():
+            raise PtflowError(f"{name}: {path} does not exist")
+        return loaders[kind](Path(path))
+    known = ", ".join([*idx.SPECS, "digits", "csv:PATH", "npz:PATH", "folder:PATH"])
+    raise UsageError(f"unknown dataset {name!r}; expected one of {known}")
+
+
+def _load_digits() -> RawData:
+    """scikit-learn's 8x8 handwritten digits, read straight from its package data (no sklearn import)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise PtflowError("the digits dataset needs scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(gzip.open(path, "rt"), delimiter=",", dtype=np.float32)
+    # Pixels are counts 0..16; stretch them to 0..255 so they scale like every other image.
+    x = np.rint(table[:, :64] * (255 / 16)).astype(np.uint8).reshape(-1, 1, 8, 8)
+    y = table[:, 64].astype(np.int64)
+    return RawData(x, y, [str(i) for i in range(10)], image_style="digit")
+
+
+def _load_npz(path: Path) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise PtflowError(f"{path}: not a readable .npz file ({exc})") from None
+    missing = {"x", "y"} - set(arrays)
+    if missing:
+        raise PtflowError(f"{path}: missing array(s) {', '.join(sorted(missing))} (need x and y)")
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+    x, y = _check_xy(path, arrays["x"], arrays["y"])
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise PtflowError(f"{path}: x_test and y_test must come together")
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test, y_test = _check_xy(path, arrays["x_test"], arrays["y_test"])
+        if x_test.shape[1:] != x.shape[1:]:
+            raise PtflowError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
+    n_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
+    classes = classes or [str(i) for i in range(n_classes)]
+    if len(classes) < n_classes:
+        raise PtflowError(f"{path}: {len(classes)} class names for labels up to {n_classes - 1}")
+    return RawData(x, y, classes, x_test, y_test)
+
+
+def _check_xy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bring x to (N, F) float32 or (N, C, H, W) uint8 and y to int64 indices, or say what's wrong."""
+    if y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise PtflowError(f"{path}: need N examples with N labels, got x {x.shape} and y {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise PtflowError(f"{path}: labels must be non-negative integers, got dtype {y.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) grayscale -> (N, 1, H, W)
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)  # channels-last -> channels-first
+    if x.ndim not in (2, 4):
+        raise PtflowError(f"{path}: x must be (N, F), (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.ndim == 4 and x.dtype != np.uint8:
+        raise PtflowError(f"{path}: images must be uint8 (0..255), got {x.dtype}")
+    if x.ndim == 2:
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise PtflowError(f"{path}: x contains NaN or infinite values")
+    return np.ascontiguousarray(x), y.astype(np.int64)
+
+
+def _load_csv(path: Path, target: str | None) -> RawData:
+    """Numeric features, one label column (string labels become class names)."""
+    try:
+        with open(path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PtflowError(f"{path}: cannot read CSV ({exc})") from None
+    if not rows:
+        raise PtflowError(f"{path}: empty CSV")
+    header = rows[0] if not all(_is_number(cell) for cell in rows[0]) else None
+    body = rows[1:] if header else rows
+    width = len(rows[0])
+    column = _target_column(path, target, header, width)
+    features, labels = [], []
+    for line, row in enumerate(body, start=2 if header else 1):
+        if len(row) != width:
+            raise PtflowError(f"{path}: line {line} has {len(row)} cells, expected {width}")
+        label = row[column].strip()
+        if not label:
+            raise PtflowError(f"{path}: line {line} has no label in column {column}")
+        labels.append(label)
+        cells = row[:column] + row[column + 1:]
+        bad = next((c for c in cells if not _is_number(c)), None)
+        if bad is not None:
+            raise PtflowError(f"{path}: line {line}: non-numeric feature value {bad!r}")
+        features.append([float(c) for c in cells])
+    if not features or width < 2:
+        raise PtflowError(f"{path}: need at least one feature column and one data row")
+    x = np.asarray(features, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise PtflowError(f"{path}: features contain NaN or infinite values")
+    classes, y = _encode_labels(labels)
+    return RawData(x, y, classes)
+
+
+def _target_column(path: Path, target: str | None, header: list[str] | None, width: int) -> int:
+    if target is None:
+        return width - 1
+    if header and target in header:
+        return header.index(target)
+    if target.lstrip("-").isdigit() and -width <= int(target) < width:
+        return int(target) % width
+    raise UsageError(f"{path}: --target {target!r} is neither a column name nor an index below {width}")
+
+
+def _encode_labels(labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted class names (numerically when every label is a number) and int64 indices."""
+    names = sorted(set(labels), key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _load_folder(path: Path) -> RawData:
+    """One sub-folder of images per class; a train/ and test/ pair of such folders keeps its split."""
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        x, y, classes = _read_class_folders(path / "train", None)
+        x_test, y_test, _ = _read_class_folders(path / "test", classes, size=x.shape[-2:], channels=x.shape[1])
+        return RawData(x, y, classes, x_test, y_test)
+    x, y, classes = _read_class_folders(path, None)
+    return RawData(x, y, classes)
+
+
+def _read_class_folders(root: Path, classes: list[str] | None, size=None, channels=None):
+    from PIL import Image, UnidentifiedImageError
+
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = classes or found
+    if len(classes) < 2:
+        raise PtflowError(f"{root}: need at least two class sub-folders, found {len(classes)}")
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise PtflowError(f"{root}: class folder(s) {', '.join(sorted(unknown))} not in the training classes")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as image:
+                    image.load()
+            except (UnidentifiedImageError, OSError) as exc:
+                raise PtflowError(f"{file}: not a readable image ({exc})") from None
+            if channels is None:
+                channels = 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is None:
+                size = (image.height, image.width)  # every image is resized to the first one's size
+            image = image.resize((size[1], size[0])) if (image.height, image.width) != tuple(size) else image
+            array = np.asarray(image, dtype=np.uint8)
+            images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise PtflowError(f"{root}: no images found in the class folders")
+    return np.stack(images), np.array(labels, dtype=np.int64), classes

@@ -1,0 +1,106 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from conftest import make_images, write_idx
+from ptflow.data import fit_preprocessing, load_splits
+from ptflow.errors import PtflowError, UsageError
+from ptflow.idx import read_idx
+from ptflow.sources import load_raw
+
+
+def test_idx_round_trip_gzip_and_raw(tmp_path):
+    x, _ = make_images(7, size=5)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a", x)), x)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "b", x, compress=False)), x)
+
+
+def test_idx_truncated_and_bad_magic_are_clear_errors(tmp_path):
+    x, _ = make_images(7, size=5)
+    raw = write_idx(tmp_path / "a", x, compress=False)
+    truncated = tmp_path / "t"
+    truncated.write_bytes(raw.read_bytes()[:-10])
+    with pytest.raises(PtflowError, match="truncated or corrupt"):
+        read_idx(truncated)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(b"\x12\x34\x08\x03" + b"\x00" * 20))
+    with pytest.raises(PtflowError, match="magic"):
+        read_idx(bad)
+
+
+def test_idx_layouts_are_found_in_data_dir(idx_dir, tmp_path):
+    splits = load_splits("mnist", str(idx_dir))
+    assert splits.input_shape == (1, 10, 10)
+    assert len(splits.x_test) == 60  # the dataset's own test split is kept
+    assert len(splits.x_train) == 160 and len(splits.x_val) == 40  # 0.8 / 0.2 of the 200
+    # torchvision's DIR/MNIST/raw/ layout
+    tv = tmp_path / "MNIST" / "raw"
+    tv.mkdir(parents=True)
+    for f in idx_dir.iterdir():
+        (tv / f.name).write_bytes(f.read_bytes())
+    assert load_splits("mnist", str(tmp_path)).fingerprint == splits.fingerprint
+
+
+def test_split_is_deterministic_and_disjoint(npz_data):
+    a = load_splits(f"npz:{npz_data}", seed=3)
+    b = load_splits(f"npz:{npz_data}", seed=3)
+    c = load_splits(f"npz:{npz_data}", seed=4)
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.y_train, c.y_train)
+    assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 300
+    assert len(a.x_test) == 60  # held out by --test_ratio 0.2
+
+
+def test_standardisation_uses_the_train_split_only(npz_data):
+    splits = load_splits(f"npz:{npz_data}")
+    prep = fit_preprocessing(splits.x_train, "standard")
+    expected = (splits.x_train / 255.0).mean()
+    assert prep.mean == pytest.approx([expected], rel=1e-6)
+    assert prep.mean != pytest.approx([(splits.x_test / 255.0).mean()], rel=1e-6)
+    assert fit_preprocessing(splits.x_train, "none").mean is None
+
+
+def test_csv_with_header_string_labels_and_target(tmp_path):
+    path = tmp_path / "iris.csv"
+    path.write_text("species,a,b\nsetosa,1,2\nvirginica,3,4\nsetosa,1.5,2.5\n")
+    raw = load_raw(f"csv:{path}", target="species")
+    assert raw.classes == ["setosa", "virginica"]
+    assert raw.x.shape == (3, 2) and raw.x.dtype == np.float32
+    assert raw.y.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a,b,label\n1,x,0\n", "non-numeric"),
+    ("a,b,label\n1,2,\n", "no label"),
+    ("a,b,label\n1,2\n", "cells"),
+])
+def test_bad_csv_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(PtflowError, match=message):
+        load_raw(f"csv:{path}")
+
+
+def test_folder_dataset(tmp_path):
+    from PIL import Image
+
+    x, y = make_images(30, size=12)
+    for i, (image, label) in enumerate(zip(x, y)):
+        folder = tmp_path / f"class{label}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    raw = load_raw(f"folder:{tmp_path}")
+    assert raw.x.shape == (30, 1, 12, 12)
+    assert raw.classes == ["class0", "class1", "class2"]
+
+
+def test_unknown_dataset_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown dataset"):
+        load_raw("imagenet")
+
+
+def test_digits_ships_offline():
+    splits = load_splits("digits")
+    assert splits.input_shape == (1, 8, 8) and len(splits.classes) == 10
+    assert splits.x_train.dtype == np.uint8 and splits.x_train.max() == 255
