@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +47,11 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device) -> tu
     return TrainState(model, optimizer, scheduler, generator), args
 
 
-def run(config: TrainConfig) -> dict:
-    """Train one model as the config says; returns the run's summary (also in run.json)."""
+def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = ()) -> dict:
+    """Train one model as the config says; returns the run's summary (also in run.json).
+
+    Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there).
+    """
     started = time.time()
     device = resolve_device(config.device_name())
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
@@ -65,10 +69,16 @@ def run(config: TrainConfig) -> dict:
     write_json(run_dir / "env.json", runs.environment(config.seed, splits.fingerprint, str(device)))
     data = to_device(splits, device)
     forward_model = torch.compile(state.model) if config.compile else None
+
+    def on_epoch_end(s: TrainState) -> None:
+        runs.append_metrics(run_dir, s.history[-1])
+        for callback in callbacks:
+            callback(s, run_dir)
+
     settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose)
     try:
         fit(state, preprocess, data, settings, forward_model,
-            on_epoch_end=lambda s: runs.append_metrics(run_dir, s.history[-1]),
+            on_epoch_end=on_epoch_end,
             progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
     except BaseException as exc:
         runs.write_status(run_dir, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
