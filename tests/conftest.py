@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import re
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +84,56 @@ def idx_dir(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, npz_data) -> dict:
     """One small model trained through the CLI, shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("trained")
-    code = run_cli("train", "--dataset", f"npz:{npz_data}", "--n_epochs", "3", "--batch_size", "32",
+    code = run_cli("train", "--dataset", f"npz:{npz_data}", "--n_epochs", "10", "--batch_size", "32",
                    "--runs_dir", root / "runs", "--run_name", "toy", "--model_fn", root / "toy.pth", "--verbose", "0")
     assert code == 0
     return {"run": root / "runs" / "toy", "pth": root / "toy.pth",
             "safetensors": root / "runs" / "toy" / "model.safetensors", "root": root}
+
+
+@pytest.fixture(scope="session")
+def tabular(tmp_path_factory) -> Path:
+    """A small model of float features (N, 6), standardised: the non-image path of serve and export."""
+    root = tmp_path_factory.mktemp("tabular")
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 240)
+    x = (rng.standard_normal((240, 6)) * 5 + 20 + y[:, None] * 4).astype(np.float32)
+    np.savez(root / "features.npz", x=x, y=y)
+    code = run_cli("train", "--dataset", f"npz:{root / 'features.npz'}", "--n_epochs", "2", "--batch_size", "32",
+                   "--normalize", "standard", "--runs_dir", root / "runs", "--run_name", "tab",
+                   "--model_fn", root / "tab.safetensors", "--verbose", "0")
+    assert code == 0
+    return root / "tab.safetensors"
+
+
+@contextlib.contextmanager
+def _serve_process(model_fn: Path, *flags: str, env: dict | None = None):
+    """`ptflow serve` in its own process on a free loopback port; yields its base URL once ready."""
+    import httpx
+
+    command = [sys.executable, "-m", "ptflow", "serve", "--model_fn", str(model_fn), "--port", "0", *flags]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **(env or {})})
+    try:
+        seen, match = "", None
+        for line in server.stdout:  # the first line that names the URL; warnings may come before it
+            seen += line
+            match = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if match:
+                break
+        assert match, f"server did not start: {seen}"
+        url = match.group(0)
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def serve_process():
+    """A context-manager factory: `with serve_process(model_fn, *flags) as url: ...`."""
+    return _serve_process

@@ -27,6 +27,7 @@ from ptflow.models import MODELS, Preprocess
 
 FORMAT = "ptflow.model"
 FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "ptflow.checkpoint"  # a training checkpoint: TrainState as tensors plus JSON (see resume.py)
 
 
 @dataclass
@@ -78,19 +79,23 @@ def save_model(path: str | Path, model: nn.Module, meta: dict, optimizer=None) -
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, description) from either format, refusing anything that would run code."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PtflowError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    data = _read_bytes(path, "model file")
     if data[:2] == b"PK":  # torch.save's zip container
         state, meta = _read_pth(path, data)
     else:
-        state, meta = _read_safetensors(path, data)
+        state, meta = _read_safetensors(path, data, "model file")
     if meta.get("format") != FORMAT or meta.get("model") not in MODELS:
         raise PtflowError(f"{path}: not a ptflow model file (no model description in it)")
     meta["path"] = str(path)
     meta["sha256"] = hashlib.sha256(data).hexdigest()
     return state, meta
+
+
+def _read_bytes(path: Path, kind: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PtflowError(f"cannot read {kind} {path}: {exc.strerror or exc}") from None
 
 
 def _read_pth(path: Path, data: bytes) -> tuple[dict, dict]:
@@ -106,7 +111,7 @@ def _read_pth(path: Path, data: bytes) -> tuple[dict, dict]:
     return blob["model"], blob.get("ptflow") or {}
 
 
-def _read_safetensors(path: Path, data: bytes) -> tuple[dict, dict]:
+def _read_safetensors(path: Path, data: bytes, kind: str) -> tuple[dict, dict]:
     from safetensors.torch import load
 
     try:
@@ -115,8 +120,26 @@ def _read_safetensors(path: Path, data: bytes) -> tuple[dict, dict]:
         header = json.loads(data[8:8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("ptflow", "{}"))
     except Exception as exc:  # safetensors reports damage with its own error types
-        raise PtflowError(f"{path}: corrupt, truncated or not a model file ({type(exc).__name__})") from None
+        raise PtflowError(f"{path}: corrupt, truncated or not a {kind} ({type(exc).__name__})") from None
     return state, meta
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """A training checkpoint: flat tensors and JSON metadata in one safetensors file, written atomically."""
+    from safetensors.torch import save
+
+    meta = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **meta}
+    atomic_write_bytes(path, save(_contiguous_cpu(tensors), metadata={"ptflow": json.dumps(meta)}))
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a training checkpoint, on the CPU; never unpickles."""
+    path = Path(path)
+    data = _read_bytes(path, "checkpoint")
+    tensors, meta = _read_safetensors(path, data, "training checkpoint")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise PtflowError(f"{path}: not a ptflow training checkpoint")
+    return tensors, meta
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

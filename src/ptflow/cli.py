@@ -31,11 +31,16 @@ def parse_int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def parse_names(text: str) -> list[str]:
+    """'tensorboard,mlflow' -> ['tensorboard', 'mlflow'], for --log."""
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
 def _default(name: str) -> str:
     value = getattr(DEFAULTS, name)
     if isinstance(value, list):
         value = ",".join(map(str, value))
-    return f" (default: {value})" if value not in (None, False) else ""
+    return f" (default: {value})" if value not in (None, False, "") else ""
 
 
 def _opt(group, name: str, help: str, type=str, **kwargs) -> None:
@@ -84,6 +89,10 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     _opt(out, "runs_dir", "folder of run folders", metavar="DIR")
     _opt(out, "run_name", "name of this run's folder (default: timestamp-dataset-model)")
     _opt(out, "verbose", "0 quiet, 1 a line per epoch, 2 a line per iteration", int, choices=[0, 1, 2])
+    tracking = parser.add_argument_group("tracking (optional extras)")
+    _opt(tracking, "log", "also log to tensorboard and/or mlflow, e.g. tensorboard,mlflow", parse_names,
+         metavar="NAME,...")
+    _opt(tracking, "mlflow_uri", "MLflow tracking server (default: sqlite:///RUNS_DIR/mlflow.db)", metavar="URI")
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model; writes a run folder and prints test accuracy",
                             description="Train a classifier. Flags override the defaults shown.")
     add_train_options(p)
+    add_config_and_resume_options(p)
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="test-split accuracy, per-class metrics and pictures")
@@ -126,6 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_options(p)
     p.set_defaults(handler=cmd_predict)
 
+    p = commands.add_parser("serve", help="serve a model over HTTP: REST API, web page, metrics",
+                            description="Serve a model: POST /v1/predict (JSON) and /v1/predict/image (uploads), "
+                                        "GET / (draw a digit), /v1/model, /healthz, /readyz, /metrics, /docs.")
+    p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--max_batch_size", type=int, default=64, help="inputs per forward pass; 1 turns "
+                                                                  "micro-batching off (default: 64)")
+    p.add_argument("--max_wait_ms", type=float, default=0.0, help="extra wait for a fuller batch (default: 0: "
+                                                                  "batch what queues up during a forward pass)")
+    p.add_argument("--max_queue", type=int, default=1024, help="inputs waiting before 503 (default: 1024)")
+    p.add_argument("--max_inputs", type=int, default=256, help="inputs or images per request (default: 256)")
+    p.add_argument("--max_body_mb", type=float, default=8.0, help="request body limit in MiB (default: 8)")
+    p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY' on predictions "
+                                                   "(default: $PTFLOW_API_KEY; the variable keeps it out of ps)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for inference (default: 1)")
+    p.add_argument("--access_log", action="store_true", help="log every request (default: off; see /metrics)")
+    add_device_options(p)
+    p.set_defaults(handler=cmd_serve)
+
+    p = commands.add_parser("export", help="export a model to ONNX or TorchScript, preprocessing included",
+                            description="Export a model that takes raw inputs (uint8 pixels or raw features) and "
+                                        "returns class probabilities; class names and preprocessing go with it.")
+    p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to export")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="onnx or torchscript")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="where to write the exported model")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    p.set_defaults(handler=cmd_export)
+
     p = commands.add_parser("data", help="look at a dataset: splits, class counts, statistics, samples")
     p.add_argument("name", metavar="NAME", help="mnist, fashion-mnist, kmnist, digits, csv:PATH, npz:PATH, folder:PATH")
     p.add_argument("--data_dir", metavar="DIR", help="folder searched first for dataset files")
@@ -135,15 +175,127 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.add_argument("--out", metavar="PNG", help="sample grid file (default: NAME-samples.png)")
     p.set_defaults(handler=cmd_data)
+
+    p = commands.add_parser("sweep", help="tune hyperparameters with Optuna; every trial is a run folder",
+                            description="Search hyperparameters by validation loss (TPE sampling, median "
+                                        "pruning); train flags fix everything not searched.")
+    add_sweep_options(p)
+    add_train_options(p)
+    p.set_defaults(handler=cmd_sweep)
+
+    add_history_commands(commands)
     return parser
 
 
+CONFIG_AND_RESUME_OPTIONS = ("config", "print_config", "resume", "allow_changed_code")
+
+
+def add_config_and_resume_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("config files and resuming")
+    group.add_argument("--config", metavar="FILE", help="YAML or TOML file of train options; flags override it")
+    group.add_argument("--print_config", nargs="?", const="auto", metavar="yaml|toml",
+                       help="print the resolved config (YAML, or --config's format) and exit")
+    group.add_argument("--resume", metavar="RUN", help="continue a stopped run (a run folder, or a run id in "
+                                                       "--runs_dir) from its last completed epoch")
+    group.add_argument("--allow_changed_code", action="store_true",
+                       help="resume even though ptflow's code changed since the run started")
+
+
+def add_history_commands(commands) -> None:
+    """`ptflow runs`, `ptflow runs show RUN`, `ptflow runs compare RUN RUN...` and `ptflow report RUN`."""
+    runs_dir_help = "folder of run folders (default: runs)"
+    p = commands.add_parser("runs", help="past runs as a table; `runs show RUN`, `runs compare RUN RUN...`",
+                            description="List the runs in --runs_dir: id, start, dataset, model, the hyperparameters "
+                                        "that differ, best validation loss, test accuracy, duration and status.")
+    p.add_argument("--runs_dir", default="runs", metavar="DIR", help=runs_dir_help)
+    p.set_defaults(handler=cmd_runs, runs_command=None)
+    sub = p.add_subparsers(dest="runs_command", metavar="{show,compare}", parser_class=Parser)
+    s = sub.add_parser("show", help="one run: status, metrics per epoch, config")
+    s.add_argument("run", metavar="RUN", help="a run folder, or a run id in --runs_dir")
+    s.add_argument("--runs_dir", default=argparse.SUPPRESS, metavar="DIR", help=runs_dir_help)
+    s = sub.add_parser("compare", help="runs side by side: config differences, metrics, learning curves in one PNG")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders or run ids")
+    s.add_argument("-o", "--out", default="compare.png", metavar="PNG",
+                   help="the overlaid learning curves (default: compare.png)")
+    s.add_argument("--runs_dir", default=argparse.SUPPRESS, metavar="DIR", help=runs_dir_help)
+
+    p = commands.add_parser("report", help="one self-contained HTML page about a run",
+                            description="Write one HTML file (images embedded, no external resources) with the "
+                                        "run's config, learning curves, test metrics per class, confusion matrix, "
+                                        "sample predictions and most confident mistakes.")
+    p.add_argument("run", metavar="RUN", help="a run folder, or a run id in --runs_dir")
+    p.add_argument("-o", "--out", metavar="HTML", help="where to write it (default: RUN/report.html)")
+    p.add_argument("--runs_dir", default="runs", metavar="DIR", help=runs_dir_help)
+    p.add_argument("--data_dir", metavar="DIR", help="where the dataset's files are (default: as trained)")
+    p.add_argument("--batch_size", type=int, default=8192, help="examples per forward pass (default: 8192)")
+    add_device_options(p)
+    p.set_defaults(handler=cmd_report)
+
+
+SWEEP_OPTIONS = ("trials", "param", "study", "storage", "pruner", "prune_after", "prune_warmup", "config")
+
+
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--trials", type=int, required=True, metavar="N",
+                       help="trials to run in this command (added to a resumed study's)")
+    sweep.add_argument("--param", action="append", default=[], metavar="NAME=SPEC",
+                       help="a hyperparameter to search: float:LO:HI, loguniform:LO:HI, int:LO:HI[:STEP] or "
+                            "choice:A,B,... (list values as 32/64); repeat for each one")
+    sweep.add_argument("--study", metavar="NAME", help="study name; an existing study is resumed "
+                                                       "(default: sweep-TIMESTAMP)")
+    sweep.add_argument("--storage", metavar="URL", help="Optuna RDB URL shared by several machines, e.g. "
+                                                        "postgresql://user@host/db (default: sqlite:///RUNS_DIR/sweeps.db)")
+    sweep.add_argument("--pruner", default="median", choices=["median", "none"],
+                       help="stop trials whose validation loss is worse than the median (default: median)")
+    sweep.add_argument("--prune_after", type=int, default=5, metavar="TRIALS",
+                       help="trials that finish before any is pruned (default: 5)")
+    sweep.add_argument("--prune_warmup", type=int, default=1, metavar="EPOCHS",
+                       help="epochs every trial runs before it can be pruned (default: 1)")
+    sweep.add_argument("--config", metavar="FILE", help="YAML or TOML file of train options; flags override it")
+
+
 def cmd_train(args) -> int:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
-    config = TrainConfig.from_dict(values)
+    from ptflow import configfile
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *CONFIG_AND_RESUME_OPTIONS)}
+    values = {**configfile.read(args.config), **given} if args.config else given  # flags override the file
+    run_dir = None
+    if args.resume:
+        from ptflow import resume
+
+        run_dir, config = resume.resolve(args.resume, values)
+    else:
+        config = TrainConfig.from_dict(values)
+    if args.print_config:
+        from ptflow.console import info
+
+        info(configfile.dump(config.to_dict(), configfile.output_format(args.print_config, args.config)).rstrip())
+        return 0
     from ptflow import train
 
-    train.run(config)
+    train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from ptflow import history
+
+    if args.runs_command == "show":
+        history.show(args.run, args.runs_dir)
+    elif args.runs_command == "compare":
+        history.compare(args.runs, args.runs_dir, args.out)
+    else:
+        history.table(args.runs_dir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
+    from ptflow import report
+
+    report.run(args.run, args.runs_dir, args.out, args.data_dir, device_of(args), args.batch_size)
     return 0
 
 
@@ -165,6 +317,49 @@ def cmd_predict(args) -> int:
     from ptflow import predict
 
     predict.run(args.model_fn, args.inputs, args.format, device_of(args))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    if args.max_body_mb <= 0:
+        raise UsageError(f"--max_body_mb must be > 0, got {args.max_body_mb}")
+    try:
+        from ptflow import serve
+    except ImportError as exc:
+        raise PtflowError(f"ptflow serve needs {exc.name}: pip install 'ptflow[serve]'") from None
+
+    settings = serve.Settings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                              max_queue=args.max_queue, max_inputs=args.max_inputs,
+                              max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                              api_key=args.api_key or os.environ.get("PTFLOW_API_KEY") or None)
+    serve.run(args.model_fn, args.host, args.port, settings, device_of(args), args.threads, args.insecure,
+              args.access_log)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ptflow import export
+
+    export.run(args.model_fn, args.format, args.out, args.opset)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *SWEEP_OPTIONS)}
+    if args.config:
+        from ptflow import configfile
+
+        values = {**configfile.read(args.config), **values}  # flags override the file
+    # Trials are quiet unless asked: one summary line each reads better than every epoch of every trial.
+    base = TrainConfig.from_dict({"verbose": 0, **values})
+    if args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    if min(args.prune_after, args.prune_warmup) < 0:
+        raise UsageError("--prune_after and --prune_warmup must be >= 0")
+    from ptflow import sweep
+
+    sweep.run(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
+              pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup)
     return 0
 
 
@@ -202,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     except PtflowError as exc:
         print(f"ptflow {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"ptflow {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)  # 143 after SIGTERM (interrupt.Interrupted)
     except BrokenPipeError:  # output piped into `head` and friends: not an error worth a traceback
         sys.stdout = open(os.devnull, "w")
         return 141

@@ -16,6 +16,7 @@ SCHEDULERS = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -53,6 +54,9 @@ class TrainConfig:
     runs_dir: str = "runs"  # every run gets a folder here with its config, metrics, model and plots
     run_name: str | None = None  # the run folder's name; default: a timestamp with dataset and model
     verbose: int = 1  # 0 quiet, 1 one line per epoch, 2 one line per iteration (as in the article)
+    # --- tracking (optional extras; nothing is sent anywhere unless asked) ---
+    log: list[str] = field(default_factory=list)  # also log to tensorboard and/or mlflow; the run folder is always written
+    mlflow_uri: str | None = None  # MLflow tracking server; default: a SQLite store in runs_dir, nothing leaves the machine
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -89,6 +93,10 @@ class TrainConfig:
         _check_choice("device", self.device.split(":")[0], DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("normalize", self.normalize, NORMALIZATIONS)
+        for name in self.log:
+            _check_choice("log", name, TRACKERS)
+        _check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
+        _check(self.mlflow_uri is None or "mlflow" in self.log, "--mlflow_uri is used only with --log mlflow")
 
     def device_name(self) -> str:
         """The device asked for, with the article's --gpu_id taking precedence over --device."""

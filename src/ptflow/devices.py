@@ -24,3 +24,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise PtflowError("mps was asked for, but this machine has no Apple GPU (use --device cpu)")
     return device
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware: tensor cores on GPUs, AMX or AVX512-BF16 on CPUs.
+
+    Without them (older CPUs), autocast to bf16 is emulated and runs several times slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so probed with care
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return True

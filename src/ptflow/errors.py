@@ -14,3 +14,18 @@ class UsageError(PtflowError):
     """The command line or config asked for something impossible: exit status 2."""
 
     exit_code = 2
+
+
+class RunStopped(Exception):
+    """Raised by a training callback to end a run on purpose (a sweep pruning a trial).
+
+    Not an error: the run folder is marked with `status` rather than failed.
+    """
+
+    status = "stopped"
+
+
+def first_line(exc: BaseException) -> str:
+    """Another library's exception as one line, for wrapping it in a PtflowError."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

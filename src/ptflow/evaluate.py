@@ -7,16 +7,17 @@ in the model file), so a held-out test split is the same examples the model neve
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ptflow import plots
-from ptflow.checkpoint import load_model
+from ptflow.checkpoint import LoadedModel, load_model
 from ptflow.console import info, warn
-from ptflow.data import load_splits
+from ptflow.data import Splits, load_splits
 from ptflow.devices import resolve_device
-from ptflow.files import write_json
+from ptflow.files import atomic_write_bytes, write_json
 from ptflow.inference import predict_proba
 
 
@@ -51,8 +52,19 @@ def format_report(report: dict, classes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
-        batch_size: int = 8192) -> dict:
+@dataclass
+class Judgement:
+    """A model's predictions on its test split, and the report made of them."""
+
+    loaded: LoadedModel
+    splits: Splits
+    probs: np.ndarray  # |probs| = (n_test, n_classes)
+    report: dict
+    seconds: float  # inference time
+
+
+def judge(model_fn: str, data_dir: str | None = None, device: str = "auto", batch_size: int = 8192) -> Judgement:
+    """Load the model, rebuild its test split, predict it and score the predictions."""
     loaded = load_model(model_fn, resolve_device(device))
     config = loaded.meta["config"]
     splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
@@ -62,30 +74,47 @@ def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_di
     started = time.perf_counter()
     probs = predict_proba(loaded, splits.x_test, batch_size)
     seconds = time.perf_counter() - started
-    y_pred = probs.argmax(1)
-    report = classification_report(splits.y_test, y_pred, len(loaded.classes))
-    report["images_per_second"] = len(y_pred) / max(seconds, 1e-9)
-    info(format_report(report, loaded.classes))
-    info(f"\n{len(y_pred)} test examples in {seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
+    report = classification_report(splits.y_test, probs.argmax(1), len(loaded.classes))
+    report["images_per_second"] = len(probs) / max(seconds, 1e-9)
+    return Judgement(loaded, splits, probs, report, seconds)
+
+
+def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
+        batch_size: int = 8192) -> dict:
+    judged = judge(model_fn, data_dir, device, batch_size)
+    report, classes, splits = judged.report, judged.loaded.classes, judged.splits
+    info(format_report(report, classes))
+    info(f"\n{len(judged.probs)} test examples in {judged.seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
     out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
     write_json(out / "evaluation.json", report)
-    plots.confusion_matrix(np.array(report["confusion_matrix"]), loaded.classes, out / "confusion_matrix.png")
+    plots.confusion_matrix(np.array(report["confusion_matrix"]), classes, out / "confusion_matrix.png")
     if splits.is_image:
-        write_pictures(splits.x_test, splits.y_test, probs, loaded.classes, out)
+        write_pictures(splits.x_test, splits.y_test, judged.probs, classes, out)
     info(f"Wrote {out}/")
     return report
 
 
-def write_pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], out: Path,
-                   count: int = 40) -> None:
-    """The article's notebook view (samples with predicted and true labels) and the worst mistakes."""
+def most_confident_mistakes(y: np.ndarray, probs: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the wrong predictions, the most confident first."""
+    y_pred = probs.argmax(1)
+    wrong = np.flatnonzero(y_pred != y)
+    return wrong[np.argsort(-probs[wrong, y_pred[wrong]])][:count]
+
+
+def pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], count: int = 40) -> dict:
+    """The article's notebook view (samples with predicted and true labels) and the worst mistakes, as PNGs."""
     y_pred = probs.argmax(1)
     titles = [f"{classes[p]} ({classes[t]})" for p, t in zip(y_pred[:count], y[:count])]
     colors = ["black" if p == t else "red" for p, t in zip(y_pred[:count], y[:count])]
-    plots.image_grid(x[:count], titles, out / "samples.png", colors,
-                     suptitle="predicted (true); red: wrong")
-    wrong = np.flatnonzero(y_pred != y)
-    worst = wrong[np.argsort(-probs[wrong, y_pred[wrong]])][:count]
+    samples = plots.image_grid(x[:count], titles, None, colors, suptitle="predicted (true); red: wrong")
+    worst = most_confident_mistakes(y, probs, count)
     titles = [f"{classes[y_pred[i]]} {probs[i, y_pred[i]]:.2f} ({classes[y[i]]})" for i in worst]
-    plots.image_grid(x[worst], titles, out / "mistakes.png", ["red"] * len(worst),
-                     suptitle="most confident mistakes: predicted p (true)")
+    mistakes = plots.image_grid(x[worst], titles, None, ["red"] * len(worst),
+                                suptitle="most confident mistakes: predicted p (true)")
+    return {"samples.png": samples, "mistakes.png": mistakes}
+
+
+def write_pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], out: Path,
+                   count: int = 40) -> None:
+    for name, png in pictures(x, y, probs, classes, count).items():
+        atomic_write_bytes(out / name, png)

@@ -1,6 +1,8 @@
 """The pictures: learning curves, sample grids, confusion matrices. PNG files, written atomically.
 
-matplotlib is imported here only, with the Agg backend (no display needed).
+Each function returns the PNG's bytes and also writes them to `path` unless it is None (the
+HTML report embeds the bytes). matplotlib is imported here only, with the Agg backend (no
+display needed).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def _save(fig, path: str | Path | None) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    if path is not None:
+        atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def learning_curve(histories: dict[str, list[dict]], path: str | Path) -> None:
+def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
     """Train and validation loss per epoch; several runs overlay in one figure."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -45,7 +49,7 @@ def learning_curve(histories: dict[str, list[dict]], path: str | Path) -> None:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -53,8 +57,8 @@ def to_display(images: np.ndarray) -> np.ndarray:
     return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
 
 
-def image_grid(images: np.ndarray, titles: list[str], path: str | Path, colors: list[str] | None = None,
-               columns: int = 10, suptitle: str | None = None) -> None:
+def image_grid(images: np.ndarray, titles: list[str], path: str | Path | None, colors: list[str] | None = None,
+               columns: int = 10, suptitle: str | None = None) -> bytes:
     plt = _pyplot()
     n = max(len(images), 1)
     rows = math.ceil(n / columns)
@@ -67,7 +71,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: str | Path, colors: 
             ax.set_title(titles[i], fontsize=7, color=(colors[i] if colors else "black"))
     if suptitle:
         fig.suptitle(suptitle)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: str | Path, per_class: int = 10):
@@ -80,7 +84,7 @@ def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: st
     image_grid(x[picked], titles, path, columns=per_class)
 
 
-def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path) -> None:
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | None) -> bytes:
     plt = _pyplot()
     size = max(4.0, 0.5 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -94,4 +98,4 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path) -
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
                     color="white" if count > threshold else "black")
-    _save(fig, path)
+    return _save(fig, path)

@@ -34,6 +34,11 @@ def collect_inputs(paths: list[str], loaded: LoadedModel) -> tuple[list[str], np
             file_names, x = _read(file, loaded)
             names += file_names
             arrays.append(x)
+    if len({a.dtype for a in arrays}) > 1:
+        # uint8 means raw pixels and floats mean model-scale values (see Preprocess), so a mix is
+        # brought to the model's scale before stacking, or the pixels would be read as huge floats.
+        scale = loaded.meta["preprocessing"]["scale"]
+        arrays = [a.astype(np.float32) * scale if a.dtype == np.uint8 else a for a in arrays]
     x = np.concatenate(arrays) if arrays else np.zeros((0, *loaded.input_shape), np.float32)
     return names, x
 

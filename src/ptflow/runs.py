@@ -2,10 +2,13 @@
 
     runs/20261127-201500-mnist-mlp/
       config.json      the resolved TrainConfig
-      run.json         status (running, finished, interrupted, failed), timings, headline metrics
+      run.json         status (running, finished, interrupted, failed), pid and host, timings, headline metrics
       metrics.jsonl    one JSON object per epoch
       env.json         versions, seed, git commit, data fingerprint, command line
+      checkpoint.safetensors  the training state after the last completed epoch (see resume.py)
       model.safetensors, learning_curve.png
+
+A run is named by its folder: a path, or its id (the folder's name) under the runs folder.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import time
 from pathlib import Path
 
 from ptflow.dist import is_main_process
-from ptflow.errors import PtflowError
-from ptflow.files import append_line, write_json
+from ptflow.errors import PtflowError, UsageError
+from ptflow.files import append_line, atomic_write_text, write_json
 
 
 def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> Path:
@@ -42,6 +45,31 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
     return path
 
 
+def find(spec: str, runs_dir: str = "runs") -> Path:
+    """The run folder `spec` names: a path, an id under runs_dir, or a unique prefix of one."""
+    for path in (Path(spec), Path(runs_dir) / spec):
+        if is_run(path):
+            return path
+    matches = [p for p in list_runs(runs_dir) if p.name.startswith(spec)] if spec else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"run id {spec!r} is ambiguous in {runs_dir}: {', '.join(p.name for p in matches[:5])}")
+    raise PtflowError(f"no run {spec!r}: neither a run folder nor a run id in {runs_dir} "
+                      f"(`ptflow runs --runs_dir DIR` lists them)")
+
+
+def is_run(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "run.json").is_file()
+
+
+def list_runs(runs_dir: str) -> list[Path]:
+    """The run folders under runs_dir, oldest first (other files and folders are skipped)."""
+    root = Path(runs_dir)
+    runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)] if root.is_dir() else []
+    return sorted(runs, key=lambda p: ((read_json(p / "run.json") or {}).get("started") or 0, p.name))
+
+
 def _slug(dataset: str) -> str:
     kind, _, path = dataset.partition(":")
     return Path(path).stem if path else kind
@@ -53,8 +81,53 @@ def write_status(run: Path, **fields) -> None:
     write_json(run / "run.json", {**current, **fields})
 
 
+def process() -> dict:
+    """Who is running the run, so that a run whose process died can be told from a live one."""
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+def status(info: dict) -> str:
+    """run.json's status, except that a "running" run whose process is gone shows as "crashed"."""
+    value = info.get("status", "unknown")
+    if value == "running" and info.get("host") == platform.node() and not _alive(info.get("pid")):
+        return "crashed"  # killed (kill -9, out of memory, power): resumable from its last checkpoint
+    return value
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or os.name == "nt":  # Windows' os.kill would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to someone else
+        return True
+    return True
+
+
 def append_metrics(run: Path, record: dict) -> None:
     append_line(run / "metrics.jsonl", json.dumps(record))
+
+
+def write_metrics(run: Path, history: list[dict]) -> None:
+    """Rewrite metrics.jsonl as exactly `history` (on resume: drop epochs after the checkpoint)."""
+    atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The per-epoch records; a line torn by a crash is skipped."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
 
 
 def read_json(path: Path) -> dict | None:

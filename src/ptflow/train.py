@@ -1,10 +1,13 @@
 """`ptflow train`: data -> model -> optimizer -> loop -> test -> save, in that order.
 
-Takes a validated TrainConfig; everything below gets plain values from it.
+Takes a validated TrainConfig; everything below gets plain values from it. Every epoch ends
+with a training checkpoint in the run folder, so a stopped run can continue (resume.py).
 """
 
 from __future__ import annotations
 
+import math
+import shlex
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,14 +15,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import plots, runs
+from ptflow import interrupt, plots, resume, runs, tracking
 from ptflow.checkpoint import save_model, versions
 from ptflow.config import TrainConfig
-from ptflow.console import epoch_bar_factory, info
+from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data import Splits, fit_preprocessing, load_splits
-from ptflow.devices import resolve_device
-from ptflow.errors import PtflowError
-from ptflow.files import write_json
+from ptflow.devices import has_native_bf16, resolve_device
+from ptflow.errors import PtflowError, RunStopped
+from ptflow.files import remove_temporaries, write_json
 from ptflow.models import MODELS, Preprocess, model_args
 from ptflow.trainer import (LoopSettings, TrainState, build_optimizer, build_scheduler, evaluate, fit,
                             steps_per_epoch)
@@ -47,53 +50,116 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device) -> tu
     return TrainState(model, optimizer, scheduler, generator), args
 
 
-def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = ()) -> dict:
+def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
+        evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json).
 
-    Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there).
+    Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
+    one that raises RunStopped ends the run with that status. Sweep trials pass
+    evaluate_test=False: only the winner of a sweep is judged on the test split.
+    With resume_from (a run folder; `config` from resume.resolve) the run continues from its
+    last checkpoint, provided the data, the model and the code still match.
     """
     started = time.time()
     device = resolve_device(config.device_name())
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed)
-    info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
-         f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}")
+    if config.verbose >= 1:
+        info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
+             f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}")
+    if config.precision == "bf16" and not has_native_bf16(device):
+        warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
+             f"and runs several times slower than fp32")
     prep = fit_preprocessing(splits.x_train, config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args = build_state(config, splits, device)
     if config.verbose >= 1:
         info(str(state.model))
-    run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
-    runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model)
-    write_json(run_dir / "config.json", config.to_dict())
-    write_json(run_dir / "env.json", runs.environment(config.seed, splits.fingerprint, str(device)))
+    identity = resume.identity(config.model, args, splits.fingerprint)
+    if resume_from is not None:  # before anything is written: a refusal leaves the run folder as it was
+        resume.restore(Path(resume_from), state, identity, device, config.n_epochs, allow_changed_code)
+    trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
+    run_dir = _open_run(config, splits.fingerprint, device, started, state, resume_from)
     data = to_device(splits, device)
     forward_model = torch.compile(state.model) if config.compile else None
 
     def on_epoch_end(s: TrainState) -> None:
+        resume.save(run_dir, s, identity, device)  # first, so that nothing below can lose this epoch
         runs.append_metrics(run_dir, s.history[-1])
-        for callback in callbacks:
+        for callback in (*callbacks, *trackers):
             callback(s, run_dir)
+        interrupt.check()  # a signal during validation or a callback: stop here, this epoch saved
 
-    settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose)
+    # A run killed after early stopping (or divergence) had ended its training: only the ending is left.
+    n_epochs = state.epoch if _stopped_early(state, config.early_stop) else config.n_epochs
+    settings = LoopSettings(n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose)
+    clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
-        fit(state, preprocess, data, settings, forward_model,
-            on_epoch_end=on_epoch_end,
-            progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
+        with interrupt.stop_gracefully():
+            fit(state, preprocess, data, settings, forward_model,
+                on_epoch_end=on_epoch_end,
+                progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
     except BaseException as exc:
-        runs.write_status(run_dir, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                          finished=time.time(), error=type(exc).__name__)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        if isinstance(exc, RunStopped):
+            status = exc.status
+        runs.write_status(run_dir, status=status, finished=time.time(), error=type(exc).__name__)
+        tracking.close(trackers, status)
+        if status == "interrupted":
+            _say_how_to_resume(run_dir, state, exc)
         raise
     if state.best_weights is None:
         runs.write_status(run_dir, status="failed", finished=time.time(), error="diverged")
+        tracking.close(trackers, "failed")
         raise PtflowError("training diverged (the validation loss was never finite); try a lower --lr")
-    return _finish(config, splits, prep, args, state, preprocess, data, run_dir, started)
+    metrics = _finish(config, splits, prep, args, state, preprocess, data, run_dir, clock, evaluate_test)
+    tracking.close(trackers, "finished", metrics)
+    return metrics
 
 
-def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, started: float) -> dict:
+def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, started: float, state: TrainState,
+              resume_from: Path | None) -> Path:
+    """A new run folder; or the resumed one, brought back to its checkpoint's epoch."""
+    if resume_from is None:
+        run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
+        runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
+                          **runs.process())
+        write_json(run_dir / "config.json", config.to_dict())
+        write_json(run_dir / "env.json", runs.environment(config.seed, fingerprint, str(device)))
+        return run_dir
+    run_dir = Path(resume_from)
+    previous = runs.read_json(run_dir / "run.json") or {}
+    resumed = [*previous.get("resumed", []), {"at": started, "after_epoch": state.epoch}]
+    runs.write_status(run_dir, status="running", finished=None, error=None, test_loss=None, test_acc=None,
+                      resumed=resumed, **runs.process())
+    write_json(run_dir / "config.json", config.to_dict())  # --n_epochs or --early_stop may have changed
+    runs.write_metrics(run_dir, state.history)  # a kill between checkpoint and metrics line: the checkpoint wins
+    remove_temporaries(run_dir)  # left by a writer killed mid-write
+    info(f"Resuming {run_dir} after epoch {state.epoch}" if state.epoch else
+         f"Resuming {run_dir} from the start (it stopped before completing an epoch)")
+    return run_dir
+
+
+def _stopped_early(state: TrainState, early_stop: int) -> bool:
+    """Whether the checkpoint's run had already stopped, as fit's own stopping rule would have it."""
+    if not state.history:
+        return False
+    return not math.isfinite(state.history[-1]["train_loss"]) or bool(early_stop and state.bad_epochs >= early_stop)
+
+
+def _say_how_to_resume(run_dir: Path, state: TrainState, exc: BaseException) -> None:
+    cause = f" by {exc}" if isinstance(exc, interrupt.Interrupted) else ""
+    kept = f"the checkpoint after epoch {state.epoch} is kept" if state.epoch else "no epoch had completed"
+    info(f"Interrupted{cause}: {kept}. Continue with: ptflow train --resume {shlex.quote(str(run_dir))}")
+
+
+def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, started: float,
+            evaluate_test: bool = True) -> dict:
     """Judge on the test split (once, selecting nothing), then save the model and the plots."""
-    test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
-                                   data["y_test"], precision=config.precision)
+    test_loss = test_acc = None
+    if evaluate_test:
+        test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
+                                       data["y_test"], precision=config.precision)
     best = state.history[state.best_epoch - 1]
     metrics = {"best_epoch": state.best_epoch, "best_valid_loss": state.best_loss,
                "valid_acc": best["valid_acc"], "test_loss": test_loss, "test_acc": test_acc,
@@ -108,7 +174,10 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
         save_model(config.model_fn, state.model, meta, state.optimizer)
     plots.learning_curve({run_dir.name: state.history}, run_dir / "learning_curve.png")
     runs.write_status(run_dir, status="finished", finished=time.time(), **metrics)
-    info(f"Best epoch {state.best_epoch}: valid_loss={state.best_loss:.4e}  valid_acc={best['valid_acc']:.4f}")
-    info(f"Test accuracy: {test_acc:.4f}")
-    info(f"Saved {config.model_fn or run_dir / 'model.safetensors'} (run folder {run_dir})")
+    if config.verbose >= 1:
+        info(f"Best epoch {state.best_epoch}: valid_loss={state.best_loss:.4e}  valid_acc={best['valid_acc']:.4f}")
+    if test_acc is not None:
+        info(f"Test accuracy: {test_acc:.4f}")  # the result, printed even with --verbose 0
+    if config.verbose >= 1:
+        info(f"Saved {config.model_fn or run_dir / 'model.safetensors'} (run folder {run_dir})")
     return metrics

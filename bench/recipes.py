@@ -1,0 +1,77 @@
+"""Accuracy and time-to-accuracy of documented `ptflow train` recipes, each as its own process.
+
+    python bench/recipes.py                         # every recipe
+    python bench/recipes.py --only fast,accurate    # the time-to-accuracy presets
+
+Wall time runs from process start to the printed test accuracy (imports, data loading, training,
+validation and the final test pass all count). Prints a Markdown table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from train_bench import REPO, _cpu_name, find_accuracy, timed_run
+
+MNIST = REPO.parent / "shared" / "data" / "mnist"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+# name: (ptflow train arguments, data folder, target accuracy, wall-time budget in seconds or None)
+RECIPES = {
+    "article-mlp": ("--dataset mnist --n_layers 5 --batch_size 256 --n_epochs 20", MNIST, 0.982, None),
+    "cnn": ("--dataset mnist --model cnn", MNIST, 0.993, None),
+    "fashion-mlp": ("--dataset fashion-mnist --n_layers 5 --batch_size 256 --n_epochs 20", FASHION, 0.88, None),
+    "fast": ("--dataset mnist --preset fast", MNIST, 0.990, 15),
+    "accurate": ("--dataset mnist --preset accurate", MNIST, 0.995, 120),
+}
+
+
+def run_recipe(name: str, workdir: Path, device: str) -> dict:
+    flags, data_dir, target, budget = RECIPES[name]
+    cmd = [sys.executable, "-m", "ptflow", "train", *shlex.split(flags), "--data_dir", str(data_dir),
+           "--device", device, "--runs_dir", str(workdir / "runs"), "--verbose", "1"]
+    out = timed_run(cmd)
+    accuracy = find_accuracy(out["lines"])
+    wall = next(t for t, text in out["lines"] if text.startswith("Test accuracy"))
+    met = accuracy >= target and (budget is None or wall <= budget)
+    return {"recipe": name, "command": f"ptflow train {flags}", "test_acc": accuracy, "target": target,
+            "wall_to_accuracy": wall, "budget": budget, "rss_mb": out["rss_mb"], "met": met,
+            "epochs": sum(text.startswith("Epoch(") for _, text in out["lines"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(RECIPES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "recipes.json")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only.split(","):
+            if not RECIPES[name][1].exists():
+                print(f"skip {name}: {RECIPES[name][1]} not found")
+                continue
+            print(f"{name} ...", flush=True)
+            results.append(run_recipe(name, Path(tmp), args.device))
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+            "cpu": _cpu_name(), "device": args.device, "command": " ".join(sys.argv), "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(info, indent=2))
+    print(f"\n{info['date']}, {info['cpu']}, device {args.device}\n")
+    print("| recipe | command | epochs | test acc | target | wall to accuracy s | budget s | peak RSS MB | met |")
+    print("|" + " --- |" * 9)
+    for r in results:
+        budget = r["budget"] if r["budget"] is not None else "-"
+        print(f"| {r['recipe']} | `{r['command']}` | {r['epochs']} | {r['test_acc']:.4f} | >= {r['target']} | "
+              f"{r['wall_to_accuracy']:.1f} | {budget} | {r['rss_mb']:.0f} | {'yes' if r['met'] else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""`ptflow runs`: past runs as a table, one run in detail, several side by side.
+
+Reads run folders only (run.json, config.json, metrics.jsonl), so listing is quick and needs
+no torch; only `compare` imports matplotlib, to overlay the learning curves in one PNG.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptflow import runs
+from ptflow.config import TrainConfig
+from ptflow.console import info
+from ptflow.errors import PtflowError, UsageError
+
+# Config keys that say where things go or how they are shown, not what is trained: left out of
+# the table's "hyperparameters that differ" (compare still shows every difference).
+BOOKKEEPING = {"run_name", "runs_dir", "model_fn", "verbose", "data_dir", "device", "gpu_id", "log", "mlflow_uri"}
+METRICS = ("status", "epochs_run", "best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "duration")
+EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_acc", "lr", "seconds"]
+
+
+@dataclass
+class Run:
+    """A run folder as read from disk."""
+
+    path: Path
+    record: dict  # run.json
+    config: dict  # config.json
+    history: list[dict]  # metrics.jsonl
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        return runs.status(self.record)
+
+    def metric(self, name: str):
+        """A headline metric; for a run that never finished, what its epochs so far say."""
+        if name == "status":
+            return self.status
+        value = self.record.get(name)
+        if value is None and self.history and name in ("best_valid_loss", "best_epoch", "valid_acc", "epochs_run"):
+            best = min(self.history, key=lambda h: h["valid_loss"])
+            value = {"best_valid_loss": best["valid_loss"], "best_epoch": best["epoch"],
+                     "valid_acc": best["valid_acc"], "epochs_run": self.history[-1]["epoch"]}[name]
+        return value
+
+    def seconds(self) -> float | None:
+        if self.record.get("seconds") is not None and self.status == "finished":
+            return self.record["seconds"]
+        if self.history:  # stopped or still running: the time its epochs took
+            return sum(h.get("seconds", 0) for h in self.history)
+        return None
+
+
+def load(path: Path) -> Run:
+    return Run(path, runs.read_json(path / "run.json") or {}, runs.read_json(path / "config.json") or {},
+               runs.read_metrics(path))
+
+
+def table(runs_dir: str) -> None:
+    """Every run in runs_dir, oldest first, with the hyperparameters that differ among them."""
+    if not Path(runs_dir).is_dir():
+        raise PtflowError(f"no runs folder {runs_dir} (pass --runs_dir DIR)")
+    listed = [load(path) for path in runs.list_runs(runs_dir)]
+    if not listed:
+        info(f"no runs in {runs_dir}")
+        return
+    keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING]
+    headers = ["id", "started", "dataset", "model", *keys, "best valid loss", "test acc", "duration", "status"]
+    rows = [[r.id, format_time(r.record.get("started")), r.config.get("dataset", "?"), r.config.get("model", "?"),
+             *(format_value(r.config.get(k)) for k in keys), format_number(r.metric("best_valid_loss")),
+             format_number(r.metric("test_acc")), format_duration(r.seconds()), r.status] for r in listed]
+    info(format_table(headers, rows))
+
+
+def show(spec: str, runs_dir: str) -> None:
+    run = load(runs.find(spec, runs_dir))
+    info(format_table(["", ""], summary(run), header=False))
+    info("\nconfig")
+    info(format_table(["", ""], [[k, format_value(v)] for k, v in run.config.items()], header=False))
+    info("\nepochs")
+    info(format_table(EPOCH_COLUMNS, epoch_rows(run)) if run.history else "(none completed)")
+
+
+def summary(run: Run) -> list[list[str]]:
+    """The facts `runs show` prints and a report opens with."""
+    env = runs.read_json(run.path / "env.json") or {}
+    rows = [["run", run.id], ["folder", str(run.path)], ["status", run.status],
+            ["dataset", run.config.get("dataset", "?")], ["model", run.config.get("model", "?")],
+            ["started", format_time(run.record.get("started"))]]
+    rows += [[name.replace("_", " "), cell(run, name)] for name in METRICS[1:]]
+    rows += [["git commit", env.get("git_commit") or "?"], ["data fingerprint", env.get("data_fingerprint") or "?"],
+             ["command", " ".join(env.get("command", [])) or "?"]]
+    return rows
+
+
+def epoch_rows(run: Run) -> list[list[str]]:
+    return [[format_number(h.get(c)) for c in EPOCH_COLUMNS] for h in run.history]
+
+
+def compare(specs: list[str], runs_dir: str, out: str) -> None:
+    """Config differences, headline metrics side by side, and the learning curves overlaid in one PNG."""
+    if len(specs) < 2:
+        raise UsageError("runs compare needs two or more runs")
+    compared = [load(runs.find(spec, runs_dir)) for spec in specs]
+    names = _labels(compared)
+    keys = differing_keys([r.config for r in compared], ignore={"run_name"})
+    info("config differences")
+    info(format_table(["", *names], [[k, *(format_value(r.config.get(k)) for r in compared)] for k in keys])
+         if keys else "(none: the same config)")
+    info("\nmetrics")
+    rows = [[name.replace("_", " "), *(cell(r, name) for r in compared)] for name in METRICS]
+    info(format_table(["", *names], rows))
+    from ptflow import plots
+
+    plots.learning_curve({name: r.history for name, r in zip(names, compared)}, out)
+    info(f"\nWrote {out} (learning curves of {len(compared)} runs)")
+
+
+def differing_keys(configs: list[dict], ignore: set[str] = frozenset()) -> list[str]:
+    """Config keys whose values are not all the same, in TrainConfig's order (defaults fill gaps)."""
+    defaults = TrainConfig().to_dict()
+    keys = list(defaults) + sorted({k for c in configs for k in c} - set(defaults))
+    return [k for k in keys if k not in ignore
+            and len({repr(c.get(k, defaults.get(k))) for c in configs}) > 1]
+
+
+def _labels(compared: list[Run]) -> list[str]:
+    ids = [r.id for r in compared]
+    return [str(r.path) if ids.count(r.id) > 1 else r.id for r in compared]
+
+
+def format_table(headers: list[str], rows: list[list[str]], header: bool = True) -> str:
+    """Plain aligned columns (pipes and files stay readable); numbers right-aligned under a header,
+    everything left-aligned in a headerless key-value list."""
+    cells = ([headers] if header else []) + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if header and is_number(c) else c.ljust(w) for c, w in zip(row, widths)]
+        lines.append("  ".join(parts).rstrip())
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def cell(run: Run, metric: str) -> str:
+    return format_duration(run.seconds()) if metric == "duration" else format_number(run.metric(metric))
+
+
+def format_value(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)
+
+
+def format_number(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 else f"{value:.4f}"
+    return str(value)
+
+
+def format_time(timestamp) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "?"
+
+
+def format_duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"

@@ -1,0 +1,260 @@
+"""Exact resume: the training checkpoint, what must still match, and which flags may change.
+
+At every epoch end the run folder's `checkpoint.safetensors` receives everything `TrainState`
+holds: the weights, the optimizer's state (its tensors flattened; param_groups as JSON), the
+scheduler's state_dict, every random generator used (the global CPU one that draws dropout
+masks, the shuffling generator, the GPU's), the epoch, the best weights and loss, the
+early-stopping counter and the history. `ptflow train --resume RUN` rebuilds the model and
+optimizer from the run's saved config, loads that state and goes on: on CPU the run ends with
+the same weights, bit for bit, as the same run left alone.
+
+The resume point is the end of the last completed epoch (see interrupt.py for why a Ctrl-C
+mid-epoch discards the partial epoch rather than saving it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ptflow import __version__, checkpoint, runs
+from ptflow.config import TrainConfig
+from ptflow.console import warn
+from ptflow.dist import is_main_process
+from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.trainer import TrainState
+
+CHECKPOINT = "checkpoint.safetensors"
+
+# What --resume may change: where files go, what is printed or logged, and how long training
+# goes on. Anything else would make the resumed run a different experiment from the one that
+# started. The device may change too (a GPU taken back), with a warning that the numbers will
+# then differ from an uninterrupted run.
+CHANGEABLE = ("n_epochs", "early_stop", "verbose", "data_dir", "model_fn", "device", "gpu_id", "log",
+              "mlflow_uri")
+
+
+# --- which run, with which config ---------------------------------------------------------------
+
+def resolve(spec: str, given: dict) -> tuple[Path, TrainConfig]:
+    """The run folder to resume and its config, with the flags (or config-file values) `given`.
+
+    Values equal to the saved ones are fine (the original command line with --resume added
+    works); a changed value is refused unless it is in CHANGEABLE.
+    """
+    run_dir = runs.find(spec, given.get("runs_dir", TrainConfig.runs_dir))
+    saved = runs.read_json(run_dir / "config.json")
+    if saved is None:
+        raise PtflowError(f"{run_dir}: no readable config.json, so it cannot be resumed")
+    saved = {**TrainConfig().to_dict(), **saved}  # options added to ptflow since the run started: defaults
+    record = runs.read_json(run_dir / "run.json") or {}
+    status = runs.status(record)
+    if status == "running":
+        raise PtflowError(f"{run_dir} is still running (pid {record.get('pid')} on {record.get('host')}); "
+                          f"stop it first")
+    changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
+    refused = [k for k in changes if k not in CHANGEABLE]
+    if refused:
+        listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {changes[k]!r})" for k in refused)
+        raise UsageError(f"--resume continues {run_dir.name} as it was configured and cannot change {listed}; "
+                         f"only {', '.join('--' + k for k in CHANGEABLE)} may differ")
+    try:
+        config = TrainConfig.from_dict({**saved, **changes})
+    except UsageError as exc:
+        raise UsageError(f"{run_dir / 'config.json'}: {exc}") from None
+    if "n_epochs" in changes and config.scheduler != "none":
+        raise UsageError(f"--n_epochs cannot change on --resume with --scheduler {config.scheduler}: "
+                         f"the learning-rate schedule was planned for {saved['n_epochs']} epochs")
+    if status == "finished" and not {"n_epochs", "early_stop"} & set(changes):
+        raise UsageError(f"{run_dir.name} already finished ({record.get('epochs_run')} epochs); "
+                         f"pass a larger --n_epochs to train it longer")
+    return run_dir, config
+
+
+# --- what must still match ----------------------------------------------------------------------
+
+def identity(model: str, model_args: dict, data_fingerprint: str) -> dict:
+    """What a checkpoint is only valid with: the architecture, the data and the code."""
+    return {"model": model, "model_args": model_args, "data_fingerprint": data_fingerprint,
+            "code": {"ptflow": __version__, "torch": str(torch.__version__), "source": source_fingerprint(),
+                     "git_commit": runs.git_commit()}}
+
+
+def source_fingerprint() -> str:
+    """sha256 of ptflow's own source files: catches edits that a git commit (or none) would miss."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_identity(run_dir: Path, saved: dict, now: dict, allow_changed_code: bool) -> None:
+    """Refuse, saying what differs, when the data, the model or (unless allowed) the code changed."""
+    hard = []
+    if saved["data_fingerprint"] != now["data_fingerprint"]:
+        hard.append(f"the data changed (fingerprint {saved['data_fingerprint'][:12]} when it started, "
+                    f"{now['data_fingerprint'][:12]} now)")
+    if (saved["model"], saved["model_args"]) != (now["model"], now["model_args"]):
+        hard.append(f"the model changed ({_changed(saved['model_args'], now['model_args']) or saved['model']})")
+    code = [f"{name} {saved['code'].get(name)} -> {now['code'].get(name)}" for name in ("ptflow", "torch")
+            if saved["code"].get(name) != now["code"].get(name)]
+    if saved["code"]["source"] != now["code"]["source"]:
+        commits = f", git commit {_short(saved['code'].get('git_commit'))} -> {_short(now['code'].get('git_commit'))}"
+        code.append("ptflow's source files changed" + commits)
+    if hard or (code and not allow_changed_code):
+        hint = "; --allow_changed_code resumes anyway" if code and not hard else ""
+        raise PtflowError(f"cannot resume {run_dir.name}: {'; '.join(hard + code)}{hint}")
+    if code:
+        warn(f"resuming {run_dir.name} with changed code ({'; '.join(code)}): the numbers may differ "
+             f"from an uninterrupted run")
+
+
+def _changed(a: dict, b: dict) -> str:
+    return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+
+
+def _short(commit: str | None) -> str:
+    return commit[:10] if commit else "none"
+
+
+# --- TrainState <-> tensors + JSON ---------------------------------------------------------------
+
+def state_dict(state: TrainState, device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+    """TrainState as flat named tensors (for safetensors) and JSON-able metadata: no pickle anywhere."""
+    tensors = _prefixed("model/", state.model.state_dict())
+    if state.best_weights is not None:
+        tensors.update(_prefixed("best/", state.best_weights))
+    optimizer = state.optimizer.state_dict()
+    scalars = {}
+    for index, values in optimizer["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer/{index}/{name}"] = value  # Adam's step, exp_avg, exp_avg_sq; SGD's momentum
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    tensors.update(_prefixed("rng/", rng_states(state.generator, device)))
+    meta = {"epoch": state.epoch, "best_loss": state.best_loss, "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad_epochs, "history": state.history,
+            "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
+            "scheduler": _json_only(state.scheduler.state_dict()) if state.scheduler else None}
+    return tensors, meta
+
+
+def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: dict, device: torch.device):
+    """The inverse of state_dict, into a TrainState freshly built from the same config."""
+    state.model.load_state_dict(_unprefixed("model/", tensors))
+    best = _unprefixed("best/", tensors)
+    state.best_weights = {k: v.to(device) for k, v in best.items()} if best else None
+    optimizer_state: dict[int, dict] = {}
+    for key, value in _unprefixed("optimizer/", tensors).items():
+        index, name = key.split("/", 1)
+        optimizer_state.setdefault(int(index), {})[name] = value
+    for index, values in meta["optimizer"]["scalars"].items():
+        optimizer_state.setdefault(int(index), {}).update(values)
+    state.optimizer.load_state_dict({"state": optimizer_state, "param_groups": meta["optimizer"]["param_groups"]})
+    _match_layouts(state.optimizer)
+    if state.scheduler is not None:
+        state.scheduler.load_state_dict(meta["scheduler"])
+    state.epoch, state.best_epoch, state.bad_epochs = meta["epoch"], meta["best_epoch"], meta["bad_epochs"]
+    state.best_loss = float(meta["best_loss"])
+    state.history = meta["history"]
+    set_rng_states(state.generator, _unprefixed("rng/", tensors), device)
+
+
+def rng_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    states = {"cpu": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)  # dropout masks drawn on the GPU
+    elif device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(generator: torch.Generator, states: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    generator.set_state(states["shuffle"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    elif device.type == "mps" and "mps" in states:
+        torch.mps.set_rng_state(states["mps"])
+
+
+def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in tensors.items()}
+
+
+def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _json_only(values: dict) -> dict:
+    """Drop what JSON cannot hold (older torch keeps a bound method in OneCycleLR's state); the
+    scheduler rebuilt from the same config already has it."""
+    kept = {}
+    for key, value in values.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        kept[key] = value
+    return kept
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded moment buffers their parameter's memory layout (channels_last convnets on CPU).
+
+    safetensors stores tensors contiguous; an uninterrupted run's buffers share the parameter's
+    strides, and elementwise kernels may round differently on different layouts.
+    """
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+def save(run_dir: Path, state: TrainState, ident: dict, device: torch.device) -> None:
+    """Write the checkpoint (atomically: a kill at any moment leaves the previous one intact)."""
+    if not is_main_process():
+        return
+    tensors, meta = state_dict(state, device)
+    meta = {"identity": ident, "device": str(device), "tensors": sorted(tensors), **meta}
+    checkpoint.save_checkpoint(run_dir / CHECKPOINT, tensors, meta)
+
+
+def restore(run_dir: Path, state: TrainState, ident: dict, device: torch.device, n_epochs: int,
+            allow_changed_code: bool = False) -> bool:
+    """Load the run's checkpoint into `state`; False when it stopped before completing an epoch.
+
+    Checks everything first: a refusal leaves the run folder as it was.
+    """
+    path = run_dir / CHECKPOINT
+    if not path.exists():  # it stopped before completing an epoch: nothing to restore
+        return False
+    tensors, meta = checkpoint.read_checkpoint(path)
+    try:
+        missing = sorted(set(meta["tensors"]) - set(tensors))  # an optimizer would only fail steps later
+        if missing:
+            raise ValueError(f"tensors missing: {', '.join(missing[:3])}")
+        check_identity(run_dir, meta["identity"], ident, allow_changed_code)
+        load_state_dict(state, tensors, meta, device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PtflowError(f"{path}: corrupt checkpoint, or not this run's ({_detail(exc)})") from None
+    if state.epoch > n_epochs:
+        raise UsageError(f"{run_dir.name} already ran {state.epoch} epochs; --n_epochs {n_epochs} cannot shorten it")
+    if torch.device(meta.get("device", "cpu")).type != device.type:
+        warn(f"{run_dir.name} ran on {meta.get('device')} and continues on {device}: the numbers will differ "
+             f"from an uninterrupted run")
+    return True
+
+
+def _detail(exc: Exception) -> str:
+    """One informative line of an exception (load_state_dict's first line only names the class)."""
+    if isinstance(exc, KeyError):
+        return f"missing {exc}"
+    lines = str(exc).strip().splitlines()
+    return (lines[1].strip() if isinstance(exc, RuntimeError) and len(lines) > 1 else first_line(exc))[:200]

@@ -1,0 +1,228 @@
+"""`ptflow sweep`: tune hyperparameters with Optuna, every trial a normal training run.
+
+TPE proposes each trial's hyperparameters from the trials so far; median pruning stops a trial
+whose validation loss is worse, at the same epoch, than the median of the finished trials.
+Selection sees validation loss only (the objective is best_valid_loss); the test split is judged
+once, for the winner, at the end.
+
+The study lives in an Optuna RDB storage, SQLite in the runs folder unless --storage names another
+(postgresql://..., mysql://...), so several machines can run the same command against one study,
+and --study NAME resumes one (sweep_study.py). A trial that fails, or whose process died, is
+recorded as failed and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ptflow import runs, sweep_report, sweep_study, tracking, train
+from ptflow.config import TrainConfig
+from ptflow.console import info, warn
+from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
+from ptflow.sweep_space import ParamSpec, parse_specs
+from ptflow.tracking import redact_url as redact
+
+TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
+
+
+class PrunedTrial(optuna.TrialPruned, RunStopped):
+    """Raised from the epoch callback: Optuna records the trial pruned, its run folder says so too."""
+
+    status = "pruned"
+
+
+def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, study_name: str | None = None,
+        storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1) -> dict:
+    """Run n_trials more trials of the study; `given` names the train flags set on the command line."""
+    for name in ("model_fn", "run_name"):
+        if name in given:
+            raise UsageError(f"--{name} does not apply to a sweep: every trial has its own run folder")
+    specs = parse_specs(params, base, given)  # bad specs fail here, before any storage or training
+    if not specs and study_name is None:
+        raise UsageError("nothing to search: give --param NAME=SPEC (or --study NAME to resume a study)")
+    tracking.require(base.log)
+    study_name = study_name or time.strftime("sweep-%Y%m%d-%H%M%S")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
+        raise UsageError(f"--study {study_name!r}: use letters, digits, '.', '_' and '-' (it names run folders)")
+    url = storage or sweep_study.default_storage(base.runs_dir)
+    with quiet_optuna():
+        rdb = sweep_study.open_storage(url)
+        base, specs = sweep_study.load_or_create(rdb, study_name, base, given, specs)
+        study = optuna.load_study(study_name=study_name, storage=rdb, sampler=TrialSeededTPE(base.seed),
+                                  pruner=build_pruner(pruner, prune_after, prune_warmup))
+        sweep_study.fail_dead_trials(study)
+        info(f"Study {study_name} ({len(study.trials)} trials so far) in {redact(url)}; "
+             f"searching {', '.join(str(s) for s in specs)}")
+        # gc after each trial: a long sweep on a GPU must not keep old trials' tensors alive in cycles
+        study.optimize(objective(base, specs), n_trials=n_trials, catch=TRIAL_ERRORS, callbacks=[announce],
+                       gc_after_trial=True)
+    return summarise(study, base, specs, url, storage)
+
+
+def build_pruner(name: str, prune_after: int, prune_warmup: int) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    # Steps are 1-based epochs and MedianPruner never prunes at step < n_warmup_steps.
+    return optuna.pruners.MedianPruner(n_startup_trials=prune_after, n_warmup_steps=prune_warmup + 1)
+
+
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose randomness for trial n depends on (seed, n) alone.
+
+    One TPESampler seeded once per process would repeat its first draws when a study is resumed,
+    and every worker of a shared study would propose the same trials. Seeding by trial number
+    keeps a sweep reproducible from --seed and still gives each trial its own draw.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _tpe(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._samplers:
+            seed = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=seed)
+        return self._samplers[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        sampler = self._samplers.pop(trial.number, None)
+        if sampler is not None:  # None: a trial of another process, failed here by fail_dead_trials
+            sampler.after_trial(study, trial, state, values)
+
+
+def objective(base: TrainConfig, specs: list[ParamSpec]):
+    def run_trial(trial: optuna.Trial) -> float:
+        values = {spec.name: spec.to_config(suggest(trial, spec)) for spec in specs}
+        run_name = f"{trial.study.study_name}-trial{trial.number:03d}"
+        trial.set_user_attr("run_dir", str((Path(base.runs_dir) / run_name).resolve()))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        try:
+            config = TrainConfig.from_dict({**base.to_dict(), **values, "run_name": run_name})
+            metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False)
+        except TRIAL_ERRORS as exc:  # a bad combination, a diverged run, out of memory: this trial only
+            trial.set_user_attr("error", first_line(exc))
+            raise
+        return metrics["best_valid_loss"]
+
+    return run_trial
+
+
+def suggest(trial: optuna.Trial, spec: ParamSpec):
+    if spec.kind == "choice":
+        return trial.suggest_categorical(spec.name, list(spec.choices))
+    if spec.is_int:
+        return trial.suggest_int(spec.name, spec.low, spec.high, step=spec.step or 1, log=spec.kind == "loguniform")
+    return trial.suggest_float(spec.name, spec.low, spec.high, log=spec.kind == "loguniform")
+
+
+def pruning_callback(trial: optuna.Trial):
+    """A train callback: report each epoch's validation loss, stop the run when the pruner says so."""
+
+    def report(state, run_dir: Path) -> None:
+        loss = state.history[-1]["valid_loss"]
+        if math.isfinite(loss):  # a diverged epoch is left out; the run itself then fails
+            trial.report(loss, state.epoch)
+        if trial.should_prune():
+            raise PrunedTrial(f"pruned at epoch {state.epoch}")
+
+    return report
+
+
+def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial (Optuna's own log is silenced: it prints tracebacks)."""
+    params = ", ".join(f"{k}={sweep_report.show(v)}" for k, v in trial.params.items())
+    if trial.state == TrialState.COMPLETE:
+        info(f"trial {trial.number} finished: valid_loss={trial.value:.4e}  {params}")
+    elif trial.state == TrialState.PRUNED:
+        info(f"trial {trial.number} pruned at epoch {trial.last_step}  {params}")
+    else:
+        warn(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see its run folder')}  {params}")
+
+
+def summarise(study: optuna.Study, base: TrainConfig, specs: list[ParamSpec], url: str,
+              storage: str | None) -> dict:
+    """Leaderboard, the winner judged on the test split, its train command, the HTML report."""
+    trials = study.get_trials(deepcopy=False)
+    rows = sweep_report.leaderboard(trials, [s.name for s in specs])
+    info("\n" + sweep_report.format_table(rows, [s.name for s in specs]))
+    report = Path(base.runs_dir) / f"{study.study_name}.html"
+    resume = shlex.join(["ptflow", "sweep", "--study", study.study_name, "--trials", "N",
+                         *(["--storage", redact(storage)] if storage else []),
+                         *(["--runs_dir", base.runs_dir] if base.runs_dir != TrainConfig().runs_dir else [])])
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url))
+        raise PtflowError(f"no trial of study {study.study_name} has finished; report in {report}")
+    best = study.best_trial
+    command = sweep_report.train_command(trial_config(base, specs, best))
+    test_acc = judge(best, base)
+    sweep_report.write_html(report, study, rows, [s.name for s in specs], command, test_acc, redact(url))
+    shown = "not judged here" if test_acc is None else f"{test_acc:.4f}"
+    info(f"\nBest trial {best.number}: valid_loss={best.value:.4e}  test_acc={shown}")
+    info(f"Best configuration:\n  {command}")
+    info(f"Report: {report}\nMore trials: {resume}")
+    return {"study": study.study_name, "best_trial": best.number, "best_valid_loss": best.value,
+            "test_acc": test_acc, "command": command, "report": str(report)}
+
+
+def trial_config(base: TrainConfig, specs: list[ParamSpec], trial: optuna.trial.FrozenTrial) -> TrainConfig:
+    values = {s.name: s.to_config(trial.params[s.name]) for s in specs if s.name in trial.params}
+    return TrainConfig.from_dict({**base.to_dict(), **values, "run_name": None, "verbose": TrainConfig().verbose})
+
+
+def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
+    """The winner's test accuracy, computed once from its saved model and kept in its run.json."""
+    from ptflow import evaluate
+
+    run_dir = Path(trial.user_attrs.get("run_dir", ""))
+    model = run_dir / "model.safetensors"
+    if not model.is_file():
+        warn(f"the best trial's model {model} is not on this machine: judge it where it is, with "
+             f"ptflow evaluate --model_fn {model}")
+        return None
+    status = runs.read_json(run_dir / "run.json") or {}
+    if status.get("test_acc") is not None:  # judged by an earlier command of this study
+        return status["test_acc"]
+    info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
+    result = evaluate.run(str(model), base.data_dir, base.device_name())
+    runs.write_status(run_dir, test_acc=result["accuracy"])
+    return result["accuracy"]
+
+
+@contextmanager
+def quiet_optuna():
+    """Optuna logs every trial, and a failed one with its traceback; `announce` says it in one line."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat, plots
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+

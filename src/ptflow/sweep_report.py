@@ -1,0 +1,170 @@
+"""What a sweep shows: the leaderboard, the best configuration as a command, an HTML report.
+
+The report embeds its images as base64 PNGs, so the one file can be mailed or archived alone.
+Plots come from optuna.visualization.matplotlib, drawn with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import math
+import shlex
+import time
+import warnings
+from pathlib import Path
+
+from ptflow.config import TrainConfig
+from ptflow.files import atomic_write_text
+
+STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
+
+
+def leaderboard(trials: list, names: list[str]) -> list[dict]:
+    """One row per trial, best first: finished by validation loss, then pruned, running and failed."""
+    rows = []
+    for trial in trials:
+        state = trial.state.name.lower()
+        losses = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+        # A pruned trial's loss is the best it reached before it was stopped.
+        loss = trial.value if state == "complete" else min(losses, default=None)
+        seconds = None
+        if trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        rows.append({"trial": trial.number, "state": state, **{n: trial.params.get(n) for n in names},
+                     "valid_loss": loss, "epochs": max(trial.intermediate_values, default=0), "seconds": seconds})
+    rows.sort(key=lambda r: (STATE_ORDER.get(r["state"], 9),
+                             math.inf if r["valid_loss"] is None else r["valid_loss"], r["trial"]))
+    return rows
+
+
+def show(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cells(row: dict, names: list[str]) -> list[str]:
+    loss = "-" if row["valid_loss"] is None else f"{row['valid_loss']:.4e}"
+    seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f}"
+    return [str(row["trial"]), row["state"], *(show(row[n]) for n in names), loss, str(row["epochs"]), seconds]
+
+
+def _header(names: list[str]) -> list[str]:
+    return ["trial", "state", *names, "best valid loss", "epochs", "seconds"]
+
+
+def format_table(rows: list[dict], names: list[str]) -> str:
+    table = [_header(names)] + [_cells(row, names) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table)
+
+
+def train_command(config: TrainConfig) -> str:
+    """`ptflow train` with the flags that differ from the defaults, quoted for a POSIX shell."""
+    words = ["ptflow", "train"]
+    for field in dataclasses.fields(TrainConfig):
+        value, default = getattr(config, field.name), getattr(TrainConfig(), field.name)
+        if value == default or value is None or value is False:
+            continue  # every bool flag defaults to off; None is never a flag's value
+        words.append(f"--{field.name}")
+        if isinstance(value, list):
+            words.append(",".join(map(str, value)))
+        elif value is not True:
+            words.append(str(value))  # str(float) round-trips exactly
+    return shlex.join(words)
+
+
+def write_html(path: Path, study, rows: list[dict], names: list[str], command: str | None,
+               test_acc: float | None, storage: str) -> None:
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in states.items())
+    if command is None:
+        best = "No trial has finished yet."
+    else:
+        judged = "not judged on this machine" if test_acc is None else f"{test_acc:.4f} (judged once, after selection)"
+        best = f"Trial {rows[0]['trial']}: validation loss {rows[0]['valid_loss']:.4e}, test accuracy {judged}."
+    parts = [f"<h1>Sweep {_e(study.study_name)}</h1>",
+             f"<p>{len(rows)} trials ({_e(summary)}) in <code>{_e(storage)}</code>, written "
+             f"{_e(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by validation loss alone.</p>",
+             f"<h2>Best</h2><p>{_e(best)}</p>"]
+    if command:
+        parts.append(f"<pre>{_e(command)}</pre>")
+    parts.append("<h2>Leaderboard</h2>" + _table(rows, names))
+    parts += _plot_sections(study)
+    atomic_write_text(path, PAGE.format(title=_e(f"Sweep {study.study_name}"), body="\n".join(parts)))
+
+
+def _table(rows: list[dict], names: list[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in _header(names))
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in _cells(row, names)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _plot_sections(study) -> list[str]:
+    """One section per plot: the embedded PNG, or why it is not drawn yet."""
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as views
+
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plots = [("Optimisation history", views.plot_optimization_history, 1, "needs a finished trial"),
+             ("Validation loss per epoch, every trial", views.plot_intermediate_values, 0, ""),
+             # fANOVA on a single trial returns equal shares: a picture of nothing
+             ("Hyperparameter importance (fANOVA)", views.plot_param_importances, 2,
+              "needs at least two finished trials")]
+    sections = []
+    for title, plot, needed, why in plots:
+        if complete >= needed:
+            body = f'<img alt="{_e(title)}" src="data:image/png;base64,{_png(plot, study)}">'
+        else:
+            body = f"<p>Not drawn: {_e(why)} ({complete} so far).</p>"
+        sections.append(f"<h2>{_e(title)}</h2>{body}")
+    return sections
+
+
+def _png(plot, study) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Optuna's views switch the global style to ggplot: keep that from leaking into later plots.
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the matplotlib views are marked experimental
+        ax = plot(study)
+        if plot.__name__ == "plot_intermediate_values":
+            ax.set(xlabel="epoch", ylabel="validation loss")
+        figure = ax.figure
+        figure.set_size_inches(8, 4.5)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; white-space: pre-wrap; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

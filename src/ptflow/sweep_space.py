@@ -1,0 +1,166 @@
+"""The search space of `ptflow sweep`: `--param NAME=SPEC` parsed and checked against TrainConfig.
+
+    lr=loguniform:1e-4:1e-2     a float, sampled on a log scale (an int field: an int on a log scale)
+    dropout_p=float:0.1:0.5     a float, uniform
+    n_layers=int:2:8            an int, LO and HI included; int:32:256:32 steps by 32
+    use_dropout=choice:true,false
+    channels=choice:16/32,32/64 one of several values; list values join their items with '/'
+
+Every spec is checked before anything trains: the name must be a TrainConfig field worth tuning,
+the values must have that field's type, and the bounds and every choice must pass the config's
+own validation. Pure Python (no optuna, no torch): the errors come at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ptflow.config import TrainConfig
+from ptflow.errors import UsageError
+
+KINDS = ("float", "loguniform", "int", "choice")
+
+# Fields a sweep must not vary. The data fields and the seed decide which examples validate, so
+# trials that changed them would be ranked on different validation sets; the rest only say where
+# output goes or how it is shown.
+NOT_TUNABLE = {"dataset", "data_dir", "target", "train_ratio", "test_ratio", "seed", "device", "gpu_id",
+               "model_fn", "runs_dir", "run_name", "verbose", "log", "mlflow_uri"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str  # the TrainConfig field
+    kind: str  # one of KINDS
+    low: float | int | None = None
+    high: float | int | None = None
+    step: int | None = None  # int only
+    choices: tuple = ()  # choice only: the values as Optuna stores them (lists as "32/64")
+    is_int: bool = False  # the field holds an int: loguniform samples ints
+    is_list: bool = False  # the field holds a list of ints: choices are "a/b/c" strings
+
+    def __str__(self) -> str:
+        if self.kind == "choice":
+            return f"{self.name}=choice:{','.join(_show(c) for c in self.choices)}"
+        step = f":{self.step}" if self.step not in (None, 1) else ""
+        return f"{self.name}={self.kind}:{self.low!r}:{self.high!r}{step}"
+
+    def to_config(self, value):
+        """A sampled value as the TrainConfig field wants it."""
+        if self.is_list and value is not None:
+            return [int(v) for v in value.split("/")]
+        return value
+
+
+def parse_specs(texts: list[str], base: TrainConfig, fixed: set[str] = frozenset()) -> list[ParamSpec]:
+    """Parse and check every --param; `fixed` holds the fields also given as flags (a contradiction)."""
+    specs = [parse_spec(text, base) for text in texts]
+    names = [s.name for s in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"--param {name} is given twice")
+        if name in fixed:
+            raise UsageError(f"--{name} is both fixed by a flag and searched by --param {name}=...")
+    return specs
+
+
+def parse_spec(text: str, base: TrainConfig) -> ParamSpec:
+    name, eq, spec = text.partition("=")
+    kind, colon, args = spec.partition(":")
+    name = name.strip().replace("-", "_")
+    if not eq or not colon or kind not in KINDS:
+        raise UsageError(f"--param {text!r}: expected NAME=KIND:VALUES with KIND one of {', '.join(KINDS)}, "
+                         f"e.g. lr=loguniform:1e-4:1e-2")
+    field_type = _field_type(name, text)
+    spec = _parse_choice(name, args, field_type, text) if kind == "choice" else \
+        _parse_range(name, kind, args, field_type, text)
+    for value in _extremes(spec):
+        _check_value(spec, value, base, text)
+    return spec
+
+
+def _field_type(name: str, text: str) -> type:
+    """The field's value type: int, float, bool, str, or list (of ints); Optional is unwrapped."""
+    hints = typing.get_type_hints(TrainConfig)
+    if name not in hints:
+        raise UsageError(f"--param {text!r}: unknown hyperparameter {name!r} (tunable: "
+                         f"{', '.join(sorted(tunable()))})")
+    if name in NOT_TUNABLE:
+        raise UsageError(f"--param {text!r}: {name} is not tunable (it changes the validation data "
+                         f"or only where output goes)")
+    hint = hints[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def tunable() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)} - NOT_TUNABLE
+
+
+def _parse_range(name: str, kind: str, args: str, field_type: type, text: str) -> ParamSpec:
+    if field_type not in (int, float):
+        raise UsageError(f"--param {text!r}: {name} is not numeric; use choice:A,B,...")
+    if kind == "int" and field_type is float:
+        raise UsageError(f"--param {text!r}: {name} is a float; use float:LO:HI or loguniform:LO:HI")
+    if kind == "float" and field_type is int:
+        raise UsageError(f"--param {text!r}: {name} is an integer; use int:LO:HI or loguniform:LO:HI")
+    parts = args.split(":")
+    is_int = field_type is int
+    if len(parts) not in ((2, 3) if kind == "int" else (2,)):
+        usage = "int:LO:HI or int:LO:HI:STEP" if kind == "int" else f"{kind}:LO:HI"
+        raise UsageError(f"--param {text!r}: expected {usage}")
+    try:
+        low, high, *step = [(int if is_int else float)(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--param {text!r}: bounds must be {'integers' if is_int else 'numbers'}") from None
+    step = step[0] if step else 1 if is_int else None
+    if not low < high:
+        raise UsageError(f"--param {text!r}: LO must be below HI")
+    if kind == "loguniform" and low <= 0:
+        raise UsageError(f"--param {text!r}: loguniform needs LO > 0")
+    if step is not None and (step < 1 or (high - low) % step):
+        raise UsageError(f"--param {text!r}: STEP must be >= 1 and divide HI - LO")
+    return ParamSpec(name, kind, low, high, step, is_int=is_int)
+
+
+def _parse_choice(name: str, args: str, field_type: type, text: str) -> ParamSpec:
+    values = [_parse_value(part.strip(), field_type, name, text) for part in args.split(",")]
+    if len(set(values)) != len(values):
+        raise UsageError(f"--param {text!r}: a choice is repeated")
+    return ParamSpec(name, "choice", choices=tuple(values), is_list=field_type is list)
+
+
+def _parse_value(word: str, field_type: type, name: str, text: str):
+    """One choice as Optuna stores it: bool, int, float, str, None, or a list as 'a/b/c'."""
+    if word.lower() == "none" and getattr(TrainConfig(), name) is None:
+        return None  # an optional field's "not set", e.g. hidden_sizes (then n_layers decides)
+    try:
+        if field_type is bool:
+            return {"true": True, "false": False}[word.lower()]
+        if field_type is list:
+            return "/".join(str(int(item)) for item in word.split("/"))
+        return field_type(word)
+    except (KeyError, ValueError):
+        kind = {bool: "true or false", int: "an integer", float: "a number",
+                list: "integers joined by '/', e.g. 32/64"}.get(field_type, "a string")
+        raise UsageError(f"--param {text!r}: {name} takes {kind}, got {word!r}") from None
+
+
+def _extremes(spec: ParamSpec) -> list[Any]:
+    return list(spec.choices) if spec.kind == "choice" else [spec.low, spec.high]
+
+
+def _check_value(spec: ParamSpec, value, base: TrainConfig, text: str) -> None:
+    """The config's own validation, for a bound or a choice: n_layers=int:0:4 fails here, not in trial 3."""
+    try:
+        TrainConfig.from_dict({**base.to_dict(), spec.name: spec.to_config(value)})
+    except UsageError as exc:
+        raise UsageError(f"--param {text!r}: {exc}") from None
+
+
+def _show(value) -> str:
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,122 @@
+"""Where a sweep's study lives: its storage, the config it was started with, and dead trials.
+
+A study records its train config and search space when it is created, so that a later command
+(or another machine) resumes it with `--study NAME` alone, and one that disagrees is refused.
+A trial whose process died stays RUNNING in the storage; it is failed here, at once when it ran
+on this host (its process is gone), otherwise by Optuna's heartbeat once it has been silent for
+HEARTBEAT_GRACE seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ptflow import runs
+from ptflow.config import TrainConfig
+from ptflow.console import warn
+from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.sweep_space import ParamSpec, parse_specs
+from ptflow.tracking import redact_url as redact
+
+HEARTBEAT_INTERVAL = 15  # seconds between a running trial's heartbeats in the storage
+HEARTBEAT_GRACE = 60  # a trial silent this long is failed by the next worker that asks for a trial
+# Flags that may differ between the commands that resume or share a study: they say where things
+# are and how output looks, not what is trained. Every other flag must match the study's.
+LOCAL_FIELDS = {"data_dir", "device", "gpu_id", "compile", "model_fn", "runs_dir", "run_name", "verbose",
+                "log", "mlflow_uri"}
+
+
+def default_storage(runs_dir: str) -> str:
+    path = Path(runs_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'sweeps.db'}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    import sqlalchemy.exc
+
+    # SQLite: wait for a lock rather than fail when several workers write at the same moment.
+    engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                          grace_period=HEARTBEAT_GRACE,
+                                          heartbeat_stale_trial_callback=lambda study, trial: mark_run_failed(trial))
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+        raise UsageError(f"--storage {redact(url)}: not a database URL ({first_line(exc)})") from None
+    except Exception as exc:  # unreachable server, missing driver, bad credentials, unwritable file
+        raise PtflowError(f"cannot open sweep storage {redact(url)}: {first_line(exc)}") from None
+
+
+def load_or_create(rdb, name: str, base: TrainConfig, given: set[str],
+                   specs: list[ParamSpec]) -> tuple[TrainConfig, list[ParamSpec]]:
+    """A new study records its config and search space; a resumed one must agree with this command."""
+    try:
+        study = optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        if not specs:
+            raise UsageError(f"no study {name!r} yet: give at least one --param NAME=SPEC to search") from None
+        study = optuna.create_study(storage=rdb, study_name=name, direction="minimize", load_if_exists=True)
+        study.set_user_attr("ptflow_config", base.to_dict())
+        study.set_user_attr("ptflow_params", [str(s) for s in specs])
+        return base, specs
+    if "ptflow_params" not in study.user_attrs:
+        raise UsageError(f"study {name!r} was not made by ptflow sweep; choose another --study")
+    base = resume_config(study.user_attrs["ptflow_config"], base, given, name)
+    stored = parse_specs(study.user_attrs["ptflow_params"], base)
+    if specs and sorted(map(str, specs)) != sorted(map(str, stored)):
+        raise UsageError(f"study {name!r} searches {' '.join(map(str, stored))}; give the same --param "
+                         f"flags or none, or start a new --study")
+    return base, stored
+
+
+def resume_config(stored: dict, base: TrainConfig, given: set[str], name: str) -> TrainConfig:
+    """The study's config, with this command's local fields (paths, device, output)."""
+    defaults = TrainConfig().to_dict()
+    known = {k: v for k, v in stored.items() if k in defaults and k not in LOCAL_FIELDS}
+    for key in sorted(given - LOCAL_FIELDS):
+        if getattr(base, key) != known.get(key, defaults[key]):
+            raise UsageError(f"study {name!r} was run with {key}={known.get(key, defaults[key])!r}, this command "
+                             f"gives {getattr(base, key)!r}; drop the flag or start a new --study")
+    local = {k: getattr(base, k) for k in LOCAL_FIELDS if k in defaults}
+    return TrainConfig.from_dict({**known, **local})
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Trials left running by a process of this host that is gone: failed now, not after the grace."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("host") != host or _alive(trial.user_attrs.get("pid")):
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except ValueError:  # another worker finished it meanwhile
+            continue
+        mark_run_failed(trial)
+        warn(f"trial {trial.number} was left running by a process that died: marked failed")
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None or pid == os.getpid():  # this process runs no trial yet
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def mark_run_failed(trial: optuna.trial.FrozenTrial) -> None:
+    """The run folder of a trial whose process died says failed, where this machine can see it."""
+    if "run_dir" not in trial.user_attrs:
+        return
+    run_dir = Path(trial.user_attrs["run_dir"])
+    if (runs.read_json(run_dir / "run.json") or {}).get("status") == "running":
+        runs.write_status(run_dir, status="failed", finished=time.time(), error="killed")

@@ -1,0 +1,243 @@
+"""`ptflow sweep` on tiny data: leaderboard, a best command that reproduces the best trial,
+resume, pruning, failures that do not stop a sweep, and bad specs caught before anything runs."""
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from ptflow.cli import build_parser  # noqa: E402
+from ptflow.config import TrainConfig  # noqa: E402
+from ptflow.errors import PtflowError, UsageError  # noqa: E402
+from ptflow.sweep_report import train_command  # noqa: E402
+from ptflow.sweep_space import parse_spec  # noqa: E402
+
+SPACE = ["--param", "lr=loguniform:1e-3:3e-2", "--param", "n_layers=int:2:4",
+         "--param", "use_dropout=choice:true,false"]
+
+
+def data_flags(npz_data, runs_dir, epochs=2):
+    return ["--dataset", f"npz:{npz_data}", "--n_epochs", str(epochs), "--batch_size", "32", "--runs_dir", runs_dir]
+
+
+def load(runs_dir, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{runs_dir}/sweeps.db")
+
+
+def status(study, number):
+    run_dir = study.trials[number].user_attrs["run_dir"]
+    return json.loads(open(os.path.join(run_dir, "run.json")).read())
+
+
+def assert_one_line_error(err: str):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
+
+
+def test_sweep_ranks_by_validation_and_its_best_command_reproduces_the_best_trial(cli, npz_data, tmp_path):
+    code, out, err = cli("sweep", "--trials", "3", *SPACE, "--study", "s", "--pruner", "none",
+                         *data_flags(npz_data, tmp_path))
+    assert code == 0, err
+    study = load(tmp_path, "s")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    table = out[out.index("trial  "):].splitlines()
+    assert "best valid loss" in table[0] and len([l for l in table[1:4] if "complete" in l]) == 3
+    assert table[1].split()[0] == str(study.best_trial.number)  # best first
+    # Only the winner is judged on the test split; the others never saw it.
+    for trial in study.trials:
+        tested = status(study, trial.number)["test_acc"]
+        assert (tested is not None) == (trial.number == study.best_trial.number)
+        assert status(study, trial.number)["best_valid_loss"] == trial.value
+
+    command = out.split("Best configuration:\n")[1].splitlines()[0].strip()
+    words = shlex.split(command)
+    assert words[:2] == ["ptflow", "train"] and "--run_name" not in words and "--verbose" not in words
+    code, _, err = cli(*words[1:], "--run_name", "again", "--verbose", "0")
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert again["best_valid_loss"] == study.best_value  # same seed, same numbers on CPU
+    assert again["test_acc"] == status(study, study.best_trial.number)["test_acc"]
+
+    report = (tmp_path / "s.html").read_text()
+    assert report.count("data:image/png;base64,") == 3 and "<pre>ptflow train" in report
+    assert 'src="http' not in report  # self-contained
+
+
+def test_same_seed_same_trials_and_resume_adds_new_ones(cli, npz_data, tmp_path):
+    flags = ["--pruner", "none", *data_flags(npz_data, tmp_path, epochs=1)]
+    assert cli("sweep", "--trials", "2", *SPACE, "--study", "a", *flags)[0] == 0
+    assert cli("sweep", "--trials", "2", *SPACE, "--study", "b", *flags)[0] == 0
+    a, b = load(tmp_path, "a"), load(tmp_path, "b")
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    # Resuming needs only the study's name: its search space and flags are stored with it.
+    code, out, err = cli("sweep", "--trials", "1", "--study", "a", "--runs_dir", tmp_path)
+    assert code == 0, err
+    a = load(tmp_path, "a")
+    assert len(a.trials) == 3 and a.trials[2].state == optuna.trial.TrialState.COMPLETE
+    assert a.trials[2].params != a.trials[0].params  # a resumed study does not repeat its first draws
+    assert json.loads((tmp_path / "a-trial002" / "config.json").read_text())["n_epochs"] == 1
+    assert "2 trials so far" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n_epochs", "3"], "n_epochs"),
+    (["--param", "lr=float:0.001:0.01"], "searches"),
+])
+def test_resume_with_another_experiment_is_refused(cli, npz_data, tmp_path, flags, message):
+    assert cli("sweep", "--trials", "1", *SPACE, "--study", "a", *data_flags(npz_data, tmp_path, 1))[0] == 0
+    code, _, err = cli("sweep", "--trials", "1", "--study", "a", "--runs_dir", tmp_path, *flags)
+    assert code == 2 and message in err
+    assert_one_line_error(err)
+    assert len(load(tmp_path, "a").trials) == 1
+
+
+@pytest.mark.parametrize("spec", [
+    "lr", "lr=uniform:1e-4:1e-2", "learning_rate=float:0:1", "seed=int:0:3", "lr=loguniform:1e-2:1e-4",
+    "lr=loguniform:0:1", "n_layers=float:1:3", "lr=int:1:3", "n_layers=int:0:3", "n_layers=int:2:8:4",
+    "use_dropout=choice:yes,no", "batch_size=choice:32,abc", "dropout_p=float:0:1",
+    "optimizer=choice:adam,rmsprop", "channels=choice:16,32/x", "lr=choice:0.1,0.1",
+])
+def test_bad_specs_exit_2_before_anything_is_written(cli, tmp_path, spec):
+    code, _, err = cli("sweep", "--trials", "2", "--param", spec, "--dataset", "digits", "--runs_dir", tmp_path)
+    assert code == 2
+    assert_one_line_error(err)
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    ["--param", "lr=loguniform:1e-4:1e-2", "--lr", "0.01"],  # fixed and searched at once
+    ["--param", "lr=loguniform:1e-4:1e-2", "--run_name", "x"],
+    ["--param", "lr=loguniform:1e-4:1e-2", "--study", "a/b"],
+    [],  # nothing to search
+])
+def test_contradictory_sweep_flags_exit_2(cli, tmp_path, args):
+    code, _, err = cli("sweep", "--trials", "1", *args, "--dataset", "digits", "--runs_dir", tmp_path)
+    assert code == 2
+    assert_one_line_error(err)
+
+
+@pytest.mark.parametrize("url, status", [("sqlite:////nonexistent-dir/sweeps.db", 1), ("not a url", 2)])
+def test_unusable_storage_is_one_line(cli, tmp_path, url, status):
+    code, _, err = cli("sweep", "--trials", "1", "--param", "lr=loguniform:1e-4:1e-2", "--storage", url,
+                       "--dataset", "digits", "--runs_dir", tmp_path)
+    assert code == status
+    assert_one_line_error(err)
+
+
+def test_a_failing_trial_does_not_stop_the_sweep(cli, npz_data, tmp_path, monkeypatch):
+    import ptflow.train
+
+    real_fit, calls = ptflow.train.fit, []
+
+    def fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise PtflowError("the disk is on fire")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(ptflow.train, "fit", fit)
+    code, out, err = cli("sweep", "--trials", "3", *SPACE, "--study", "f", *data_flags(npz_data, tmp_path, 1))
+    assert code == 0, err
+    study = load(tmp_path, "f")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "trial 1 failed: the disk is on fire" in err and "Traceback" not in err
+    assert status(study, 1)["status"] == "failed"
+    assert study.trials[1].user_attrs["error"] == "the disk is on fire"
+
+
+def test_pruned_trials_stop_early_and_their_runs_say_pruned(cli, npz_data, tmp_path):
+    code, out, err = cli("sweep", "--trials", "4", "--param", "lr=choice:0.03,0.00001", "--study", "p",
+                         "--prune_after", "1", "--prune_warmup", "0", *data_flags(npz_data, tmp_path, 3))
+    assert code == 0, err
+    study = load(tmp_path, "p")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [t.state for t in study.trials]
+    for trial in pruned:
+        assert status(study, trial.number)["status"] == "pruned"
+        lines = open(os.path.join(trial.user_attrs["run_dir"], "metrics.jsonl")).read().splitlines()
+        assert len(lines) == trial.last_step < 3
+        assert f"trial {trial.number} pruned at epoch {trial.last_step}" in out
+
+
+def test_a_trial_left_running_by_a_dead_process_is_failed_and_the_sweep_goes_on(cli, npz_data, tmp_path):
+    assert cli("sweep", "--trials", "1", *SPACE, "--study", "k", *data_flags(npz_data, tmp_path, 1))[0] == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = load(tmp_path, "k")
+    orphan = study.ask()  # as a worker would leave it, killed mid-trial
+    run_dir = tmp_path / "k-trial001"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"status": "running"}))
+    for key, value in {"host": socket.gethostname(), "pid": dead.pid, "run_dir": str(run_dir)}.items():
+        orphan.set_user_attr(key, value)
+    code, _, err = cli("sweep", "--trials", "1", "--study", "k", "--runs_dir", tmp_path)
+    assert code == 0, err
+    study = load(tmp_path, "k")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert "trial 1 was left running" in err
+
+
+def test_param_specs_take_the_field_types():
+    base = TrainConfig()
+    channels = parse_spec("channels=choice:16/32,32/64", base)
+    assert channels.choices == ("16/32", "32/64") and channels.to_config("16/32") == [16, 32]
+    hidden = parse_spec("hidden_sizes=choice:none,64/32", base)
+    assert hidden.to_config(None) is None and hidden.to_config("64/32") == [64, 32]
+    assert parse_spec("use_dropout=choice:True,false", base).choices == (True, False)
+    batch = parse_spec("batch_size=loguniform:16:256", base)
+    assert batch.is_int and (batch.low, batch.high) == (16, 256)
+    assert parse_spec("n_layers=int:2:8:2", base).step == 2
+    assert str(parse_spec("lr=loguniform:1e-4:1e-2", base)) == "lr=loguniform:0.0001:0.01"
+    with pytest.raises(UsageError, match="not tunable"):
+        parse_spec("train_ratio=float:0.5:0.9", base)
+
+
+def test_best_command_round_trips_through_the_parser():
+    config = TrainConfig(dataset="csv:/data/my file.csv", target="label", lr=0.0012345678901234567,
+                         hidden_sizes=[64, 32], use_dropout=True, runs_dir="out dir", verbose=0,
+                         run_name="trial-1")
+    words = shlex.split(train_command(config))
+    args = build_parser().parse_args(words[1:])
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    assert TrainConfig.from_dict({**values, "verbose": 0, "run_name": "trial-1"}) == config
+
+
+def test_help_does_not_import_optuna_torch_or_trackers():
+    code = ("import sys; from ptflow.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('optuna', 'torch', 'mlflow', 'tensorboard') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_config_file_fixes_the_rest_of_the_sweep(cli, npz_data, tmp_path):
+    config = tmp_path / "base.toml"
+    config.write_text(f'dataset = "npz:{npz_data}"\nn_epochs = 1\nbatch_size = 32\n')
+    code, _, err = cli("sweep", "--trials", "1", "--param", "lr=loguniform:1e-3:1e-2", "--study", "c",
+                       "--config", config, "--runs_dir", tmp_path / "runs")
+    assert code == 0, err
+    trial = json.loads((tmp_path / "runs" / "c-trial000" / "config.json").read_text())
+    assert (trial["n_epochs"], trial["batch_size"]) == (1, 32) and 1e-3 <= trial["lr"] <= 1e-2
+
+
+def test_a_trial_of_another_machine_is_failed_once_its_heartbeat_is_stale(cli, npz_data, tmp_path, monkeypatch):
+    import time
+
+    import ptflow.sweep_study
+
+    monkeypatch.setattr(ptflow.sweep_study, "HEARTBEAT_GRACE", 1)
+    assert cli("sweep", "--trials", "1", *SPACE, "--study", "h", *data_flags(npz_data, tmp_path, 1))[0] == 0
+    study = load(tmp_path, "h")
+    orphan = study.ask()
+    orphan.set_user_attr("host", "another-machine")  # its pid means nothing here: only the heartbeat tells
+    study._storage.record_heartbeat(orphan._trial_id)  # what the worker's heartbeat thread did, once
+    time.sleep(2.5)  # SQLite keeps heartbeats to the second
+    code, _, err = cli("sweep", "--trials", "1", "--study", "h", "--runs_dir", tmp_path)
+    assert code == 0, err
+    assert [t.state.name for t in load(tmp_path, "h").trials] == ["COMPLETE", "FAIL", "COMPLETE"]
