@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from ptflow.config import TrainConfig
+from ptflow.config import PRESETS, TrainConfig, preset_values
 from ptflow.errors import PtflowError, UsageError
 
 DEFAULTS = TrainConfig()
@@ -53,6 +53,10 @@ def _opt(group, name: str, help: str, type=str, **kwargs) -> None:
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                        help="start from a tuned recipe (" + "; ".join(
+                            f"{k}: {v['about']}".replace("%", "%%") for k, v in sorted(PRESETS.items())) +
+                        "); flags and --config override its values")
     data = parser.add_argument_group("data")
     _opt(data, "dataset", "mnist, fashion-mnist, kmnist, digits, csv:PATH, npz:PATH or folder:PATH", metavar="NAME")
     _opt(data, "data_dir", "folder searched first for dataset files (also $PTFLOW_DATA_DIR)", metavar="DIR")
@@ -70,6 +74,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     _opt(model, "use_dropout", "regularise with dropout instead of BatchNorm", bool)
     _opt(model, "dropout_p", "dropout probability", float)
     _opt(model, "channels", "cnn channels per conv stage, e.g. 32,64", parse_int_list, metavar="N,N,...")
+    _opt(data, "augment_shift", "shift training images by up to N pixels at random", int, metavar="N")
     optim = parser.add_argument_group("optimisation")
     _opt(optim, "batch_size", "examples per step", int)
     _opt(optim, "n_epochs", "passes over the training data", int)
@@ -255,11 +260,22 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--config", metavar="FILE", help="YAML or TOML file of train options; flags override it")
 
 
+def train_values(args, own_options: tuple[str, ...]) -> dict:
+    """TrainConfig values from a preset, then a --config file, then flags: each overrides the last."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *own_options)}
+    from_file = {}
+    if args.config:
+        from ptflow import configfile
+
+        from_file = configfile.read(args.config)
+    preset = given.pop("preset", None) or from_file.pop("preset", None)
+    return {**preset_values(preset), **from_file, **given}
+
+
 def cmd_train(args) -> int:
     from ptflow import configfile
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *CONFIG_AND_RESUME_OPTIONS)}
-    values = {**configfile.read(args.config), **given} if args.config else given  # flags override the file
+    values = train_values(args, CONFIG_AND_RESUME_OPTIONS)
     run_dir = None
     if args.resume:
         from ptflow import resume
@@ -345,11 +361,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *SWEEP_OPTIONS)}
-    if args.config:
-        from ptflow import configfile
-
-        values = {**configfile.read(args.config), **values}  # flags override the file
+    values = train_values(args, SWEEP_OPTIONS)
     # Trials are quiet unless asked: one summary line each reads better than every epoch of every trial.
     base = TrainConfig.from_dict({"verbose": 0, **values})
     if args.trials < 1:

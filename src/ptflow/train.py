@@ -21,7 +21,7 @@ from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data import Splits, fit_preprocessing, load_splits
 from ptflow.devices import has_native_bf16, resolve_device
-from ptflow.errors import PtflowError, RunStopped
+from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
 from ptflow.models import MODELS, Preprocess, model_args
 from ptflow.trainer import (LoopSettings, TrainState, build_optimizer, build_scheduler, evaluate, fit,
@@ -70,6 +70,8 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     if config.precision == "bf16" and not has_native_bf16(device):
         warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
              f"and runs several times slower than fp32")
+    if config.augment_shift and not splits.is_image:
+        raise UsageError(f"--augment_shift needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.x_train, config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args = build_state(config, splits, device)
@@ -92,7 +94,8 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
 
     # A run killed after early stopping (or divergence) had ended its training: only the ending is left.
     n_epochs = state.epoch if _stopped_early(state, config.early_stop) else config.n_epochs
-    settings = LoopSettings(n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose)
+    settings = LoopSettings(n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
+                            config.augment_shift)
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
@@ -159,7 +162,7 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     test_loss = test_acc = None
     if evaluate_test:
         test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
-                                       data["y_test"], precision=config.precision)
+                                       data["y_test"], batch_size=4 * config.batch_size, precision=config.precision)
     best = state.history[state.best_epoch - 1]
     metrics = {"best_epoch": state.best_epoch, "best_valid_loss": state.best_loss,
                "valid_acc": best["valid_acc"], "test_loss": test_loss, "test_acc": test_acc,

@@ -1,0 +1,23 @@
+"""Data augmentation, on the device, one training batch at a time.
+
+Random shifts: each image moves by up to `max_shift` pixels in each direction, filled with
+zeros, a fresh draw per image and epoch. For handwriting this is the augmentation that pays
+(digits are centred only roughly), and it costs one gather on uint8 data.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """|x| = (batch, channels, height, width) -> the same shape, each image shifted at random."""
+    batch, _, height, width = x.shape
+    size = 2 * max_shift + 1
+    # Offsets come from the run's own generator, so a resumed run draws the same shifts.
+    dy, dx = torch.randint(0, size, (2, batch), generator=generator).to(x.device)
+    padded = F.pad(x, (max_shift,) * 4)
+    # Every crop as a view: (batch, channels, size, size, height, width); pick one per image.
+    crops = padded.unfold(2, height, 1).unfold(3, width, 1)
+    return crops[torch.arange(batch, device=x.device), :, dy, dx]

@@ -1,0 +1,50 @@
+import torch
+
+from ptflow.augment import random_shift
+from ptflow.config import PRESETS
+
+
+def test_random_shift_moves_each_image_within_bounds():
+    x = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
+    x[:, :, 4, 4] = 255  # one lit pixel in the centre
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    lit = out[:, 0].flatten(1).argmax(1)
+    rows, cols = lit // 9, lit % 9
+    assert (out.flatten(1).sum(1) == 255).all()  # nothing lost or duplicated at this shift
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # a fresh draw per image
+
+
+def test_random_shift_follows_its_generator():
+    x = torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8)
+    a = random_shift(x, 1, torch.Generator().manual_seed(5))
+    b = random_shift(x, 1, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_flags_override_a_preset(cli):
+    code, out, _ = cli("train", "--preset", "fast", "--n_epochs", "5", "--dataset", "digits", "--print_config")
+    assert code == 0
+    assert "n_epochs: 5" in out  # the flag wins
+    assert f"scheduler: \"{PRESETS['fast']['scheduler']}\"" in out and "model: \"cnn\"" in out
+
+
+def test_augment_shift_needs_images(cli, tmp_path):
+    data = tmp_path / "t.csv"
+    data.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    code, _, err = cli("train", "--dataset", f"csv:{data}", "--augment_shift", "2", "--runs_dir", tmp_path / "runs")
+    assert code == 2 and "needs image data" in err
+
+
+def test_training_with_shifts_is_deterministic(cli, npz_data, tmp_path):
+    import json
+
+    runs = []
+    for name in ("a", "b"):
+        code, _, _ = cli("train", "--dataset", f"npz:{npz_data}", "--model", "cnn", "--channels", "4,8",
+                         "--augment_shift", "1", "--n_epochs", "2", "--batch_size", "32",
+                         "--runs_dir", tmp_path, "--run_name", name, "--verbose", "0")
+        assert code == 0
+        runs.append([json.loads(l)["train_loss"] for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    assert runs[0] == runs[1]
