@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,18 +135,14 @@ def help_latency(repeats: int = 5) -> float:
 
 
 def summarise(results: dict[str, list[dict]], n_train: int, epochs: int) -> dict[str, dict]:
-    """Median of each measure over the repeats."""
-    def median(values):
-        values = sorted(values)
-        return values[len(values) // 2]
-
+    """Median of each measure over the repeats (the mean of the middle two for an even count)."""
     summary = {}
     for name, runs in results.items():
         summary[name] = {
-            "wall": median([r["wall"] for r in runs]),
-            "samples_per_s": median([n_train * epochs / r["train_seconds"] for r in runs]),
-            "rss_mb": median([r["rss_mb"] for r in runs]),
-            "test_acc": median([r["test_acc"] for r in runs]),
+            "wall": statistics.median([r["wall"] for r in runs]),
+            "samples_per_s": statistics.median([n_train * epochs / r["train_seconds"] for r in runs]),
+            "rss_mb": statistics.median([r["rss_mb"] for r in runs]),
+            "test_acc": statistics.median([r["test_acc"] for r in runs]),
             "runs": runs,
         }
     return summary
@@ -173,12 +170,18 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "train_bench.json")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.render:
+        info = json.loads(args.render.read_text())
+        summary = summarise({k: v["runs"] for k, v in info["summary"].items()}, 48000, info["epochs"])
+        report(info, summary, info["ceiling"], info["help_seconds"])
+        return
     names = [n for n in args.contenders.split(",") if n]
     if "seed" in names and not (SEED_CODE / "train.py").exists():
         print(f"note: the article's code is not at {SEED_CODE}; skipping that baseline")
         names.remove("seed")
-    if not (args.data_dir / "train-images-idx3-ubyte.gz").exists() and not (args.data_dir / "train-images-idx3-ubyte").exists():
+    if not any((args.data_dir / name).exists() for name in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
         raise SystemExit(f"MNIST not found in {args.data_dir} (pass --data_dir)")
 
     ceiling = {p: matmul_gflops(p, args.device) for p in ("fp32", "bf16")}
@@ -201,14 +204,18 @@ def main() -> None:
             "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(info, indent=2))
+    report(info, summary, ceiling, help_s)
+    print(f"wrote {args.out}")
+
+
+def report(info: dict, summary: dict, ceiling: dict, help_s: float) -> None:
     print(f"\n{info['date']}, {info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
-          f"{args.epochs} epochs, median of {args.repeats}\n")
+          f"{info['epochs']} epochs, median of {info['repeats']}\n")
     print(table(summary, ceiling))
     print(f"\nceiling: fp32 {ceiling['fp32']:.0f} GFLOP/s -> {ceiling['fp32_samples_per_s']:,.0f} samples/s; "
           f"bf16 {ceiling['bf16']:.0f} GFLOP/s -> {ceiling['bf16_samples_per_s']:,.0f} samples/s "
           f"(article's MLP, {TRAIN_FLOP_PER_SAMPLE / 1e6:.1f} MFLOP per training sample)")
     print(f"`ptflow --help`: {help_s * 1000:.0f} ms (best of 5)")
-    print(f"wrote {args.out}")
 
 
 def _cpu_name() -> str:

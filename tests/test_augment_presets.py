@@ -46,5 +46,6 @@ def test_training_with_shifts_is_deterministic(cli, npz_data, tmp_path):
                          "--augment_shift", "1", "--n_epochs", "2", "--batch_size", "32",
                          "--runs_dir", tmp_path, "--run_name", name, "--verbose", "0")
         assert code == 0
-        runs.append([json.loads(l)["train_loss"] for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        runs.append([json.loads(line)["train_loss"] for line in lines])
     assert runs[0] == runs[1]

@@ -2,8 +2,8 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import make_images, write_idx
+
 from ptflow.data import fit_preprocessing, load_splits
 from ptflow.errors import PtflowError, UsageError
 from ptflow.idx import read_idx

@@ -1,7 +1,5 @@
 """Every user error: one line on stderr, exit status 2 (usage) or 1 (runtime), no traceback."""
 
-import pickle
-
 import pytest
 
 

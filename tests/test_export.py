@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_images
+from test_errors import assert_one_line_error
+
 from ptflow.checkpoint import load_model
 from ptflow.data import load_splits
 from ptflow.inference import predict_proba
-from test_errors import assert_one_line_error
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

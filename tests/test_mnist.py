@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import MNIST_DIR
 
 pytestmark = [pytest.mark.slow,

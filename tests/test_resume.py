@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from safetensors.torch import load_file
 
-from conftest import make_images
 from ptflow import interrupt, train
 from ptflow.checkpoint import read_checkpoint, save_checkpoint
 from ptflow.config import TrainConfig

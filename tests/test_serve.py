@@ -23,14 +23,14 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-
 from conftest import make_images  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from test_errors import assert_one_line_error  # noqa: E402
+
 from ptflow.batching import MicroBatcher, QueueFull  # noqa: E402
 from ptflow.checkpoint import read_model_file  # noqa: E402
 from ptflow.security import page_and_csp  # noqa: E402
 from ptflow.serve import Settings, create_app  # noqa: E402
-from test_errors import assert_one_line_error  # noqa: E402
 
 
 def wait_ready(client) -> None:

@@ -47,7 +47,7 @@ def test_sweep_ranks_by_validation_and_its_best_command_reproduces_the_best_tria
     study = load(tmp_path, "s")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     table = out[out.index("trial  "):].splitlines()
-    assert "best valid loss" in table[0] and len([l for l in table[1:4] if "complete" in l]) == 3
+    assert "best valid loss" in table[0] and len([row for row in table[1:4] if "complete" in row]) == 3
     assert table[1].split()[0] == str(study.best_trial.number)  # best first
     # Only the winner is judged on the test split; the others never saw it.
     for trial in study.trials:

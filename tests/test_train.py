@@ -32,7 +32,7 @@ def test_same_seed_same_numbers(tmp_path, npz_data, cli):
                          "--runs_dir", tmp_path, "--run_name", name, "--verbose", "0")
         assert code == 0
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        histories.append([{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in lines])
+        histories.append([{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines])
     assert histories[0] == histories[1]
     a, _ = read_model_file(tmp_path / "a" / "model.safetensors")
     b, _ = read_model_file(tmp_path / "b" / "model.safetensors")

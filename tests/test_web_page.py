@@ -12,7 +12,6 @@ import tempfile
 
 import httpx
 import pytest
-
 from conftest import run_cli
 
 webdriver = pytest.importorskip("selenium.webdriver")

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ptflow.errors import PtflowError
-from ptflow.files import atomic_write_bytes
+from ptflow.files import atomic_write, atomic_write_bytes
 from ptflow.models import MODELS, Preprocess
 
 FORMAT = "ptflow.model"
@@ -71,9 +71,9 @@ def save_model(path: str | Path, model: nn.Module, meta: dict, optimizer=None) -
                     "config": meta.get("config", {}), "ptflow": meta}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
     else:
-        from safetensors.torch import save
+        from safetensors.torch import save_file
 
-        atomic_write_bytes(path, save(state, metadata={"ptflow": json.dumps(meta)}))
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"ptflow": json.dumps(meta)}))
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -126,10 +126,11 @@ def _read_safetensors(path: Path, data: bytes, kind: str) -> tuple[dict, dict]:
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """A training checkpoint: flat tensors and JSON metadata in one safetensors file, written atomically."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     meta = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **meta}
-    atomic_write_bytes(path, save(_contiguous_cpu(tensors), metadata={"ptflow": json.dumps(meta)}))
+    tensors = _contiguous_cpu(tensors)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"ptflow": json.dumps(meta)}))
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from ptflow.config import PRESETS, TrainConfig, preset_values
+from ptflow.config import EVAL_BATCH_SIZE, PRESETS, TrainConfig, preset_values
 from ptflow.errors import PtflowError, UsageError
 
 DEFAULTS = TrainConfig()
@@ -129,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", metavar="DIR", help="where the dataset's files are (default: as trained)")
     p.add_argument("--out_dir", metavar="DIR", help="where to write the PNGs and evaluation.json "
                                                     "(default: next to the model, <name>-eval/)")
-    p.add_argument("--batch_size", type=int, default=8192, help="examples per forward pass (default: 8192)")
+    p.add_argument("--batch_size", type=int, default=EVAL_BATCH_SIZE,
+                   help=f"examples per forward pass (default: {EVAL_BATCH_SIZE})")
     add_device_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("predict", help="labels and probabilities for images, .npz or .csv files",
-                            description="Predict. With no INPUT, evaluates on the test split (as the article's predict).")
+                            description="Predict. With no INPUT, evaluates on the test split "
+                                        "(as the article's predict).")
     p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to use")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders, .npz (array x), .csv rows")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
@@ -232,7 +234,8 @@ def add_history_commands(commands) -> None:
     p.add_argument("-o", "--out", metavar="HTML", help="where to write it (default: RUN/report.html)")
     p.add_argument("--runs_dir", default="runs", metavar="DIR", help=runs_dir_help)
     p.add_argument("--data_dir", metavar="DIR", help="where the dataset's files are (default: as trained)")
-    p.add_argument("--batch_size", type=int, default=8192, help="examples per forward pass (default: 8192)")
+    p.add_argument("--batch_size", type=int, default=EVAL_BATCH_SIZE,
+                   help=f"examples per forward pass (default: {EVAL_BATCH_SIZE})")
     add_device_options(p)
     p.set_defaults(handler=cmd_report)
 

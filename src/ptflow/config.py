@@ -16,6 +16,11 @@ SCHEDULERS = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
+
+# Examples per forward pass when evaluating and predicting. On CPU, 1024 rows of the article's MLP
+# keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
+# at 8192 rows, whose activations spill to memory.
+EVAL_BATCH_SIZE = 1024
 TRACKERS = ("tensorboard", "mlflow")
 
 
@@ -56,8 +61,8 @@ class TrainConfig:
     run_name: str | None = None  # the run folder's name; default: a timestamp with dataset and model
     verbose: int = 1  # 0 quiet, 1 one line per epoch, 2 one line per iteration (as in the article)
     # --- tracking (optional extras; nothing is sent anywhere unless asked) ---
-    log: list[str] = field(default_factory=list)  # also log to tensorboard and/or mlflow; the run folder is always written
-    mlflow_uri: str | None = None  # MLflow tracking server; default: a SQLite store in runs_dir, nothing leaves the machine
+    log: list[str] = field(default_factory=list)  # also log to tensorboard and/or mlflow (run folder: always)
+    mlflow_uri: str | None = None  # MLflow server; default: SQLite in runs_dir, nothing leaves the machine
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -121,9 +126,9 @@ PRESETS = {
     "fast": {"about": ">= 99% on MNIST in seconds on a CPU",
              "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adam", "lr": 0.01,
              "scheduler": "onecycle", "n_epochs": 2},
-    "accurate": {"about": ">= 99.5% on MNIST in about a minute and a half on a CPU",
-                 "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adam", "lr": 0.01,
-                 "scheduler": "onecycle", "n_epochs": 12, "augment_shift": 2},
+    "accurate": {"about": ">= 99.5% on MNIST in about a minute on a CPU",
+                 "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adamw", "lr": 0.01,
+                 "weight_decay": 0.05, "scheduler": "onecycle", "n_epochs": 12, "augment_shift": 2},
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ptflow import plots
 from ptflow.checkpoint import LoadedModel, load_model
+from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
 from ptflow.data import Splits, load_splits
 from ptflow.devices import resolve_device
@@ -63,7 +64,8 @@ class Judgement:
     seconds: float  # inference time
 
 
-def judge(model_fn: str, data_dir: str | None = None, device: str = "auto", batch_size: int = 8192) -> Judgement:
+def judge(model_fn: str, data_dir: str | None = None, device: str = "auto",
+          batch_size: int = EVAL_BATCH_SIZE) -> Judgement:
     """Load the model, rebuild its test split, predict it and score the predictions."""
     loaded = load_model(model_fn, resolve_device(device))
     config = loaded.meta["config"]
@@ -80,7 +82,7 @@ def judge(model_fn: str, data_dir: str | None = None, device: str = "auto", batc
 
 
 def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
-        batch_size: int = 8192) -> dict:
+        batch_size: int = EVAL_BATCH_SIZE) -> dict:
     judged = judge(model_fn, data_dir, device, batch_size)
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     info(format_report(report, classes))

@@ -10,11 +10,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ptflow.dist import is_main_process
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Let write(temporary_path) fill a temporary file beside path, flush it to disk, rename it over path.
+
+    Taking a writer rather than bytes lets libraries that write files themselves (safetensors)
+    stream into it, without a second in-memory copy of the whole file.
+    """
     if not is_main_process():
         return
     path = Path(path)
@@ -22,14 +28,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _umask() -> int:

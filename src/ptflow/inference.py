@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ptflow.checkpoint import LoadedModel
+from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.errors import PtflowError
 
 
@@ -33,7 +34,8 @@ def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], source: str = "inp
 
 
 @torch.inference_mode()
-def predict_proba(loaded: LoadedModel, x: np.ndarray | torch.Tensor, batch_size: int = 8192) -> np.ndarray:
+def predict_proba(loaded: LoadedModel, x: np.ndarray | torch.Tensor,
+                  batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Class probabilities (N, n_classes) as float32, in large batches to bound memory."""
     device = next(loaded.model.parameters()).device
     x = torch.as_tensor(x)

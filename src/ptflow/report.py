@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ptflow import history, plots, runs
+from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.files import atomic_write_text
 
@@ -31,7 +32,7 @@ h2 { margin-top: 1.8em; border-bottom: 2px solid #eee; }
 
 
 def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
-        device: str = "auto", batch_size: int = 8192) -> Path:
+        device: str = "auto", batch_size: int = EVAL_BATCH_SIZE) -> Path:
     entry = history.load(runs.find(spec, runs_dir))
     config = _table([[key, history.format_value(value)] for key, value in entry.config.items()])
     sections = [_summary(entry), _section("Config", config), _curves(entry)]

@@ -24,8 +24,7 @@ from ptflow.devices import has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
 from ptflow.models import MODELS, Preprocess, model_args
-from ptflow.trainer import (LoopSettings, TrainState, build_optimizer, build_scheduler, evaluate, fit,
-                            steps_per_epoch)
+from ptflow.trainer import LoopSettings, TrainState, build_optimizer, build_scheduler, evaluate, fit, steps_per_epoch
 
 
 def to_device(splits: Splits, device: torch.device) -> dict[str, torch.Tensor]:
