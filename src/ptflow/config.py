@@ -7,6 +7,8 @@ from it. This module must stay free of heavy imports: `ptflow --help` reads the 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 
 from ptflow.errors import UsageError
@@ -110,6 +112,15 @@ class TrainConfig:
         if self.gpu_id is None:
             return self.device
         return "cpu" if self.gpu_id < 0 else f"cuda:{self.gpu_id}"
+
+
+def field_type(name: str) -> tuple[typing.Any, bool]:
+    """A TrainConfig field's value type with Optional unwrapped (list[int] stays list[int]), and
+    whether None is allowed: for config files and sweep specs, which read values from text."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)
+    return next(t for t in options if t is not type(None)), type(None) in options
 
 
 def _check(ok: bool, message: str) -> None:

@@ -20,13 +20,13 @@ Writing needs neither.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import types
 import typing
 from pathlib import Path
 
-from ptflow.config import TrainConfig
+from ptflow.config import TrainConfig, field_type
 from ptflow.errors import PtflowError, UsageError
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
@@ -84,21 +84,18 @@ def _parse_toml(text: str, path: str) -> dict:
 
 def convert(values: dict, source: str) -> dict:
     """Each value as its TrainConfig field's type; unknown keys and wrong types are errors."""
-    hints = typing.get_type_hints(TrainConfig)
-    unknown = sorted(set(values) - set(hints))
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise UsageError(f"{source}: unknown config key(s): {', '.join(unknown)}")
-    return {key: _convert(key, value, hints[key], source) for key, value in values.items()}
+    return {key: _convert(key, value, source) for key, value in values.items()}
 
 
-def _convert(key: str, value, hint, source: str):
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
+def _convert(key: str, value, source: str):
+    kind, optional = field_type(key)
     if value is None:
-        if type(None) in options:
+        if optional:
             return None
         raise UsageError(f"{source}: {key} needs a value")
-    kind = next(t for t in options if t is not type(None))
     try:
         return _as(kind, value)
     except (TypeError, ValueError):

@@ -14,12 +14,11 @@ own validation. Pure Python (no optuna, no torch): the errors come at once.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ptflow.config import TrainConfig
+from ptflow.config import TrainConfig, field_type
 from ptflow.errors import UsageError
 
 KINDS = ("float", "loguniform", "int", "choice")
@@ -84,17 +83,14 @@ def parse_spec(text: str, base: TrainConfig) -> ParamSpec:
 
 def _field_type(name: str, text: str) -> type:
     """The field's value type: int, float, bool, str, or list (of ints); Optional is unwrapped."""
-    hints = typing.get_type_hints(TrainConfig)
-    if name not in hints:
+    if name not in {f.name for f in dataclasses.fields(TrainConfig)}:
         raise UsageError(f"--param {text!r}: unknown hyperparameter {name!r} (tunable: "
                          f"{', '.join(sorted(tunable()))})")
     if name in NOT_TUNABLE:
         raise UsageError(f"--param {text!r}: {name} is not tunable (it changes the validation data "
                          f"or only where output goes)")
-    hint = hints[name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return typing.get_origin(hint) or hint
+    kind, _ = field_type(name)
+    return typing.get_origin(kind) or kind
 
 
 def tunable() -> set[str]:
