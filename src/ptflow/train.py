@@ -6,7 +6,6 @@ with a training checkpoint in the run folder, so a stopped run can continue (res
 
 from __future__ import annotations
 
-import math
 import shlex
 import time
 from pathlib import Path
@@ -91,9 +90,7 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
             callback(s, run_dir)
         interrupt.check()  # a signal during validation or a callback: stop here, this epoch saved
 
-    # A run killed after early stopping (or divergence) had ended its training: only the ending is left.
-    n_epochs = state.epoch if _stopped_early(state, config.early_stop) else config.n_epochs
-    settings = LoopSettings(n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
+    settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
                             config.augment_shift)
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
@@ -140,13 +137,6 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     info(f"Resuming {run_dir} after epoch {state.epoch}" if state.epoch else
          f"Resuming {run_dir} from the start (it stopped before completing an epoch)")
     return run_dir
-
-
-def _stopped_early(state: TrainState, early_stop: int) -> bool:
-    """Whether the checkpoint's run had already stopped, as fit's own stopping rule would have it."""
-    if not state.history:
-        return False
-    return not math.isfinite(state.history[-1]["train_loss"]) or bool(early_stop and state.bad_epochs >= early_stop)
 
 
 def _say_how_to_resume(run_dir: Path, state: TrainState, exc: BaseException) -> None:

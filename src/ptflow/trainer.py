@@ -153,6 +153,8 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         return net(preprocess(x))
 
     for epoch in range(state.epoch, settings.n_epochs):
+        if stopped(state, settings.early_stop):  # checked first, so a resumed run that had stopped stays so
+            break
         started = time.perf_counter()
         progress = progress_factory(epoch) if progress_factory else None
         with progress or nullcontext():
@@ -167,11 +169,17 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
             log(format_epoch(state, settings.n_epochs))
         if on_epoch_end is not None:
             on_epoch_end(state)
-        if not math.isfinite(train_loss) or (settings.early_stop and state.bad_epochs >= settings.early_stop):
-            break
     if state.best_weights is not None:
         state.model.load_state_dict(state.best_weights)
     return state
+
+
+def stopped(state: TrainState, early_stop: int) -> bool:
+    """Whether training is over before n_epochs: the loss diverged, or early stopping's patience ran out."""
+    if not state.history:
+        return False
+    diverged = not math.isfinite(state.history[-1]["train_loss"])
+    return diverged or bool(early_stop and state.bad_epochs >= early_stop)
 
 
 def record_epoch(state: TrainState, train_loss: float, valid_loss: float, valid_acc: float, seconds: float):
