@@ -241,3 +241,45 @@ def test_a_trial_of_another_machine_is_failed_once_its_heartbeat_is_stale(cli, n
     code, _, err = cli("sweep", "--trials", "1", "--study", "h", "--runs_dir", tmp_path)
     assert code == 0, err
     assert [t.state.name for t in load(tmp_path, "h").trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
+def test_a_worker_that_loses_the_race_to_create_a_study_is_held_to_the_winners_config(tmp_path, monkeypatch):
+    from ptflow import sweep_study
+    from ptflow.sweep_space import parse_specs
+
+    rdb = sweep_study.open_storage(f"sqlite:///{tmp_path}/sweeps.db")
+    specs = parse_specs(["lr=loguniform:1e-3:1e-2"], TrainConfig())
+    real_create = optuna.create_study
+
+    def create_study(**kwargs):  # another worker creates the study between this one's look and its create
+        monkeypatch.setattr(optuna, "create_study", real_create)
+        sweep_study.load_or_create(rdb, "r", TrainConfig(n_epochs=3), {"n_epochs"}, specs)
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", create_study)
+    with pytest.raises(UsageError, match="n_epochs=3"):
+        sweep_study.load_or_create(rdb, "r", TrainConfig(n_epochs=4), {"n_epochs"}, specs)
+    assert load(tmp_path, "r").user_attrs["ptflow_config"]["n_epochs"] == 3  # the winner's, not overwritten
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
+def test_a_study_just_created_by_another_worker_is_waited_for_not_called_foreign(tmp_path):
+    import threading
+
+    from ptflow import sweep_study
+    from ptflow.sweep_space import parse_specs
+
+    rdb = sweep_study.open_storage(f"sqlite:///{tmp_path}/sweeps.db")
+    specs = parse_specs(["lr=loguniform:1e-3:1e-2"], TrainConfig())
+    study = optuna.create_study(storage=rdb, study_name="w")  # created; its config is recorded a moment later
+
+    def record():
+        study.set_user_attr("ptflow_config", TrainConfig(n_epochs=3).to_dict())
+        study.set_user_attr("ptflow_params", [str(s) for s in specs])
+
+    timer = threading.Timer(0.5, record)
+    timer.start()
+    base, stored = sweep_study.load_or_create(rdb, "w", TrainConfig(), set(), specs)
+    timer.join()
+    assert base.n_epochs == 3 and [str(s) for s in stored] == [str(s) for s in specs]

@@ -205,13 +205,29 @@ def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
         warn(f"the best trial's model {model} is not on this machine: judge it where it is, with "
              f"ptflow evaluate --model_fn {model}")
         return None
-    status = runs.read_json(run_dir / "run.json") or {}
-    if status.get("test_acc") is not None:  # judged by an earlier command of this study
-        return status["test_acc"]
-    info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
-    result = evaluate.run(str(model), base.data_dir, base.device_name())
-    runs.write_status(run_dir, test_acc=result["accuracy"])
+    # Workers of one study that end together may pick the same winner: the first to take the lock
+    # judges it, the others wait and read its result.
+    with exclusive(run_dir / ".judge.lock"):
+        status = runs.read_json(run_dir / "run.json") or {}
+        if status.get("test_acc") is not None:  # judged by an earlier command (or worker) of this study
+            return status["test_acc"]
+        info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
+        result = evaluate.run(str(model), base.data_dir, base.device_name())
+        runs.write_status(run_dir, test_acc=result["accuracy"])
     return result["accuracy"]
+
+
+@contextmanager
+def exclusive(path: Path):
+    """An exclusive lock on path (created if missing) for the block; the OS drops it if the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; at worst a winner is judged twice, to the same accuracy
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 A study records its train config and search space when it is created, so that a later command
 (or another machine) resumes it with `--study NAME` alone, and one that disagrees is refused.
+Workers started at the same moment race to create the tables and the study: one wins, the
+others open what it made and are held to its config like any resume.
 A trial whose process died stays RUNNING in the storage; it is failed here, at once when it ran
 on this host (its process is gone), otherwise by Optuna's heartbeat once it has been silent for
 HEARTBEAT_GRACE seconds.
@@ -10,6 +12,7 @@ HEARTBEAT_GRACE seconds.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from pathlib import Path
@@ -26,6 +29,8 @@ from ptflow.tracking import redact_url as redact
 
 HEARTBEAT_INTERVAL = 15  # seconds between a running trial's heartbeats in the storage
 HEARTBEAT_GRACE = 60  # a trial silent this long is failed by the next worker that asks for a trial
+CREATE_TRIES = 5  # opening a new database while other workers create its tables (see open_storage)
+CONFIG_WAIT = 5  # seconds a study without ptflow's config may still be getting it from its creator
 # Flags that may differ between the commands that resume or share a study: they say where things
 # are and how output looks, not what is trained. Every other flag must match the study's.
 LOCAL_FIELDS = {"data_dir", "device", "gpu_id", "compile", "model_fn", "runs_dir", "run_name", "verbose",
@@ -43,14 +48,22 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
     # SQLite: wait for a lock rather than fail when several workers write at the same moment.
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                          grace_period=HEARTBEAT_GRACE,
-                                          heartbeat_stale_trial_callback=lambda study, trial: mark_run_failed(trial))
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
-        raise UsageError(f"--storage {redact(url)}: not a database URL ({first_line(exc)})") from None
-    except Exception as exc:  # unreachable server, missing driver, bad credentials, unwritable file
-        raise PtflowError(f"cannot open sweep storage {redact(url)}: {first_line(exc)}") from None
+    for _ in range(CREATE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE,
+                heartbeat_stale_trial_callback=lambda study, trial: mark_run_failed(trial))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Workers started together on an empty database each create Optuna's tables, and all but
+            # one fail with "duplicate key" or "already exists" (PostgreSQL: optuna#1092). The tables
+            # are there now: opening again finds them.
+            error = exc
+            time.sleep(random.uniform(0.1, 0.5))
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as exc:
+            raise UsageError(f"--storage {redact(url)}: not a database URL ({first_line(exc)})") from None
+        except Exception as exc:  # unreachable server, missing driver, bad credentials, unwritable file
+            raise PtflowError(f"cannot open sweep storage {redact(url)}: {first_line(exc)}") from None
+    raise PtflowError(f"cannot open sweep storage {redact(url)}: {first_line(error)}")
 
 
 def load_or_create(rdb, name: str, base: TrainConfig, given: set[str],
@@ -61,18 +74,36 @@ def load_or_create(rdb, name: str, base: TrainConfig, given: set[str],
     except KeyError:
         if not specs:
             raise UsageError(f"no study {name!r} yet: give at least one --param NAME=SPEC to search") from None
-        study = optuna.create_study(storage=rdb, study_name=name, direction="minimize", load_if_exists=True)
-        study.set_user_attr("ptflow_config", base.to_dict())
-        study.set_user_attr("ptflow_params", [str(s) for s in specs])
-        return base, specs
-    if "ptflow_params" not in study.user_attrs:
+        try:
+            study = optuna.create_study(storage=rdb, study_name=name, direction="minimize")
+        except optuna.exceptions.DuplicatedStudyError:
+            # Another worker created it since we looked: its config is the study's, and this
+            # command must agree with it like any resume (not overwrite it with its own).
+            study = optuna.load_study(study_name=name, storage=rdb)
+        else:
+            study.set_user_attr("ptflow_config", base.to_dict())
+            study.set_user_attr("ptflow_params", [str(s) for s in specs])  # last: once set, both are there
+            return base, specs
+    attrs = recorded_attrs(study)
+    if "ptflow_params" not in attrs:
         raise UsageError(f"study {name!r} was not made by ptflow sweep; choose another --study")
-    base = resume_config(study.user_attrs["ptflow_config"], base, given, name)
-    stored = parse_specs(study.user_attrs["ptflow_params"], base)
+    base = resume_config(attrs["ptflow_config"], base, given, name)
+    stored = parse_specs(attrs["ptflow_params"], base)
     if specs and sorted(map(str, specs)) != sorted(map(str, stored)):
         raise UsageError(f"study {name!r} searches {' '.join(map(str, stored))}; give the same --param "
                          f"flags or none, or start a new --study")
     return base, stored
+
+
+def recorded_attrs(study: optuna.Study) -> dict:
+    """The study's user attributes, waiting briefly for a study created a moment ago by another
+    worker: creating it and recording its config are separate writes."""
+    deadline = time.monotonic() + CONFIG_WAIT
+    attrs = study.user_attrs
+    while "ptflow_params" not in attrs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        attrs = study.user_attrs
+    return attrs
 
 
 def resume_config(stored: dict, base: TrainConfig, given: set[str], name: str) -> TrainConfig:
