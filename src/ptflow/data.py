@@ -29,9 +29,12 @@ class Splits:
     image_style: str
     fingerprint: str  # sha256 of the raw data, to notice when a dataset changed under a run
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+    def __post_init__(self):
+        self.input_shape: tuple[int, ...] = tuple(self.x_train.shape[1:])  # kept after release()
+
+    def release(self) -> None:
+        """Let go of the arrays, keeping names, shapes and fingerprint, once nothing needs them."""
+        self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
 
     @property
     def is_image(self) -> bool:

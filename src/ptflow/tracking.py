@@ -38,7 +38,7 @@ def start(config, splits) -> list:
     if not config.log or not is_main_process():
         return []
     require(config.log)
-    images = splits.x_train[:64] if splits.is_image else None
+    images = splits.x_train[:64].copy() if splits.is_image else None  # a copy: a view would pin x_train
     trackers = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
     return [trackers[name](config, images) for name in config.log]
 
