@@ -25,13 +25,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path | None) -> bytes:
+def to_png(fig, path: str | Path | None = None) -> bytes:
+    """The figure as PNG bytes (closed afterwards), also written to path unless it is None."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
+    png = buffer.getvalue()
     if path is not None:
-        atomic_write_bytes(path, buffer.getvalue())
-    return buffer.getvalue()
+        atomic_write_bytes(path, png)
+    return png
 
 
 def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
@@ -49,7 +51,7 @@ def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) ->
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return to_png(fig, path)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -71,7 +73,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: str | Path | None, c
             ax.set_title(titles[i], fontsize=7, color=(colors[i] if colors else "black"))
     if suptitle:
         fig.suptitle(suptitle)
-    return _save(fig, path)
+    return to_png(fig, path)
 
 
 def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: str | Path, per_class: int = 10):
@@ -98,4 +100,4 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | 
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
                     color="white" if count > threshold else "black")
-    return _save(fig, path)
+    return to_png(fig, path)

@@ -1,15 +1,12 @@
 """What a sweep shows: the leaderboard, the best configuration as a command, an HTML report.
 
-The report embeds its images as base64 PNGs, so the one file can be mailed or archived alone.
+The report is one self-contained HTML file (htmlpage.py), images included.
 Plots come from optuna.visualization.matplotlib, drawn with the Agg backend (no display needed).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
-import io
 import math
 import shlex
 import time
@@ -18,6 +15,7 @@ from pathlib import Path
 
 from ptflow.config import TrainConfig
 from ptflow.files import atomic_write_text
+from ptflow.htmlpage import escape, image, page, section, table
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
 
@@ -92,21 +90,15 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
     else:
         judged = "not judged on this machine" if test_acc is None else f"{test_acc:.4f} (judged once, after selection)"
         best = f"Trial {rows[0]['trial']}: validation loss {rows[0]['valid_loss']:.4e}, test accuracy {judged}."
-    parts = [f"<h1>Sweep {_e(study.study_name)}</h1>",
-             f"<p>{len(rows)} trials ({_e(summary)}) in <code>{_e(storage)}</code>, written "
-             f"{_e(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by validation loss alone.</p>",
-             f"<h2>Best</h2><p>{_e(best)}</p>"]
+    parts = [f"<h1>Sweep {escape(study.study_name)}</h1>",
+             f"<p>{len(rows)} trials ({escape(summary)}) in <code>{escape(storage)}</code>, written "
+             f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by validation loss alone.</p>",
+             section("Best", f"<p>{escape(best)}</p>")]
     if command:
-        parts.append(f"<pre>{_e(command)}</pre>")
-    parts.append("<h2>Leaderboard</h2>" + _table(rows, names))
+        parts.append(f"<pre>{escape(command)}</pre>")
+    parts.append(section("Leaderboard", table([_cells(row, names) for row in rows], _header(names))))
     parts += _plot_sections(study)
-    atomic_write_text(path, PAGE.format(title=_e(f"Sweep {study.study_name}"), body="\n".join(parts)))
-
-
-def _table(rows: list[dict], names: list[str]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in _header(names))
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in _cells(row, names)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    atomic_write_text(path, page(f"Sweep {study.study_name}", parts))
 
 
 def _plot_sections(study) -> list[str]:
@@ -123,48 +115,24 @@ def _plot_sections(study) -> list[str]:
     sections = []
     for title, plot, needed, why in plots:
         if complete >= needed:
-            body = f'<img alt="{_e(title)}" src="data:image/png;base64,{_png(plot, study)}">'
+            body = image(_png(plot, study), title)
         else:
-            body = f"<p>Not drawn: {_e(why)} ({complete} so far).</p>"
-        sections.append(f"<h2>{_e(title)}</h2>{body}")
+            body = f"<p>Not drawn: {escape(why)} ({complete} so far).</p>"
+        sections.append(section(title, body))
     return sections
 
 
-def _png(plot, study) -> str:
+def _png(plot, study) -> bytes:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ptflow.plots import to_png
 
+    matplotlib.use("Agg")
     # Optuna's views switch the global style to ggplot: keep that from leaking into later plots.
     with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib views are marked experimental
         ax = plot(study)
         if plot.__name__ == "plot_intermediate_values":
             ax.set(xlabel="epoch", ylabel="validation loss")
-        figure = ax.figure
-        figure.set_size_inches(8, 4.5)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _e(text) -> str:
-    return html.escape(str(text))
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
-th {{ background: #f3f3f3; }}
-pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; white-space: pre-wrap; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
+        ax.figure.set_size_inches(8, 4.5)
+        return to_png(ax.figure)

@@ -23,7 +23,16 @@ from ptflow.devices import has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
 from ptflow.models import MODELS, Preprocess, model_args
-from ptflow.trainer import LoopSettings, TrainState, build_optimizer, build_scheduler, evaluate, fit, steps_per_epoch
+from ptflow.trainer import (
+    LoopSettings,
+    TrainState,
+    build_optimizer,
+    build_scheduler,
+    eval_batch_size,
+    evaluate,
+    fit,
+    steps_per_epoch,
+)
 
 
 def to_device(splits: Splits, device: torch.device) -> dict[str, torch.Tensor]:
@@ -151,7 +160,8 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     test_loss = test_acc = None
     if evaluate_test:
         test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
-                                       data["y_test"], batch_size=4 * config.batch_size, precision=config.precision)
+                                       data["y_test"], batch_size=eval_batch_size(config.batch_size),
+                                       precision=config.precision)
     # The data is no longer needed: letting it go before matplotlib is imported for the plots
     # keeps the run's peak memory at its training peak (about 25 MB lower for MNIST).
     data.clear()

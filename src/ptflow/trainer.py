@@ -160,10 +160,9 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         with progress or nullcontext():
             train_loss = train_epoch(state, forward, data["x_train"], data["y_train"], settings,
                                      progress.update if progress else None)
-        # Inference keeps no activations for a backward pass: 4x the training batch fits in
-        # about the memory of a training step, and is as fast as larger batches.
         valid_loss, valid_acc = evaluate(forward, state.model, data["x_val"], data["y_val"],
-                                         batch_size=4 * settings.batch_size, precision=settings.precision)
+                                         batch_size=eval_batch_size(settings.batch_size),
+                                         precision=settings.precision)
         record_epoch(state, train_loss, valid_loss, valid_acc, time.perf_counter() - started)
         if settings.verbose >= 1:
             log(format_epoch(state, settings.n_epochs))
@@ -172,6 +171,12 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     if state.best_weights is not None:
         state.model.load_state_dict(state.best_weights)
     return state
+
+
+def eval_batch_size(batch_size: int) -> int:
+    """Inference keeps no activations for a backward pass: 4x the training batch fits in about the
+    memory of a training step, and is as fast as larger batches."""
+    return 4 * batch_size
 
 
 def stopped(state: TrainState, early_stop: int) -> bool:

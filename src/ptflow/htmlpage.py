@@ -1,0 +1,57 @@
+"""Self-contained HTML pages, for `ptflow report` and the sweep report.
+
+Inline style and PNGs as base64 data URIs: no external resource, so one file can be mailed,
+attached to an issue or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { padding: 2px 12px; border-bottom: 1px solid #ddd; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; white-space: pre-wrap; }
+h2 { margin-top: 1.8em; border-bottom: 2px solid #eee; }
+.muted { color: #777; }
+"""
+
+escape = html.escape
+
+
+def page(title: str, sections: list[str], footer: str = "") -> str:
+    body = "\n".join(sections)
+    closing = f"<p class=muted>{escape(footer)}</p>" if footer else ""
+    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head>\n<body>\n{body}\n{closing}</body></html>\n")
+
+
+def section(title: str, content: str) -> str:
+    return f"<h2>{escape(title)}</h2>\n{content}\n"
+
+
+def table(rows: list[list[str]], headers: list[str] | None = None) -> str:
+    """Cells are text; numbers are right-aligned."""
+    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr>" if headers else ""
+    body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _td(text: str) -> str:
+    return f"<td class=n>{escape(text)}</td>" if _is_number(text) else f"<td>{escape(text)}</td>"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def image(png: bytes, alt: str) -> str:
+    return f'<p><img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>'
