@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import html
 
+from ptflow.history import is_number
+
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0; }
@@ -42,15 +44,7 @@ def table(rows: list[list[str]], headers: list[str] | None = None) -> str:
 
 
 def _td(text: str) -> str:
-    return f"<td class=n>{escape(text)}</td>" if _is_number(text) else f"<td>{escape(text)}</td>"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return f"<td class=n>{escape(text)}</td>" if is_number(text) else f"<td>{escape(text)}</td>"
 
 
 def image(png: bytes, alt: str) -> str:
