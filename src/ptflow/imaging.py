@@ -20,20 +20,28 @@ from ptflow.errors import PtflowError
 MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb costs memory before it costs time
 
 
-def open_image(source: bytes | str | Path, name: str = "image"):
-    """A decoded PIL image, or a one-line error for anything that is not a readable image."""
+class ImageTooLarge(PtflowError):
+    """More pixels than allowed, known from the header before any pixel is decoded (HTTP 413)."""
+
+
+def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int = MAX_PIXELS):
+    """A decoded PIL image, or a one-line error for anything that is not a readable image.
+
+    The size is checked from the header, before decoding: a server passes its own, tighter max_pixels.
+    """
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if image.width * image.height > MAX_PIXELS:
-            raise PtflowError(f"{name}: {image.width}x{image.height} pixels is more than the {MAX_PIXELS:,} allowed")
+        if image.width * image.height > max_pixels:
+            raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels is more than the "
+                                f"{max_pixels:,} allowed")
         image.load()
     except PtflowError:
         raise
     except Image.DecompressionBombError:
-        raise PtflowError(f"{name}: image too large (more than {MAX_PIXELS:,} pixels)") from None
+        raise ImageTooLarge(f"{name}: image too large (more than {max_pixels:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise PtflowError(f"{name}: not a readable image ({type(exc).__name__})") from None
     return image
@@ -95,5 +103,5 @@ def _centre(ink: np.ndarray, height: int, width: int, box: int) -> np.ndarray:
 
 
 def load_image_input(source: bytes | str | Path, input_shape: tuple[int, ...], style: str,
-                     name: str = "image") -> np.ndarray:
-    return to_input(open_image(source, name), input_shape, style)
+                     name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    return to_input(open_image(source, name, max_pixels), input_shape, style)

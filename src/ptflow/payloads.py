@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 
 import numpy as np
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ptflow.errors import PtflowError
-from ptflow.imaging import load_image_input
+from ptflow.imaging import ImageTooLarge, load_image_input
 from ptflow.inference import check_inputs
 
 
@@ -176,19 +175,10 @@ def decode_images(images: list[tuple[str, bytes]], input_shape: tuple[int, ...],
 
 
 def _decode(data: bytes, name: str, input_shape: tuple[int, ...], style: str, max_pixels: int) -> np.ndarray:
-    from PIL import Image
-
-    try:  # the header alone gives the size: refuse bombs before decoding a pixel
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"{name}: image too large (more than {max_pixels:,} pixels)") from None
-    except Exception:  # not an image at all: load_image_input names the problem below
-        width = height = 0
-    if width * height > max_pixels:
-        raise HTTPException(413, f"{name}: {width}x{height} pixels is more than the {max_pixels:,} this server accepts")
-    try:
-        return load_image_input(data, input_shape, style, name)
+    try:  # open_image checks the size from the header: bombs are refused before decoding a pixel
+        return load_image_input(data, input_shape, style, name, max_pixels)
+    except ImageTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
     except PtflowError as exc:
         raise HTTPException(400, str(exc)) from None
     except (OSError, ValueError) as exc:  # a damaged image that got past the header
