@@ -124,6 +124,18 @@ def matmul_gflops(dtype_name: str, device: str, size: int = 2048, seconds: float
     return 2 * size ** 3 * n / (time.perf_counter() - started) / 1e9
 
 
+def measure_ceiling(device: str) -> dict:
+    """The matmul ceilings, measured in a child process.
+
+    This process must never import torch: Linux carries a parent's resident memory into the
+    peak RSS (ru_maxrss) of every child it forks, so a parent holding torch and the test
+    matrices would add ~400 MB to each contender's measured peak.
+    """
+    out = subprocess.run([sys.executable, __file__, "--ceiling_only", "--device", device],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def help_latency(repeats: int = 5) -> float:
     """Best of several `ptflow --help` wall times, in seconds."""
     best = float("inf")
@@ -171,7 +183,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "train_bench.json")
     parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier run's JSON")
+    parser.add_argument("--ceiling_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ceiling_only:  # the child process of measure_ceiling
+        import torch
+
+        print(json.dumps({"fp32": matmul_gflops("fp32", args.device), "bf16": matmul_gflops("bf16", args.device),
+                          "threads": torch.get_num_threads(), "torch": str(torch.__version__)}))
+        return
     if args.render:
         info = json.loads(args.render.read_text())
         summary = summarise({k: v["runs"] for k, v in info["summary"].items()}, 48000, info["epochs"])
@@ -184,7 +203,8 @@ def main() -> None:
     if not any((args.data_dir / name).exists() for name in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
         raise SystemExit(f"MNIST not found in {args.data_dir} (pass --data_dir)")
 
-    ceiling = {p: matmul_gflops(p, args.device) for p in ("fp32", "bf16")}
+    machine = measure_ceiling(args.device)
+    ceiling = {p: machine[p] for p in ("fp32", "bf16")}
     ceiling.update({f"{p}_samples_per_s": ceiling[p] * 1e9 / TRAIN_FLOP_PER_SAMPLE for p in ("fp32", "bf16")})
     results: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,10 +215,8 @@ def main() -> None:
                 results[name].append(CONTENDERS[name][1](args, Path(tmp)))
     summary = summarise(results, n_train=48000, epochs=args.epochs)
     help_s = help_latency()
-    import torch
-
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
-            "cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+            "cpu": _cpu_name(), "threads": machine["threads"], "torch": machine["torch"],
             "device": args.device, "epochs": args.epochs, "repeats": args.repeats,
             "command": " ".join(sys.argv), "ceiling": ceiling, "help_seconds": help_s,
             "summary": summary}
