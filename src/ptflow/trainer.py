@@ -26,6 +26,7 @@ from ptflow import interrupt
 from ptflow.augment import random_shift
 from ptflow.console import info
 from ptflow.models import Preprocess
+from ptflow.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 
 @dataclass
@@ -61,8 +62,8 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
     params = model.parameters()
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fused)
-    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return EagerSGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fused)
+    cls = EagerAdamW if name == "adamw" else EagerAdam
     return cls(params, lr=lr, weight_decay=weight_decay, **fused)
 
 
