@@ -1,6 +1,6 @@
 import torch
 
-from ptflow.models import MLP, ConvNet, get_hidden_sizes, model_args
+from ptflow.models import MLP, ConvNet, Preprocess, get_hidden_sizes, model_args
 
 
 def test_hidden_sizes_follow_the_articles_arithmetic():
@@ -30,3 +30,29 @@ def test_models_return_log_probabilities_of_the_right_shape():
         out = model(torch.rand(5, 1, 8, 8))
         assert out.shape == (5, 4)
         torch.testing.assert_close(out.exp().sum(-1), torch.ones(5))
+
+
+def test_in_place_activation_gives_the_same_numbers_as_the_plain_one():
+    torch.manual_seed(0)
+    model = MLP(20, 3, [16, 8])
+    plain = MLP(20, 3, [16, 8])
+    plain.load_state_dict(model.state_dict())
+    for block in plain.layers[:-1]:
+        block.block[1] = torch.nn.LeakyReLU()  # what the article's block uses
+    x, y = torch.randn(6, 20), torch.tensor([0, 1, 2, 0, 1, 2])
+    for net in (model, plain):
+        torch.nn.functional.nll_loss(net(x), y).backward()
+    assert torch.equal(model(x), plain(x))
+    for (name, a), b in zip(model.named_parameters(), plain.parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
+def test_preprocess_never_changes_its_input():
+    pixels = torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8)
+    floats = pixels.float() / 255
+    kept_pixels, kept_floats = pixels.clone(), floats.clone()
+    prep = Preprocess((1, 5, 5), 1 / 255, mean=[0.1], std=[0.3])
+    expected = (floats - 0.1) / 0.3
+    assert torch.allclose(prep(pixels), expected, atol=1e-6)
+    assert torch.allclose(prep(floats), expected, atol=1e-6)
+    assert torch.equal(pixels, kept_pixels) and torch.equal(floats, kept_floats)

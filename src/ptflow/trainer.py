@@ -121,6 +121,7 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
         if progress is not None:
             progress(i + 1, len(starts))
         interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume restarts the epoch
+    state.optimizer.zero_grad(set_to_none=True)  # the last step's gradients: free for validation to reuse
     return float(total) / seen
 
 
@@ -175,9 +176,10 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
 
 
 def eval_batch_size(batch_size: int) -> int:
-    """Inference keeps no activations for a backward pass: 4x the training batch fits in about the
-    memory of a training step, and is as fast as larger batches."""
-    return 4 * batch_size
+    """Inference keeps no activations for a backward pass: 2x the training batch fits in the memory
+    a training step has just freed. Measured on the article's MLP (2 CPU cores): as fast as 4x,
+    which raised the run's peak RSS by 6-10 MB."""
+    return 2 * batch_size
 
 
 def stopped(state: TrainState, early_stop: int) -> bool:
