@@ -65,7 +65,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(info, indent=2))
     print(f"\n{info['date']}, {info['cpu']}, device {args.device}\n")
-    print("| recipe | command | epochs | test acc | target | wall to accuracy s | budget s | peak RSS MB | met |")
+    print("| recipe | command | epochs | test acc | target | wall to accuracy s | budget s | peak RSS MiB | met |")
     print("|" + " --- |" * 9)
     for r in results:
         budget = r["budget"] if r["budget"] is not None else "-"

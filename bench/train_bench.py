@@ -10,7 +10,7 @@ Measured per run:
   predict step, which is how it reports test accuracy);
 - training samples/s: epochs x training examples / time from the line printed just before the
   first epoch to the last epoch line (both include each epoch's validation pass);
-- peak RSS of the training process (wait4's ru_maxrss);
+- peak RSS of the training process (wait4's ru_maxrss, in MiB);
 - test accuracy.
 It also measures the machine's ceiling: fp32 and bf16 matmul GFLOP/s, turned into the most
 training samples/s the article's MLP (about 6 MFLOP per sample) could reach, and ptflow's share.
@@ -161,7 +161,7 @@ def summarise(results: dict[str, list[dict]], n_train: int, epochs: int) -> dict
 
 
 def table(summary: dict, ceiling: dict) -> str:
-    rows = ["| contender | wall s | train samples/s | peak RSS MB | test acc | speed vs article | wall vs article "
+    rows = ["| contender | wall s | train samples/s | peak RSS MiB | test acc | speed vs article | wall vs article "
             "| speed vs typical | share of fp32 ceiling |", "|" + " --- |" * 9]
     seed, typical = summary.get("seed"), summary.get("typical")
     for name, s in summary.items():
