@@ -33,8 +33,9 @@ RECIPES = {
 }
 
 
-def run_recipe(name: str, workdir: Path, device: str) -> dict:
+def run_recipe(name: str, workdir: Path, device: str, mnist_dir: Path = MNIST) -> dict:
     flags, data_dir, target, budget = RECIPES[name]
+    data_dir = mnist_dir.resolve() if data_dir == MNIST else data_dir
     cmd = [sys.executable, "-m", "ptflow", "train", *shlex.split(flags), "--data_dir", str(data_dir),
            "--device", device, "--runs_dir", str(workdir / "runs"), "--verbose", "1"]
     out = timed_run(cmd)
@@ -50,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(RECIPES))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mnist_dir", type=Path, default=MNIST, help="MNIST's IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "recipes.json")
     args = parser.parse_args()
     results = []
@@ -59,7 +61,7 @@ def main() -> None:
                 print(f"skip {name}: {RECIPES[name][1]} not found")
                 continue
             print(f"{name} ...", flush=True)
-            results.append(run_recipe(name, Path(tmp), args.device))
+            results.append(run_recipe(name, Path(tmp), args.device, args.mnist_dir))
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
             "cpu": _cpu_name(), "device": args.device, "command": " ".join(sys.argv), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,8 @@ def run_seed(args, workdir: Path) -> dict:
     model_fn = workdir / "seed.pth"
     train = timed_run([sys.executable, "train.py", "--model_fn", str(model_fn), "--gpu_id",
                        "-1" if args.device == "cpu" else "0", "--batch_size", "256", "--n_epochs",
-                       str(args.epochs), "--n_layers", "5"], cwd=SEED_CODE, env=env)
-    test = timed_run([sys.executable, "predict_eval.py", str(model_fn)], cwd=SEED_CODE, env=env)
+                       str(args.epochs), "--n_layers", "5"], cwd=args.seed_code, env=env)
+    test = timed_run([sys.executable, "predict_eval.py", str(model_fn)], cwd=args.seed_code, env=env)
     return {"wall": train["wall"] + test["wall"], "rss_mb": max(train["rss_mb"], test["rss_mb"]),
             "train_seconds": training_seconds(train["lines"]), "test_acc": find_accuracy(test["lines"])}
 
@@ -181,10 +181,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="rounds of alternating runs (medians reported)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed_code", type=Path, default=SEED_CODE, help="the article's code (its train.py)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "train_bench.json")
     parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier run's JSON")
     parser.add_argument("--ceiling_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Absolute: the article's code runs from its own folder.
+    args.data_dir, args.seed_code = args.data_dir.resolve(), args.seed_code.resolve()
     if args.ceiling_only:  # the child process of measure_ceiling
         import torch
 
@@ -197,8 +200,8 @@ def main() -> None:
         report(info, summary, info["ceiling"], info["help_seconds"])
         return
     names = [n for n in args.contenders.split(",") if n]
-    if "seed" in names and not (SEED_CODE / "train.py").exists():
-        print(f"note: the article's code is not at {SEED_CODE}; skipping that baseline")
+    if "seed" in names and not (args.seed_code / "train.py").exists():
+        print(f"note: the article's code is not at {args.seed_code}; skipping that baseline")
         names.remove("seed")
     if not any((args.data_dir / name).exists() for name in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
         raise SystemExit(f"MNIST not found in {args.data_dir} (pass --data_dir)")

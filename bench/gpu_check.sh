@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The performance issue's GPU measurements in one call: the article's code vs ptflow fp32 vs
+# ptflow bf16 (20 epochs, the article's configuration) and time to accuracy of the presets.
+# For a CUDA machine that already has PyTorch and ptflow's dependencies and no network: ptflow
+# runs from this source tree (PYTHONPATH=src), nothing is installed. Run from the repo root:
+#
+#   MNIST=DIR SEED_CODE=DIR OUT=DIR bash bench/gpu_check.sh
+#
+# DEVICE=cpu EPOCHS=1 runs the same steps on a CPU (a dry run of the plumbing). With a lent
+# device machine, where ../shared does not travel: copy the data and the article's code into an
+# ignored folder of the checkout first, e.g.
+#   echo /.device/ >> .git/info/exclude; mkdir -p .device
+#   cp -r ../shared/data/mnist ../shared/reference/seed_code .device/
+# then run `MNIST=.device/mnist SEED_CODE=.device/seed_code OUT=$OUT bash bench/gpu_check.sh`
+# there, carrying `.device`.
+set -euo pipefail
+MNIST=${MNIST:-../shared/data/mnist}
+SEED_CODE=${SEED_CODE:-../shared/reference/seed_code}
+OUT=${OUT:-bench/out}
+DEVICE=${DEVICE:-cuda}
+EPOCHS=${EPOCHS:-20}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+if [ "$DEVICE" = cuda ]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
+"$PYTHON" bench/train_bench.py --device "$DEVICE" --epochs "$EPOCHS" --contenders seed,ptflow,ptflow-bf16 \
+    --data_dir "$MNIST" --seed_code "$SEED_CODE" --out "$OUT/train_bench_$DEVICE.json"
+"$PYTHON" bench/recipes.py --device "$DEVICE" --only fast,accurate --mnist_dir "$MNIST" \
+    --out "$OUT/recipes_$DEVICE.json"
