@@ -39,6 +39,31 @@ def test_same_seed_same_numbers(tmp_path, npz_data, cli):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_compile_trains_the_same_model(tmp_path, npz_data, cli, monkeypatch):
+    """--compile goes through a compiled module and saves the plain one, with the same numbers.
+
+    The "eager" backend keeps the test fast: it checks ptflow's plumbing around torch.compile
+    (the compiled module is called, state.model is saved), not the compiler itself.
+    """
+    compile_ = torch.compile
+    compiled = []
+
+    def eager_compile(model, **kwargs):
+        compiled.append(model)
+        return compile_(model, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    for name, flags in (("plain", ()), ("compiled", ("--compile",))):
+        code, _, err = cli("train", "--dataset", f"npz:{npz_data}", "--n_epochs", "2", "--batch_size", "32",
+                           "--runs_dir", tmp_path, "--run_name", name, "--verbose", "0", *flags)
+        assert code == 0, err
+    assert len(compiled) == 1
+    plain, _ = read_model_file(tmp_path / "plain" / "model.safetensors")
+    compiled_weights, _ = read_model_file(tmp_path / "compiled" / "model.safetensors")
+    assert plain.keys() == compiled_weights.keys()  # no "_orig_mod." prefixes in the saved file
+    assert all(torch.allclose(plain[k], compiled_weights[k], atol=1e-6) for k in plain)
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
 def test_save_then_load_gives_identical_outputs(trained, npz_data, fmt):
     loaded = load_model(trained[fmt])

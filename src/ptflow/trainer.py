@@ -149,7 +149,7 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     `data` holds x_train, y_train, x_val, y_val on the training device. `forward_model` is the
     module to call (a torch.compile'd wrapper of state.model, say); state.model is what is saved.
     """
-    net = forward_model or state.model
+    net = forward_model if forward_model is not None else state.model  # a compiled module has no truth value
 
     def forward(x):
         return net(preprocess(x))
