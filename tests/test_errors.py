@@ -13,6 +13,7 @@ def assert_one_line_error(err: str):
     ("--n_layers", "0"), ("--dropout_p", "1.0"), ("--dropout_p", "-0.1"), ("--train_ratio", "1"),
     ("--train_ratio", "0"), ("--batch_size", "0"), ("--lr", "0"), ("--lr", "-1"), ("--n_epochs", "0"),
     ("--model", "resnet"), ("--optimizer", "rmsprop"), ("--hidden_sizes", "10,x"), ("--batch_size", "abc"),
+    ("--batch_size", "1"),  # BatchNorm cannot train on one example
 ])
 def test_bad_hyperparameters_exit_2(cli, flag, value, tmp_path):
     code, out, err = cli("train", "--dataset", "digits", flag, value, "--runs_dir", tmp_path)
@@ -116,3 +117,9 @@ def test_wrong_input_shape(cli, tmp_path, trained):
 def test_hyphenated_flags_are_accepted(cli, tmp_path):
     code, _, err = cli("train", "--dataset", "digits", "--n-epochs", "0", "--runs-dir", tmp_path)
     assert code == 2 and "--n_epochs must be >= 1" in err
+
+
+def test_batch_size_one_trains_without_batch_norm(cli, tmp_path):
+    code, _, err = cli("train", "--dataset", "digits", "--batch_size", "1", "--use_dropout", "--n_epochs", "1",
+                       "--runs_dir", tmp_path, "--verbose", "0")
+    assert code == 0, err

@@ -86,6 +86,9 @@ class TrainConfig:
         _check(0 < self.train_ratio < 1, f"--train_ratio must be in (0, 1), got {self.train_ratio}")
         _check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
         _check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        batch_norm = self.model == "cnn" or not self.use_dropout  # the mlp swaps BatchNorm for dropout
+        _check(self.batch_size >= 2 or not batch_norm,
+               "--batch_size 1 cannot train BatchNorm layers (the cnn, or the mlp without --use_dropout): use >= 2")
         _check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
