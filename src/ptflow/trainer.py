@@ -104,7 +104,8 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
     seen = 0
     for i, start in enumerate(starts):
         index = order[start:start + settings.batch_size]
-        x_i, y_i = x[index], y[index]  # |x_i| = (batch_size, *input_shape), still uint8
+        # index_select, not x[index]: for uint8 rows it is ~10x faster on CPU (7 vs 76 us per batch)
+        x_i, y_i = x.index_select(0, index), y.index_select(0, index)  # |x_i| = (batch_size, *input_shape), uint8
         if settings.augment_shift:
             x_i = random_shift(x_i, settings.augment_shift, state.generator)
         with autocast(x.device, settings.precision):
