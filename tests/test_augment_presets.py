@@ -1,13 +1,13 @@
 import torch
 
-from ptflow.augment import random_shift
+from ptflow.augment import draw_shifts, random_shift
 from ptflow.config import PRESETS
 
 
 def test_random_shift_moves_each_image_within_bounds():
     x = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
     x[:, :, 4, 4] = 255  # one lit pixel in the centre
-    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    out = random_shift(x, 2, draw_shifts(64, 2, torch.Generator().manual_seed(0), x.device))
     assert out.shape == x.shape and out.dtype == torch.uint8
     lit = out[:, 0].flatten(1).argmax(1)
     rows, cols = lit // 9, lit % 9
@@ -18,9 +18,17 @@ def test_random_shift_moves_each_image_within_bounds():
 
 def test_random_shift_follows_its_generator():
     x = torch.randint(0, 255, (16, 3, 8, 8), dtype=torch.uint8)
-    a = random_shift(x, 1, torch.Generator().manual_seed(5))
-    b = random_shift(x, 1, torch.Generator().manual_seed(5))
+    a = random_shift(x, 1, draw_shifts(16, 1, torch.Generator().manual_seed(5), x.device))
+    b = random_shift(x, 1, draw_shifts(16, 1, torch.Generator().manual_seed(5), x.device))
     assert torch.equal(a, b)
+
+
+def test_random_shift_moves_by_the_given_offsets():
+    x = torch.arange(2 * 5 * 5, dtype=torch.uint8).reshape(2, 1, 5, 5)
+    out = random_shift(x, 1, torch.tensor([[1, 0], [1, 2]]))  # image 0 stays; image 1: out[r, c] = x[r-1, c+1]
+    assert torch.equal(out[0], x[0])
+    assert torch.equal(out[1, 0, 1:, :-1], x[1, 0, :-1, 1:])  # content moved down one row, left one column
+    assert (out[1, 0, 0] == 0).all() and (out[1, 0, :, -1] == 0).all()  # filled with zeros
 
 
 def test_flags_override_a_preset(cli):

@@ -11,12 +11,19 @@ import torch
 import torch.nn.functional as F
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """|x| = (batch, channels, height, width) -> the same shape, each image shifted at random."""
+def draw_shifts(n: int, max_shift: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """One (dy, dx) per example of an epoch, |shifts| = (2, n), each in 0..2*max_shift.
+
+    Drawn from the run's own generator (so a resumed run draws the same shifts) once per
+    epoch: on a GPU a copy per batch from host memory would wait for every queued kernel.
+    """
+    return torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(device)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, shifts: torch.Tensor) -> torch.Tensor:
+    """|x| = (batch, channels, height, width) -> the same shape, image i moved by shifts[:, i] - max_shift."""
     batch, _, height, width = x.shape
-    size = 2 * max_shift + 1
-    # Offsets come from the run's own generator, so a resumed run draws the same shifts.
-    dy, dx = torch.randint(0, size, (2, batch), generator=generator).to(x.device)
+    dy, dx = shifts
     padded = F.pad(x, (max_shift,) * 4)
     # Every crop as a view: (batch, channels, size, size, height, width); pick one per image.
     crops = padded.unfold(2, height, 1).unfold(3, width, 1)
