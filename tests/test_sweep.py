@@ -69,6 +69,21 @@ def test_sweep_ranks_by_validation_and_its_best_command_reproduces_the_best_tria
     assert 'src="http' not in report  # self-contained
 
 
+def test_ended_trials_keep_their_model_but_not_their_checkpoint(cli, npz_data, tmp_path):
+    code, _, err = cli("sweep", "--trials", "2", "--param", "lr=choice:0.03,0.00001", "--study", "c",
+                       "--prune_after", "1", "--prune_warmup", "0", *data_flags(npz_data, tmp_path, 3))
+    assert code == 0, err
+    study = load(tmp_path, "c")
+    for trial in study.trials:
+        run_dir = trial.user_attrs["run_dir"]
+        assert not os.path.exists(os.path.join(run_dir, "checkpoint.safetensors"))
+        finished = trial.state == optuna.trial.TrialState.COMPLETE
+        assert os.path.exists(os.path.join(run_dir, "model.safetensors")) == finished
+        code, _, err = cli("train", "--resume", run_dir, "--n_epochs", "5", "--runs_dir", tmp_path)
+        assert code == 1 and "kept no checkpoint" in err, err
+        assert_one_line_error(err)
+
+
 def test_same_seed_same_trials_and_resume_adds_new_ones(cli, npz_data, tmp_path):
     flags = ["--pruner", "none", *data_flags(npz_data, tmp_path, epochs=1)]
     assert cli("sweep", "--trials", "2", *SPACE, "--study", "a", *flags)[0] == 0

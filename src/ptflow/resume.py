@@ -71,6 +71,9 @@ def resolve(spec: str, given: dict) -> tuple[Path, TrainConfig]:
     if status == "finished" and not {"n_epochs", "early_stop"} & set(changes):
         raise UsageError(f"{run_dir.name} already finished ({record.get('epochs_run')} epochs); "
                          f"pass a larger --n_epochs to train it longer")
+    if status in ("finished", "pruned") and not (run_dir / CHECKPOINT).is_file():
+        raise PtflowError(f"{run_dir.name} kept no checkpoint to continue from (sweep trials drop theirs when "
+                          f"they end); train its settings again instead (`ptflow runs show {run_dir.name}`)")
     return run_dir, config
 
 
@@ -216,6 +219,13 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
 
 
 # --- files -------------------------------------------------------------------------------------------
+
+def drop_checkpoint(run_dir: Path) -> None:
+    """Delete a run's checkpoint once nothing will continue it (an ended sweep trial): on long
+    sweeps they are most of the disk used (16 MB each for the article's MLP)."""
+    if is_main_process():
+        (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
+
 
 def save(run_dir: Path, state: TrainState, ident: dict, device: torch.device) -> None:
     """Write the checkpoint (atomically: a kill at any moment leaves the previous one intact)."""

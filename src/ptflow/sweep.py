@@ -28,7 +28,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ptflow import runs, sweep_report, sweep_study, tracking, train
+from ptflow import resume, runs, sweep_report, sweep_study, tracking, train
 from ptflow.config import TrainConfig
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
@@ -119,15 +119,20 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
     def run_trial(trial: optuna.Trial) -> float:
         values = {spec.name: spec.to_config(suggest(trial, spec)) for spec in specs}
         run_name = f"{trial.study.study_name}-trial{trial.number:03d}"
-        trial.set_user_attr("run_dir", str((Path(base.runs_dir) / run_name).resolve()))
+        run_dir = (Path(base.runs_dir) / run_name).resolve()
+        trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         try:
             config = TrainConfig.from_dict({**base.to_dict(), **values, "run_name": run_name})
             metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False)
+        except PrunedTrial:
+            resume.drop_checkpoint(run_dir)
+            raise
         except TRIAL_ERRORS as exc:  # a bad combination, a diverged run, out of memory: this trial only
             trial.set_user_attr("error", first_line(exc))
             raise
+        resume.drop_checkpoint(run_dir)
         return metrics["best_valid_loss"]
 
     return run_trial
