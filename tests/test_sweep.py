@@ -298,3 +298,25 @@ def test_a_study_just_created_by_another_worker_is_waited_for_not_called_foreign
     base, stored = sweep_study.load_or_create(rdb, "w", TrainConfig(), set(), specs)
     timer.join()
     assert base.n_epochs == 3 and [str(s) for s in stored] == [str(s) for s in specs]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_says_how_to_continue_the_sweep_not_the_trial(npz_data, tmp_path):
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "ptflow", "sweep", "--trials", "3", "--param", "lr=float:0.001:0.01",
+               "--study", "int", "--pruner", "none", *data_flags(npz_data, tmp_path, 400)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "int-trial000" / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):  # trial 0 is training
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "ptflow sweep --study int --trials N" in out + err
+    assert "ptflow train --resume" not in out + err and "Traceback" not in err
+    trial = load(tmp_path, "int").trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL

@@ -67,9 +67,20 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
         info(f"Study {study_name} ({len(study.trials)} trials so far) in {redact(url)}; "
              f"searching {', '.join(str(s) for s in specs)}")
         # gc after each trial: a long sweep on a GPU must not keep old trials' tensors alive in cycles
-        study.optimize(objective(base, specs), n_trials=n_trials, catch=TRIAL_ERRORS, callbacks=[announce],
-                       gc_after_trial=True)
+        try:
+            study.optimize(objective(base, specs), n_trials=n_trials, catch=TRIAL_ERRORS, callbacks=[announce],
+                           gc_after_trial=True)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trial in progress is recorded failed
+            info(f"Interrupted: the study keeps every trial that ended. Continue with: "
+                 f"{more_trials_command(study.study_name, base, storage)}")
+            raise
     return summarise(study, base, specs, url, storage)
+
+
+def more_trials_command(study_name: str, base: TrainConfig, storage: str | None) -> str:
+    return shlex.join(["ptflow", "sweep", "--study", study_name, "--trials", "N",
+                       *(["--storage", redact(storage)] if storage else []),
+                       *(["--runs_dir", base.runs_dir] if base.runs_dir != TrainConfig().runs_dir else [])])
 
 
 def build_pruner(name: str, prune_after: int, prune_warmup: int) -> optuna.pruners.BasePruner:
@@ -125,7 +136,7 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
         trial.set_user_attr("pid", os.getpid())
         try:
             config = TrainConfig.from_dict({**base.to_dict(), **values, "run_name": run_name})
-            metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False)
+            metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)
         except PrunedTrial:
             resume.drop_checkpoint(run_dir)
             raise
@@ -177,9 +188,7 @@ def summarise(study: optuna.Study, base: TrainConfig, specs: list[ParamSpec], ur
     rows = sweep_report.leaderboard(trials, [s.name for s in specs])
     info("\n" + sweep_report.format_table(rows, [s.name for s in specs]))
     report = Path(base.runs_dir) / f"{study.study_name}.html"
-    resume = shlex.join(["ptflow", "sweep", "--study", study.study_name, "--trials", "N",
-                         *(["--storage", redact(storage)] if storage else []),
-                         *(["--runs_dir", base.runs_dir] if base.runs_dir != TrainConfig().runs_dir else [])])
+    resume = more_trials_command(study.study_name, base, storage)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url))
         raise PtflowError(f"no trial of study {study.study_name} has finished; report in {report}")

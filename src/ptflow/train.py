@@ -58,12 +58,14 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device) -> tu
 
 
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
-        evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False) -> dict:
+        evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
+        resume_hint: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json).
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
     one that raises RunStopped ends the run with that status. Sweep trials pass
-    evaluate_test=False: only the winner of a sweep is judged on the test split.
+    evaluate_test=False: only the winner of a sweep is judged on the test split, and they pass
+    resume_hint=False: an interrupted trial is not continued with `ptflow train --resume`.
     With resume_from (a run folder; `config` from resume.resolve) the run continues from its
     last checkpoint, provided the data, the model and the code still match.
     """
@@ -113,7 +115,7 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
             status = exc.status
         runs.write_status(run_dir, status=status, finished=time.time(), error=type(exc).__name__)
         tracking.close(trackers, status)
-        if status == "interrupted":
+        if status == "interrupted" and resume_hint:
             _say_how_to_resume(run_dir, state, exc)
         raise
     if state.best_weights is None:
