@@ -1,5 +1,7 @@
 """Every user error: one line on stderr, exit status 2 (usage) or 1 (runtime), no traceback."""
 
+import json
+
 import pytest
 
 
@@ -61,6 +63,22 @@ def test_missing_and_corrupt_model_files(cli, tmp_path, trained):
     truncated.write_bytes(trained["pth"].read_bytes()[:-100])
     code, _, err = cli("predict", "--model_fn", truncated)
     assert code == 1
+    assert_one_line_error(err)
+
+
+def test_a_model_file_from_a_newer_format_asks_for_an_upgrade(cli, tmp_path, trained):
+    from safetensors.torch import load_file, save_file
+
+    from ptflow.checkpoint import FORMAT_VERSION, read_model_file
+
+    _, meta = read_model_file(trained["safetensors"])
+    meta = {k: v for k, v in meta.items() if k not in ("path", "sha256")}
+    meta["format_version"] = FORMAT_VERSION + 1
+    meta["versions"]["ptflow"] = "9.0.0"
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(trained["safetensors"]), newer, metadata={"ptflow": json.dumps(meta)})
+    code, _, err = cli("evaluate", "--model_fn", newer)
+    assert code == 1 and "ptflow 9.0.0" in err and "upgrade ptflow" in err
     assert_one_line_error(err)
 
 

@@ -86,6 +86,7 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         state, meta = _read_safetensors(path, data, "model file")
     if meta.get("format") != FORMAT or meta.get("model") not in MODELS:
         raise PtflowError(f"{path}: not a ptflow model file (no model description in it)")
+    _check_version(path, meta)
     meta["path"] = str(path)
     meta["sha256"] = hashlib.sha256(data).hexdigest()
     return state, meta
@@ -140,7 +141,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, meta = _read_safetensors(path, data, "training checkpoint")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise PtflowError(f"{path}: not a ptflow training checkpoint")
+    _check_version(path, meta)
     return tensors, meta
+
+
+def _check_version(path: Path, meta: dict) -> None:
+    """Files from a newer ptflow may describe models or state this one cannot build faithfully."""
+    version = meta.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and version <= FORMAT_VERSION:
+        return
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+    writer = f"ptflow {versions['ptflow']}" if "ptflow" in versions else "a newer ptflow"
+    raise PtflowError(f"{path}: written by {writer} in file format {version!r}; this ptflow reads formats "
+                      f"up to {FORMAT_VERSION}: upgrade ptflow to load it")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
