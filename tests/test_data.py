@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import make_images, write_idx
 
-from ptflow.data import fit_preprocessing, load_splits
+from ptflow.data import fit_preprocessing, load_splits, shuffle_rows, split
 from ptflow.errors import PtflowError, UsageError
 from ptflow.idx import read_idx
-from ptflow.sources import load_raw
+from ptflow.sources import RawData, load_raw
 
 
 def test_idx_round_trip_gzip_and_raw(tmp_path):
@@ -50,6 +50,37 @@ def test_split_is_deterministic_and_disjoint(npz_data):
     assert not np.array_equal(a.y_train, c.y_train)
     assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 300
     assert len(a.x_test) == 60  # held out by --test_ratio 0.2
+
+
+def test_shuffle_rows_is_fancy_indexing_in_place():
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 255, (500, 1, 4, 4), dtype=np.uint8), rng.integers(0, 9, 500)
+    order = rng.permutation(500)
+    expected_x, expected_y = x[order], y[order]
+    memory = x.__array_interface__["data"][0]
+    shuffle_rows(order, x, y)
+    assert np.array_equal(x, expected_x) and np.array_equal(y, expected_y)
+    assert x.__array_interface__["data"][0] == memory  # the same buffer: no second copy
+
+
+@pytest.mark.parametrize("own_test_split", [False, True])
+def test_split_gives_the_rows_a_shuffled_copy_would(own_test_split):
+    """The in-place split picks exactly the examples that indexing copies of the data would."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(200, 3)).astype(np.float32), rng.integers(0, 2, 200)
+    x_test = rng.normal(size=(30, 3)).astype(np.float32) if own_test_split else None
+    y_test = rng.integers(0, 2, 30) if own_test_split else None
+    reference = np.random.default_rng(7)
+    rx, ry, rx_test, ry_test = x.copy(), y.copy(), x_test, y_test
+    if rx_test is None:
+        order = reference.permutation(len(rx))
+        rx_test, ry_test, rx, ry = rx[order[:40]], ry[order[:40]], rx[order[40:]], ry[order[40:]]
+    order = reference.permutation(len(rx))
+    n_train = int(len(rx) * 0.8)
+    splits = split("t", RawData(x, y, ["a", "b"], x_test, y_test), 0.8, 0.2, seed=7)
+    assert np.array_equal(splits.x_train, rx[order[:n_train]]) and np.array_equal(splits.y_val, ry[order[n_train:]])
+    assert np.array_equal(splits.x_val, rx[order[n_train:]]) and np.array_equal(splits.x_test, rx_test)
+    assert np.array_equal(splits.y_train, ry[order[:n_train]]) and np.array_equal(splits.y_test, ry_test)
 
 
 def test_standardisation_uses_the_train_split_only(npz_data):

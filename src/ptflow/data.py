@@ -48,23 +48,53 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
 
 
 def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int) -> Splits:
-    """Shuffle with `seed`; hold out a test split only where the dataset has none of its own."""
+    """Shuffle with `seed`; hold out a test split only where the dataset has none of its own.
+
+    The rows of raw.x and raw.y are shuffled in place and the splits are views of them: the
+    data is never held twice (a dataset may be most of the machine's memory). raw is used up.
+    """
     rng = np.random.default_rng(seed)
     fingerprint = _fingerprint(raw)
-    x, y, x_test, y_test = raw.x, raw.y, raw.x_test, raw.y_test
+    x, y, x_test, y_test = _writable(raw.x), _writable(raw.y), raw.x_test, raw.y_test
     if x_test is None:
         order = rng.permutation(len(x))
         n_test = int(round(len(x) * test_ratio))
-        x_test, y_test = x[order[:n_test]], y[order[:n_test]]
-        x, y = x[order[n_test:]], y[order[n_test:]]
+        shuffle_rows(order, x, y)
+        x_test, y_test, x, y = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
     order = rng.permutation(len(x))
     n_train = int(len(x) * train_ratio)  # the article's arithmetic
     if n_train < 1 or n_train == len(x) or len(x_test) == 0:
         raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train, "
                           f"validation and test with these ratios")
-    train, val = order[:n_train], order[n_train:]
-    return Splits(name, x[train], y[train], x[val], y[val], x_test, y_test,
+    shuffle_rows(order, x, y)
+    return Splits(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], x_test, y_test,
                   raw.classes, raw.image_style, fingerprint)
+
+
+def shuffle_rows(order: np.ndarray, *arrays: np.ndarray) -> None:
+    """array[i] <- array[order[i]] for every i, in place: the same rows as array[order], without
+    a second copy. Follows the permutation's cycles (50 ms for MNIST's 60,000 images)."""
+    order = order.tolist()  # Python ints: indexing with numpy scalars is several times slower here
+    done = bytearray(len(order))
+    for start in range(len(order)):
+        if done[start]:
+            continue
+        held = [a[start].copy() for a in arrays]
+        i = start
+        while True:
+            done[i] = 1
+            j = order[i]
+            if j == start:
+                for a, h in zip(arrays, held):
+                    a[i] = h
+                break
+            for a in arrays:
+                a[i] = a[j]
+            i = j
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.writeable else array.copy()
 
 
 def _fingerprint(raw: RawData) -> str:
