@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ptflow import interrupt
 from ptflow.augment import draw_shifts, random_shift
+from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.models import Preprocess
 from ptflow.optimizers import EagerAdam, EagerAdamW, EagerSGD
@@ -130,7 +131,7 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
 
 @torch.inference_mode()
 def evaluate(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1024, precision: str = "fp32") -> tuple[float, float]:
+             batch_size: int = EVAL_BATCH_SIZE, precision: str = "fp32") -> tuple[float, float]:
     """(per-sample mean loss, accuracy) over x, y in eval mode, batch_size examples at a time."""
     model.eval()
     total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
