@@ -25,9 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ptflow.models import MLP, Preprocess, get_hidden_sizes
-from ptflow.optimizers import EagerAdam
-from ptflow.trainer import LoopSettings, TrainState, eval_batch_size, evaluate, train_epoch
+from ptflow.models.networks import MLP, Preprocess, get_hidden_sizes
+from ptflow.training.loop import LoopSettings, TrainState, eval_batch_size, evaluate, train_epoch
+from ptflow.training.optimizers import EagerAdam
 
 N_TRAIN, N_VALID, INPUT, CLASSES = 48_000, 12_000, 784, 10
 

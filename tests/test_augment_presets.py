@@ -1,7 +1,7 @@
 import torch
 
-from ptflow.augment import draw_shifts, random_shift
 from ptflow.config import PRESETS
+from ptflow.data.augment import draw_shifts, random_shift
 
 
 def test_random_shift_moves_each_image_within_bounds():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from ptflow.imaging import to_input
+from ptflow.data.imaging import to_input
 
 
 def run_script(*args, cwd):

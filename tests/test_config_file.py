@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ptflow import configfile
+from ptflow.cli import configfile
 from ptflow.config import TrainConfig
 
 

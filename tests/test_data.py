@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import make_images, write_idx
 
-from ptflow.data import fit_preprocessing, load_splits, shuffle_rows, split
+from ptflow.data.idx import read_idx
+from ptflow.data.sources import RawData, load_raw
+from ptflow.data.splits import fit_preprocessing, load_splits, shuffle_rows, split
 from ptflow.errors import PtflowError, UsageError
-from ptflow.idx import read_idx
-from ptflow.sources import RawData, load_raw
 
 
 def test_idx_round_trip_gzip_and_raw(tmp_path):

@@ -33,7 +33,7 @@ def test_unknown_dataset_exits_2(cli, tmp_path):
 def test_missing_dataset_files_say_where_they_were_looked_for(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PTFLOW_DATA_DIR", raising=False)
-    monkeypatch.setattr("ptflow.idx._fetch", lambda url: (_ for _ in ()).throw(OSError("network unreachable")))
+    monkeypatch.setattr("ptflow.data.idx._fetch", lambda url: (_ for _ in ()).throw(OSError("network unreachable")))
     code, _, err = cli("train", "--dataset", "kmnist", "--data_dir", tmp_path / "nowhere", "--runs_dir", tmp_path)
     assert code == 1
     assert_one_line_error(err)
@@ -69,7 +69,7 @@ def test_missing_and_corrupt_model_files(cli, tmp_path, trained):
 def test_a_model_file_from_a_newer_format_asks_for_an_upgrade(cli, tmp_path, trained):
     from safetensors.torch import load_file, save_file
 
-    from ptflow.checkpoint import FORMAT_VERSION, read_model_file
+    from ptflow.models.files import FORMAT_VERSION, read_model_file
 
     _, meta = read_model_file(trained["safetensors"])
     meta = {k: v for k, v in meta.items() if k not in ("path", "sha256")}
@@ -102,7 +102,7 @@ def test_model_file_of_another_architecture(cli, tmp_path, trained):
 
     from safetensors.torch import load_file, save_file
 
-    from ptflow.checkpoint import read_model_file
+    from ptflow.models.files import read_model_file
 
     state, meta = read_model_file(trained["safetensors"])
     meta["model_args"]["hidden_sizes"] = [7, 5]

@@ -12,9 +12,9 @@ import torch
 from conftest import make_images
 from test_errors import assert_one_line_error
 
-from ptflow.checkpoint import load_model
-from ptflow.data import load_splits
-from ptflow.inference import predict_proba
+from ptflow.data.splits import load_splits
+from ptflow.models.files import load_model
+from ptflow.models.inference import predict_proba
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -1,6 +1,6 @@
 import torch
 
-from ptflow.models import MLP, ConvNet, Preprocess, get_hidden_sizes, model_args
+from ptflow.models.networks import MLP, ConvNet, Preprocess, get_hidden_sizes, model_args
 
 
 def test_hidden_sizes_follow_the_articles_arithmetic():

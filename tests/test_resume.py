@@ -17,9 +17,9 @@ import torch
 from conftest import make_images
 from safetensors.torch import load_file
 
-from ptflow import interrupt, train
-from ptflow.checkpoint import read_checkpoint, save_checkpoint
 from ptflow.config import TrainConfig
+from ptflow.models.files import read_checkpoint, save_checkpoint
+from ptflow.training import interrupt, train
 
 
 def options(data: Path, runs_dir: Path, name: str, **changes) -> dict:

@@ -27,10 +27,10 @@ from conftest import make_images  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from test_errors import assert_one_line_error  # noqa: E402
 
-from ptflow.batching import MicroBatcher, QueueFull  # noqa: E402
-from ptflow.checkpoint import read_model_file  # noqa: E402
-from ptflow.security import page_and_csp  # noqa: E402
-from ptflow.serve import Settings, create_app  # noqa: E402
+from ptflow.models.files import read_model_file  # noqa: E402
+from ptflow.serve.app import Settings, create_app  # noqa: E402
+from ptflow.serve.batching import MicroBatcher, QueueFull  # noqa: E402
+from ptflow.serve.security import page_and_csp  # noqa: E402
 
 
 def wait_ready(client) -> None:
@@ -290,16 +290,16 @@ def test_api_key_guards_predictions_only(model_fn):
 def test_a_failing_forward_pass_is_a_json_500_without_traceback(model_fn, monkeypatch):
     with TestClient(create_app(model_fn), raise_server_exceptions=False) as c:
         wait_ready(c)
-        monkeypatch.setattr("ptflow.serve.predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr("ptflow.serve.app.predict_proba", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
         response = c.post("/v1/predict", json={"inputs": [[0.5] * 64]})
         assert response.status_code == 500
         assert response.json() == {"detail": "internal server error (RuntimeError)"}
 
 
 def test_full_queue_is_503_with_retry_after(model_fn, monkeypatch):
-    import ptflow.serve
+    import ptflow.serve.app
 
-    gate, real = threading.Event(), ptflow.serve.predict_proba
+    gate, real = threading.Event(), ptflow.serve.app.predict_proba
 
     def held(loaded, x):
         gate.wait(10)
@@ -312,7 +312,7 @@ def test_full_queue_is_503_with_retry_after(model_fn, monkeypatch):
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 while (await c.get("/readyz")).status_code != 200:
                     await asyncio.sleep(0.01)
-                monkeypatch.setattr("ptflow.serve.predict_proba", held)
+                monkeypatch.setattr("ptflow.serve.app.predict_proba", held)
                 body = {"inputs": [[0.5] * 64]}
                 first = asyncio.create_task(c.post("/v1/predict", json=body))  # held in the forward pass
                 await asyncio.sleep(0.2)
@@ -478,7 +478,7 @@ def test_missing_model_and_busy_port_exit_1(cli, model_fn, tmp_path):
 
 
 def test_help_does_not_import_the_serving_stack():
-    code = ("import sys; from ptflow.cli import build_parser; build_parser(); "
+    code = ("import sys; from ptflow.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in ('fastapi', 'torch', 'onnx', 'uvicorn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,11 +12,11 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from ptflow.cli import build_parser  # noqa: E402
+from ptflow.cli.main import build_parser  # noqa: E402
 from ptflow.config import TrainConfig  # noqa: E402
 from ptflow.errors import PtflowError, UsageError  # noqa: E402
-from ptflow.sweep_report import train_command  # noqa: E402
-from ptflow.sweep_space import parse_spec  # noqa: E402
+from ptflow.sweep.report import train_command  # noqa: E402
+from ptflow.sweep.space import parse_spec  # noqa: E402
 
 SPACE = ["--param", "lr=loguniform:1e-3:3e-2", "--param", "n_layers=int:2:4",
          "--param", "use_dropout=choice:true,false"]
@@ -146,9 +146,9 @@ def test_unusable_storage_is_one_line(cli, tmp_path, url, status):
 
 
 def test_a_failing_trial_does_not_stop_the_sweep(cli, npz_data, tmp_path, monkeypatch):
-    import ptflow.train
+    import ptflow.training.train
 
-    real_fit, calls = ptflow.train.fit, []
+    real_fit, calls = ptflow.training.train.fit, []
 
     def fit(*args, **kwargs):
         calls.append(1)
@@ -156,7 +156,7 @@ def test_a_failing_trial_does_not_stop_the_sweep(cli, npz_data, tmp_path, monkey
             raise PtflowError("the disk is on fire")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(ptflow.train, "fit", fit)
+    monkeypatch.setattr(ptflow.training.train, "fit", fit)
     code, out, err = cli("sweep", "--trials", "3", *SPACE, "--study", "f", *data_flags(npz_data, tmp_path, 1))
     assert code == 0, err
     study = load(tmp_path, "f")
@@ -225,7 +225,7 @@ def test_best_command_round_trips_through_the_parser():
 
 
 def test_help_does_not_import_optuna_torch_or_trackers():
-    code = ("import sys; from ptflow.cli import build_parser; build_parser(); "
+    code = ("import sys; from ptflow.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in ('optuna', 'torch', 'mlflow', 'tensorboard') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -244,9 +244,9 @@ def test_a_config_file_fixes_the_rest_of_the_sweep(cli, npz_data, tmp_path):
 def test_a_trial_of_another_machine_is_failed_once_its_heartbeat_is_stale(cli, npz_data, tmp_path, monkeypatch):
     import time
 
-    import ptflow.sweep_study
+    import ptflow.sweep.study
 
-    monkeypatch.setattr(ptflow.sweep_study, "HEARTBEAT_GRACE", 1)
+    monkeypatch.setattr(ptflow.sweep.study, "HEARTBEAT_GRACE", 1)
     assert cli("sweep", "--trials", "1", *SPACE, "--study", "h", *data_flags(npz_data, tmp_path, 1))[0] == 0
     study = load(tmp_path, "h")
     orphan = study.ask()
@@ -260,8 +260,8 @@ def test_a_trial_of_another_machine_is_failed_once_its_heartbeat_is_stale(cli, n
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat
 def test_a_worker_that_loses_the_race_to_create_a_study_is_held_to_the_winners_config(tmp_path, monkeypatch):
-    from ptflow import sweep_study
-    from ptflow.sweep_space import parse_specs
+    from ptflow.sweep import study as sweep_study
+    from ptflow.sweep.space import parse_specs
 
     rdb = sweep_study.open_storage(f"sqlite:///{tmp_path}/sweeps.db")
     specs = parse_specs(["lr=loguniform:1e-3:1e-2"], TrainConfig())
@@ -282,8 +282,8 @@ def test_a_worker_that_loses_the_race_to_create_a_study_is_held_to_the_winners_c
 def test_a_study_just_created_by_another_worker_is_waited_for_not_called_foreign(tmp_path):
     import threading
 
-    from ptflow import sweep_study
-    from ptflow.sweep_space import parse_specs
+    from ptflow.sweep import study as sweep_study
+    from ptflow.sweep.space import parse_specs
 
     rdb = sweep_study.open_storage(f"sqlite:///{tmp_path}/sweeps.db")
     specs = parse_specs(["lr=loguniform:1e-3:1e-2"], TrainConfig())

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ptflow.checkpoint import load_model, read_model_file
-from ptflow.data import load_splits
-from ptflow.inference import predict_proba
+from ptflow.data.splits import load_splits
+from ptflow.models.files import load_model, read_model_file
+from ptflow.models.inference import predict_proba
 
 
 def test_train_writes_a_complete_run_folder(trained):

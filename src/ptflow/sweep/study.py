@@ -20,12 +20,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ptflow import runs
 from ptflow.config import TrainConfig
 from ptflow.console import warn
 from ptflow.errors import PtflowError, UsageError, first_line
-from ptflow.sweep_space import ParamSpec, parse_specs
-from ptflow.tracking import redact_url as redact
+from ptflow.sweep.space import ParamSpec, parse_specs
+from ptflow.training import runs
+from ptflow.training.tracking import redact_url as redact
 
 HEARTBEAT_INTERVAL = 15  # seconds between a running trial's heartbeats in the storage
 HEARTBEAT_GRACE = 60  # a trial silent this long is failed by the next worker that asks for a trial

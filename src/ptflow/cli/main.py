@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
+from ptflow.cli.options import CONFIG_AND_RESUME_OPTIONS, SWEEP_OPTIONS, build_parser, device_of
 from ptflow.config import TrainConfig, preset_values
 from ptflow.errors import PtflowError, UsageError
-from ptflow.options import CONFIG_AND_RESUME_OPTIONS, SWEEP_OPTIONS, build_parser, device_of
 
 __all__ = ["build_parser", "main"]
 
@@ -21,7 +21,7 @@ def train_values(args, own_options: tuple[str, ...]) -> dict:
     given = {k: v for k, v in vars(args).items() if k not in ("command", *own_options)}
     from_file = {}
     if args.config:
-        from ptflow import configfile
+        from ptflow.cli import configfile
 
         from_file = configfile.read(args.config)
     preset = given.pop("preset", None) or from_file.pop("preset", None)
@@ -29,12 +29,12 @@ def train_values(args, own_options: tuple[str, ...]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from ptflow import configfile
+    from ptflow.cli import configfile
 
     values = train_values(args, CONFIG_AND_RESUME_OPTIONS)
     run_dir = None
     if args.resume:
-        from ptflow import resume
+        from ptflow.training import resume
 
         run_dir, config = resume.resolve(args.resume, values)
     else:
@@ -44,14 +44,14 @@ def cmd_train(args) -> int:
 
         info(configfile.dump(config.to_dict(), configfile.output_format(args.print_config, args.config)).rstrip())
         return 0
-    from ptflow import train
+    from ptflow.training import train
 
     train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code)
     return 0
 
 
 def cmd_runs(args) -> int:
-    from ptflow import history
+    from ptflow.reports import history
 
     if args.runs_command == "show":
         history.show(args.run, args.runs_dir)
@@ -65,7 +65,7 @@ def cmd_runs(args) -> int:
 def cmd_report(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    from ptflow import report
+    from ptflow.reports import report
 
     report.run(args.run, args.runs_dir, args.out, args.data_dir, device_of(args), args.batch_size)
     return 0
@@ -74,7 +74,7 @@ def cmd_report(args) -> int:
 def cmd_evaluate(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    from ptflow import evaluate
+    from ptflow.reports import evaluate
 
     evaluate.run(args.model_fn, args.data_dir, device_of(args), args.out_dir, args.batch_size)
     return 0
@@ -82,11 +82,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     if not args.inputs:
-        from ptflow import evaluate
+        from ptflow.reports import evaluate
 
         evaluate.run(args.model_fn, device=device_of(args))
         return 0
-    from ptflow import predict
+    from ptflow.reports import predict
 
     predict.run(args.model_fn, args.inputs, args.format, device_of(args))
     return 0
@@ -96,7 +96,7 @@ def cmd_serve(args) -> int:
     if args.max_body_mb <= 0:
         raise UsageError(f"--max_body_mb must be > 0, got {args.max_body_mb}")
     try:
-        from ptflow import serve
+        from ptflow.serve import app as serve
     except ImportError as exc:
         raise PtflowError(f"ptflow serve needs {exc.name}: pip install 'ptflow[serve]'") from None
 
@@ -110,7 +110,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ptflow import export
+    from ptflow.models import export
 
     export.run(args.model_fn, args.format, args.out, args.opset)
     return 0
@@ -124,7 +124,7 @@ def cmd_sweep(args) -> int:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
     if min(args.prune_after, args.prune_warmup) < 0:
         raise UsageError("--prune_after and --prune_warmup must be >= 0")
-    from ptflow import sweep
+    from ptflow.sweep import search as sweep
 
     sweep.run(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
               pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup)
@@ -134,7 +134,7 @@ def cmd_sweep(args) -> int:
 def cmd_data(args) -> int:
     config = TrainConfig.from_dict({"dataset": args.name, "train_ratio": args.train_ratio,
                                     "test_ratio": args.test_ratio, "seed": args.seed})
-    from ptflow import explore
+    from ptflow.reports import explore
 
     explore.run(config.dataset, args.data_dir, args.target, config.train_ratio, config.test_ratio,
                 config.seed, args.out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ptflow import plots
 from ptflow.console import info
-from ptflow.data import describe, load_splits
+from ptflow.data.splits import describe, load_splits
 
 
 def run(name: str, data_dir: str | None = None, target: str | None = None, train_ratio: float = 0.8,

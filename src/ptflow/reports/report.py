@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow import history, plots, runs
+from ptflow import plots
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.files import atomic_write_text
-from ptflow.htmlpage import escape, image, page, section, table
+from ptflow.reports import history
+from ptflow.reports.html import escape, image, page, section, table
+from ptflow.training import runs
 
 
 def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
@@ -26,7 +28,7 @@ def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str
     sections = [_summary(entry), section("Config", config), _curves(entry)]
     model_file = entry.path / "model.safetensors"
     if model_file.is_file():
-        from ptflow import evaluate
+        from ptflow.reports import evaluate
 
         sections += _test_results(evaluate.judge(str(model_file), data_dir, device, batch_size))
     else:
@@ -54,7 +56,7 @@ def _curves(entry: history.Run) -> str:
 
 
 def _test_results(judged) -> list[str]:
-    from ptflow import evaluate
+    from ptflow.reports import evaluate
 
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     summary = table([["accuracy", f"{report['accuracy']:.4f}"], ["test examples", str(len(judged.probs))],

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptflow import runs
 from ptflow.config import TrainConfig
 from ptflow.console import info
 from ptflow.errors import PtflowError, UsageError
+from ptflow.training import runs
 
 # Config keys that say where things go or how they are shown, not what is trained: left out of
 # the table's "hyperparameters that differ" (compare still shows every difference).

@@ -28,12 +28,14 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ptflow import resume, runs, sweep_report, sweep_study, tracking, train
 from ptflow.config import TrainConfig
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
-from ptflow.sweep_space import ParamSpec, parse_specs
-from ptflow.tracking import redact_url as redact
+from ptflow.sweep import report as sweep_report
+from ptflow.sweep import study as sweep_study
+from ptflow.sweep.space import ParamSpec, parse_specs
+from ptflow.training import resume, runs, tracking, train
+from ptflow.training.tracking import redact_url as redact
 
 TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
 
@@ -211,7 +213,7 @@ def trial_config(base: TrainConfig, specs: list[ParamSpec], trial: optuna.trial.
 
 def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
     """The winner's test accuracy, computed once from its saved model and kept in its run.json."""
-    from ptflow import evaluate
+    from ptflow.reports import evaluate
 
     run_dir = Path(trial.user_attrs.get("run_dir", ""))
     model = run_dir / "model.safetensors"

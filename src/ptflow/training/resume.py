@@ -20,12 +20,15 @@ from pathlib import Path
 
 import torch
 
-from ptflow import __version__, checkpoint, runs
+import ptflow
+from ptflow import __version__
 from ptflow.config import TrainConfig
 from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError, first_line
-from ptflow.trainer import TrainState
+from ptflow.models import files as checkpoint
+from ptflow.training import runs
+from ptflow.training.loop import TrainState
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -88,9 +91,10 @@ def identity(model: str, model_args: dict, data_fingerprint: str) -> dict:
 
 def source_fingerprint() -> str:
     """sha256 of ptflow's own source files: catches edits that a git commit (or none) would miss."""
+    root = Path(ptflow.__file__).parent  # every module of every layer, named by its path in the package
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

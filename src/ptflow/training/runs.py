@@ -138,7 +138,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def environment(seed: int, fingerprint: str, device: str) -> dict:
-    from ptflow.checkpoint import versions
+    from ptflow.models.files import versions
 
     return {"versions": versions(), "seed": seed, "data_fingerprint": fingerprint, "device": device,
             "git_commit": git_commit(), "command": sys.argv, "cwd": os.getcwd(),

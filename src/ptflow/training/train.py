@@ -14,16 +14,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import interrupt, plots, resume, runs, tracking
-from ptflow.checkpoint import save_model, versions
+from ptflow import plots
 from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
-from ptflow.data import Splits, fit_preprocessing, load_splits
+from ptflow.data.splits import Splits, fit_preprocessing, load_splits
 from ptflow.devices import has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
-from ptflow.models import MODELS, Preprocess, model_args
-from ptflow.trainer import (
+from ptflow.models.files import save_model, versions
+from ptflow.models.networks import MODELS, Preprocess, model_args
+from ptflow.training import interrupt, resume, runs, tracking
+from ptflow.training.loop import (
     LoopSettings,
     TrainState,
     build_optimizer,

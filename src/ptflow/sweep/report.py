@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ptflow.config import TrainConfig
 from ptflow.files import atomic_write_text
-from ptflow.htmlpage import escape, image, page, section, table
+from ptflow.reports.html import escape, image, page, section, table
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow.checkpoint import LoadedModel, load_model
+from ptflow.data.imaging import load_image_input
+from ptflow.data.sources import IMAGE_SUFFIXES
 from ptflow.devices import resolve_device
 from ptflow.errors import PtflowError
-from ptflow.imaging import load_image_input
-from ptflow.inference import check_inputs, predict_proba
-from ptflow.sources import IMAGE_SUFFIXES
+from ptflow.models.files import LoadedModel, load_model
+from ptflow.models.inference import check_inputs, predict_proba
 
 
 def collect_inputs(paths: list[str], loaded: LoadedModel) -> tuple[list[str], np.ndarray]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptflow.data.sources import RawData, load_raw
 from ptflow.errors import PtflowError
-from ptflow.sources import RawData, load_raw
 
 
 @dataclass

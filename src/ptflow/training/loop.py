@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ptflow import interrupt
-from ptflow.augment import draw_shifts, random_shift
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
-from ptflow.models import Preprocess
-from ptflow.optimizers import EagerAdam, EagerAdamW, EagerSGD
+from ptflow.data.augment import draw_shifts, random_shift
+from ptflow.models.networks import Preprocess
+from ptflow.training import interrupt
+from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 
 @dataclass

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ptflow.checkpoint import LoadedModel, load_model
 from ptflow.console import info
 from ptflow.errors import PtflowError
 from ptflow.files import atomic_write_bytes
-from ptflow.inference import predict_proba
+from ptflow.models.files import LoadedModel, load_model
+from ptflow.models.inference import predict_proba
 
 TOLERANCE = 1e-4  # max |probability difference| from PyTorch accepted after export
 EXTRA_FILE = "ptflow.json"  # TorchScript: the description, in torch.jit.save's _extra_files

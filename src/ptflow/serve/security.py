@@ -49,7 +49,7 @@ def bearer(api_key: str):
 
 def page_and_csp() -> tuple[str, str]:
     """The web page, and a Content-Security-Policy that allows exactly its own inline script and style."""
-    html = resources.files("ptflow").joinpath("static/index.html").read_text(encoding="utf-8")
+    html = resources.files("ptflow.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     def hashes(tag: str) -> str:
         blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)

@@ -19,9 +19,9 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ptflow.data.imaging import ImageTooLarge, load_image_input
 from ptflow.errors import PtflowError
-from ptflow.imaging import ImageTooLarge, load_image_input
-from ptflow.inference import check_inputs
+from ptflow.models.inference import check_inputs
 
 
 class PredictRequest(BaseModel):

@@ -21,15 +21,16 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ptflow import __version__, payloads
-from ptflow.batching import MicroBatcher, QueueFull
-from ptflow.checkpoint import LoadedModel, load_model
+from ptflow import __version__
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError, UsageError
-from ptflow.inference import predict_proba
-from ptflow.metrics import Metrics
-from ptflow.predict import results
-from ptflow.security import bearer, check_exposure, page_and_csp
+from ptflow.models.files import LoadedModel, load_model
+from ptflow.models.inference import predict_proba
+from ptflow.reports.predict import results
+from ptflow.serve import payloads
+from ptflow.serve.batching import MicroBatcher, QueueFull
+from ptflow.serve.metrics import Metrics
+from ptflow.serve.security import bearer, check_exposure, page_and_csp
 
 PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image"}
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ptflow.errors import PtflowError
 from ptflow.files import atomic_write, atomic_write_bytes
-from ptflow.models import MODELS, Preprocess
+from ptflow.models.networks import MODELS, Preprocess
 
 FORMAT = "ptflow.model"
 FORMAT_VERSION = 1

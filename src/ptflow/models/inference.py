@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptflow.checkpoint import LoadedModel
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.errors import PtflowError
+from ptflow.models.files import LoadedModel
 
 
 def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], source: str = "input") -> np.ndarray:

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ptflow import plots
-from ptflow.checkpoint import LoadedModel, load_model
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
-from ptflow.data import Splits, load_splits
+from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import resolve_device
 from ptflow.files import atomic_write_bytes, write_json
-from ptflow.inference import predict_proba
+from ptflow.models.files import LoadedModel, load_model
+from ptflow.models.inference import predict_proba
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:

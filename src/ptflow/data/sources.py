@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow import idx
+from ptflow.data import idx
 from ptflow.errors import PtflowError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

@@ -1,0 +1,1 @@
+"""The `ptflow` command line: parse flags into plain values, hand them to the layers below."""

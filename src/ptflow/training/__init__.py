@@ -1,0 +1,6 @@
+"""The training layer: one run, from data to a saved model.
+
+`train.py` runs it in order (data, model, optimizer, loop, test, save); `loop.py` is the epoch
+loop; `optimizers.py`, `interrupt.py` (Ctrl-C and SIGTERM), `resume.py` (exact resume),
+`runs.py` (run folders) and `tracking.py` (TensorBoard, MLflow) serve it.
+"""
