@@ -5,8 +5,9 @@ import pytest
 from conftest import make_images, write_idx
 
 from ptflow.data.idx import read_idx
+from ptflow.data.preprocessing import fit_preprocessing
 from ptflow.data.sources import RawData, load_raw
-from ptflow.data.splits import fit_preprocessing, load_splits, shuffle_rows, split
+from ptflow.data.splits import load_splits, shuffle_rows, split
 from ptflow.errors import PtflowError, UsageError
 
 

@@ -65,7 +65,7 @@ def test_training_never_imports_dynamo(tmp_path):
     """The point of the module: a whole ptflow training run without the 1 s, ~75 MB dynamo import."""
     code = (
         "import sys\n"
-        "from ptflow.cli.main import main\n"
+        "from ptflow.cli import main\n"
         f"status = main(['train', '--dataset', 'digits', '--n_epochs', '2', '--scheduler', 'cosine',\n"
         f"               '--runs_dir', {str(tmp_path)!r}, '--verbose', '0'])\n"
         "assert status in (0, None), status\n"

@@ -18,8 +18,8 @@ from conftest import make_images
 from safetensors.torch import load_file
 
 from ptflow.config import TrainConfig
-from ptflow.models.files import read_checkpoint, save_checkpoint
 from ptflow.training import interrupt, train
+from ptflow.training.checkpoint import read_checkpoint, save_checkpoint
 
 
 def options(data: Path, runs_dir: Path, name: str, **changes) -> dict:

@@ -149,7 +149,7 @@ def test_report_of_an_unfinished_run_and_the_default_path(cli, runs_dir):
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys\nfrom ptflow.cli.main import main\n"
+    code = ("import sys\nfrom ptflow.cli import main\n"
             "for args in (['--help'], ['train', '--help'], ['runs', '--help'], ['report', '--help']):\n"
             "    assert main(args) == 0\n"
             "heavy = [m for m in ('torch', 'yaml', 'matplotlib', 'numpy') if m in sys.modules]\n"

@@ -48,7 +48,7 @@ def model_fn(trained):
 
 @pytest.fixture(scope="module")
 def client(model_fn):
-    settings = Settings(max_inputs=8, max_body_bytes=64_000, max_image_pixels=1_000_000)
+    settings = Settings(max_inputs=8, max_body_mb=64_000 / 2**20, max_image_pixels=1_000_000)
     with TestClient(create_app(model_fn, settings)) as c:
         wait_ready(c)
         yield c
@@ -306,7 +306,7 @@ def test_full_queue_is_503_with_retry_after(model_fn, monkeypatch):
         return real(loaded, x)
 
     async def scenario():
-        app = create_app(model_fn, Settings(max_queue=1))
+        app = create_app(model_fn, Settings(max_queue=1, max_inputs=1))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
@@ -478,7 +478,7 @@ def test_missing_model_and_busy_port_exit_1(cli, model_fn, tmp_path):
 
 
 def test_help_does_not_import_the_serving_stack():
-    code = ("import sys; from ptflow.cli.main import build_parser; build_parser(); "
+    code = ("import sys; from ptflow.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('fastapi', 'torch', 'onnx', 'uvicorn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ptflow.models.files import read_checkpoint
+from ptflow.training.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 

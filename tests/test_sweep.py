@@ -12,7 +12,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from ptflow.cli.main import build_parser  # noqa: E402
+from ptflow.cli import build_parser  # noqa: E402
 from ptflow.config import TrainConfig  # noqa: E402
 from ptflow.errors import PtflowError, UsageError  # noqa: E402
 from ptflow.sweep.report import train_command  # noqa: E402
@@ -225,7 +225,7 @@ def test_best_command_round_trips_through_the_parser():
 
 
 def test_help_does_not_import_optuna_torch_or_trackers():
-    code = ("import sys; from ptflow.cli.main import build_parser; build_parser(); "
+    code = ("import sys; from ptflow.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('optuna', 'torch', 'mlflow', 'tensorboard') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

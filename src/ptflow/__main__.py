@@ -1,5 +1,5 @@
 """`python -m ptflow` is the same as the `ptflow` command."""
 
-from ptflow.cli.main import main
+from ptflow.cli import main
 
 raise SystemExit(main())

@@ -1,76 +1,141 @@
-"""Every training hyperparameter in one place, validated once.
+"""Every training option in one place: its default, why, its help line and its role, validated once.
 
-The CLI (or a config file) fills a `TrainConfig`; everything below the CLI takes plain values
-from it. This module must stay free of heavy imports: `ptflow --help` reads the defaults here.
+The CLI (or a config file, or `ptflow.train(...)`) fills a `TrainConfig`; everything below takes
+plain values from it. Each field declares, beside its default, what kind of option it is, so no
+other module keeps its own list of names:
+
+- role "hyperparameter": what is trained. Sweeps may tune it, `--resume` may not change it,
+  every worker of a shared study must agree on it, and `ptflow runs` shows it when runs differ.
+- role "data": which examples train, validate and test. Never tuned (trials must be ranked on the
+  same validation examples), fixed on resume, shared by a study, shown by `ptflow runs`.
+- role "runtime": where and how a run executes and what it prints or writes. Never tuned, may
+  differ between the workers of a study, hidden from `ptflow runs`' comparisons.
+- resume=True: `--resume` may change it (how long to train, where files go, the device).
+
+This module must stay free of heavy imports: `ptflow --help` reads the defaults and help here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ptflow.errors import UsageError
+
+HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
+TRACKERS = ("tensorboard", "mlflow")
 
 # Examples per forward pass when evaluating and predicting. On CPU, 1024 rows of the article's MLP
 # keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
 # at 8192 rows, whose activations spill to memory.
 EVAL_BATCH_SIZE = 1024
-TRACKERS = ("tensorboard", "mlflow")
+
+
+def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
+           choices: tuple[str, ...] = (), metavar: str | None = None, factory=None):
+    """A TrainConfig field with what the CLI, sweeps, resume and run history need to know about it."""
+    metadata = {"help": help, "group": group, "role": role, "resume": resume, "choices": choices,
+                "metavar": metavar}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     # --- data ---
-    dataset: str = "mnist"  # the article's data; or fashion-mnist, kmnist, digits, csv:PATH, npz:PATH, folder:PATH
-    data_dir: str | None = None  # searched first for dataset files (else $PTFLOW_DATA_DIR, then the cache)
-    target: str | None = None  # label column of a CSV, by name or 0-based index; None means the last column
-    train_ratio: float = 0.8  # the article's train/validation split of the training data
-    test_ratio: float = 0.2  # held out for testing, only where the dataset has no test split of its own
-    normalize: str = "none"  # "standard": mean/std fitted on the train split alone; pixels are always /255 first
-    seed: int = 0  # drives the split, the initial weights and the shuffling: same seed, same numbers on CPU
+    dataset: str = option(  # the article's data; never hard-coded: shapes and classes come from the data
+        "mnist", group="data", role=DATA, metavar="NAME",
+        help="a built-in dataset, csv:PATH, npz:PATH, folder:PATH, a plugin's name or PACKAGE.MODULE:FUNCTION")
+    data_dir: str | None = option(  # searched first for dataset files (else $PTFLOW_DATA_DIR, then the cache)
+        group="data", role=RUNTIME, resume=True, metavar="DIR",
+        help="folder searched first for dataset files (also $PTFLOW_DATA_DIR)")
+    target: str | None = option(  # None means the last column, the usual layout of a labelled CSV
+        group="data", role=DATA, metavar="COLUMN", help="label column of a CSV, by name or index (default: the last)")
+    train_ratio: float = option(  # the article's train/validation split of the training data
+        0.8, group="data", role=DATA, help="share of the training data used for training; the rest validates")
+    test_ratio: float = option(  # held out for testing, only where the dataset has no test split of its own
+        0.2, group="data", role=DATA, help="share held out for testing where the dataset has no test split")
+    normalize: str = option(  # "standard": mean/std fitted on the train split alone; pixels are always /255 first
+        "none", group="data", choices=NORMALIZATIONS,
+        help="standard: subtract the train split's mean, divide by its std")
+    seed: int = option(  # same seed, same split and same numbers on CPU
+        0, group="data", role=DATA, help="one seed for the split, initial weights and shuffling")
+    augment_shift: int = option(  # 0 trains on the images as they are
+        0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     # --- model ---
-    model: str = "mlp"  # mlp is the article's network; cnn is a small convnet for images
-    n_layers: int = 5  # the article's depth: hidden sizes shrink in equal steps from input to output
-    hidden_sizes: list[int] | None = None  # explicit hidden sizes, overriding n_layers
-    use_dropout: bool = False  # the article regularises with BatchNorm unless dropout is asked for
-    dropout_p: float = 0.3  # the article's default dropout probability
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # cnn: one conv stage each; 28->14->7->3 px
-    augment_shift: int = 0  # shift training images by up to N pixels at random; 0 trains on them as they are
+    model: str = option(  # mlp is the article's network; cnn a small convnet for images
+        "mlp", group="model", metavar="NAME",
+        help="a built-in network, a plugin's name, or PACKAGE.MODULE:NAME (a class or factory)")
+    model_args: dict = option(  # JSON-able keyword arguments, stored in the model file to rebuild the model
+        group="model", factory=dict, metavar="JSON",
+        help="the model's keyword arguments as a JSON object, e.g. '{\"width\": 64}'")
+    n_layers: int = option(  # the article's depth: hidden sizes shrink in equal steps from input to output
+        5, group="model", help="mlp depth; hidden sizes shrink in equal steps")
+    hidden_sizes: list[int] | None = option(  # explicit hidden sizes, overriding n_layers
+        group="model", metavar="N,N,...", help="mlp hidden sizes, e.g. 500,400,300 (overrides --n_layers)")
+    use_dropout: bool = option(  # the article regularises with BatchNorm unless dropout is asked for
+        False, group="model", help="regularise the mlp with dropout instead of BatchNorm")
+    dropout_p: float = option(0.3, group="model", help="dropout probability")  # the article's default
+    channels: list[int] = option(  # cnn: one conv stage each; 28 -> 14 -> 7 -> 3 pixels
+        group="model", factory=lambda: [16, 32, 64], metavar="N,N,...", help="cnn channels per conv stage")
     # --- optimisation ---
-    batch_size: int = 256  # the article's batch size
-    n_epochs: int = 20  # the article's epoch count; the best epoch by validation loss is kept
-    optimizer: str = "adam"  # the article uses Adam with its default learning rate
-    lr: float = 1e-3  # Adam's default, as in the article
-    weight_decay: float = 0.0  # off, as in the article
-    scheduler: str = "none"  # learning-rate schedule over the whole run: none, cosine or onecycle
-    early_stop: int = 0  # stop after this many epochs without a better validation loss; 0 never stops
+    batch_size: int = option(256, group="optimisation", help="examples per step")  # the article's
+    n_epochs: int = option(  # the article's epoch count; the best epoch by validation loss is kept
+        20, group="optimisation", resume=True, help="passes over the training data")
+    optimizer: str = option(  # the article uses Adam with its default learning rate
+        "adam", group="optimisation", choices=OPTIMIZERS, help="update rule")
+    lr: float = option(1e-3, group="optimisation", help="learning rate (peak rate for onecycle)")  # Adam's default
+    weight_decay: float = option(  # off, as in the article
+        0.0, group="optimisation", help="L2 penalty (decoupled for adamw)")
+    scheduler: str = option(  # over the whole run, stepped per batch
+        "none", group="optimisation", choices=SCHEDULERS, help="learning-rate schedule")
+    early_stop: int = option(  # 0 never stops early
+        0, group="optimisation", resume=True, metavar="PATIENCE",
+        help="stop after this many epochs without a better validation loss (0: never)")
     # --- hardware ---
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
-    gpu_id: int | None = None  # the article's flag: -1 for CPU, N for cuda:N; overrides --device
-    precision: str = "fp32"  # bf16 runs matmuls under autocast (AMX on recent CPUs, tensor cores on GPUs)
-    compile: bool = False  # torch.compile the model: slower start, sometimes faster epochs
+    device: str = option(  # auto picks cuda, then mps, then cpu
+        "auto", group="hardware", role=RUNTIME, resume=True, help="auto, cpu, cuda, cuda:N or mps")
+    gpu_id: int | None = option(  # the article's flag
+        group="hardware", role=RUNTIME, resume=True,
+        help="the article's flag: -1 for CPU, N for cuda:N (overrides --device)")
+    precision: str = option(  # bf16 matmuls need AMX on CPUs or tensor cores on GPUs to pay
+        "fp32", group="hardware", choices=PRECISIONS, help="bf16 runs matmuls under autocast")
+    compile: bool = option(  # slower start, sometimes faster epochs: how it runs, not what is trained
+        False, group="hardware", role=RUNTIME, help="torch.compile the model")
     # --- output ---
-    model_fn: str | None = None  # where to write the model file as well as the run folder (.pth: the article's layout)
-    runs_dir: str = "runs"  # every run gets a folder here with its config, metrics, model and plots
-    run_name: str | None = None  # the run folder's name; default: a timestamp with dataset and model
-    verbose: int = 1  # 0 quiet, 1 one line per epoch, 2 one line per iteration (as in the article)
+    model_fn: str | None = option(  # .pth gives the article's layout
+        group="output", role=RUNTIME, resume=True, metavar="FILE",
+        help="also write the model file here (.pth: the article's layout)")
+    runs_dir: str = option(  # every run gets a folder here with its config, metrics, model and plots
+        "runs", group="output", role=RUNTIME, metavar="DIR", help="folder of run folders")
+    run_name: str | None = option(  # default: a timestamp with dataset and model
+        group="output", role=RUNTIME, help="name of this run's folder (default: timestamp-dataset-model)")
+    verbose: int = option(  # as in the article
+        1, group="output", role=RUNTIME, resume=True, choices=(0, 1, 2),
+        help="0 quiet, 1 a line per epoch, 2 a line per iteration")
     # --- tracking (optional extras; nothing is sent anywhere unless asked) ---
-    log: list[str] = field(default_factory=list)  # also log to tensorboard and/or mlflow (run folder: always)
-    mlflow_uri: str | None = None  # MLflow server; default: SQLite in runs_dir, nothing leaves the machine
+    log: list[str] = option(  # the run folder is written either way
+        group="tracking (optional extras)", role=RUNTIME, resume=True, factory=list, metavar="NAME,...",
+        help="also log to tensorboard and/or mlflow, e.g. tensorboard,mlflow")
+    mlflow_uri: str | None = option(  # default: SQLite in runs_dir, nothing leaves the machine
+        group="tracking (optional extras)", role=RUNTIME, resume=True, metavar="URI",
+        help="MLflow tracking server (default: sqlite:///RUNS_DIR/mlflow.db)")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Build and validate a config; unknown keys are errors, not silently ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(names()))
         if unknown:
             raise UsageError(f"unknown config key(s): {', '.join(unknown)}")
         config = cls(**values)
@@ -81,12 +146,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
+            _check(isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name)),
+                   f"--{name} must be a finite number, got {getattr(self, name)!r}")
         _check(self.n_layers >= 1, f"--n_layers must be >= 1, got {self.n_layers}")
         _check(0 <= self.dropout_p < 1, f"--dropout_p must be in [0, 1), got {self.dropout_p}")
         _check(0 < self.train_ratio < 1, f"--train_ratio must be in (0, 1), got {self.train_ratio}")
         _check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
         _check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        batch_norm = self.model == "cnn" or not self.use_dropout  # the mlp swaps BatchNorm for dropout
+        batch_norm = self.model == "cnn" or (self.model == "mlp" and not self.use_dropout)
         _check(self.batch_size >= 2 or not batch_norm,
                "--batch_size 1 cannot train BatchNorm layers (the cnn, or the mlp without --use_dropout): use >= 2")
         _check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
@@ -94,17 +162,19 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
         _check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
-        _check(self.verbose in (0, 1, 2), f"--verbose must be 0, 1 or 2, got {self.verbose}")
         _check(self.hidden_sizes is None or (len(self.hidden_sizes) > 0 and min(self.hidden_sizes) >= 1),
                f"--hidden_sizes must be positive integers, got {self.hidden_sizes}")
         _check(len(self.channels) > 0 and min(self.channels) >= 1,
                f"--channels must be positive integers, got {self.channels}")
         _check(self.gpu_id is None or self.gpu_id >= -1, f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        _check(isinstance(self.model_args, dict), f"--model_args must be a JSON object, got {self.model_args!r}")
+        _check(_is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
+        _check(bool(self.model.strip()), "--model must name a model")
+        _check(bool(self.dataset.strip()), "--dataset must name a dataset")
+        for field in dataclasses.fields(self):
+            if field.metadata["choices"]:
+                _check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
         _check_choice("device", self.device.split(":")[0], DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("normalize", self.normalize, NORMALIZATIONS)
         for name in self.log:
             _check_choice("log", name, TRACKERS)
         _check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
@@ -117,6 +187,20 @@ class TrainConfig:
         return "cpu" if self.gpu_id < 0 else f"cuda:{self.gpu_id}"
 
 
+def names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def help_of(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def fields_where(role: str | None = None, resume: bool | None = None) -> set[str]:
+    """The fields of a role, and/or those --resume may (resume=True) or may not change."""
+    return {f.name for f in dataclasses.fields(TrainConfig)
+            if (role is None or f.metadata["role"] == role) and (resume is None or f.metadata["resume"] == resume)}
+
+
 def field_type(name: str) -> tuple[typing.Any, bool]:
     """A TrainConfig field's value type with Optional unwrapped (list[int] stays list[int]), and
     whether None is allowed: for config files and sweep specs, which read values from text."""
@@ -126,13 +210,21 @@ def field_type(name: str) -> tuple[typing.Any, bool]:
     return next(t for t in options if t is not type(None)), type(None) in options
 
 
+def _is_json(value) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"--{name} must be one of {', '.join(choices)}, got {value!r}")
+def _check_choice(name: str, value, choices: tuple) -> None:
+    _check(value in choices, f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 # Tuned recipes for MNIST-like images (`--preset NAME`); bench/recipes.py measures them.
@@ -152,4 +244,3 @@ def preset_values(name: str | None) -> dict:
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
     return {k: v for k, v in PRESETS[name].items() if k != "about"}
-

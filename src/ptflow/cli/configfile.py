@@ -111,6 +111,11 @@ def _as(kind, value):
         if not isinstance(items, list):
             raise TypeError
         return [_as(item, v) for v in items]
+    if kind is dict:  # --model_args: a mapping in the file, or its JSON text
+        value = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise TypeError
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise TypeError
@@ -129,7 +134,8 @@ def _as(kind, value):
 def _describe(kind) -> str:
     if typing.get_origin(kind) is list:
         return {int: "a list of integers", str: "a list of strings"}.get(typing.get_args(kind)[0], str(kind))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping (or its JSON text)"}.get(kind, str(kind))
 
 
 def output_format(asked: str, config_file: str | None) -> str:
@@ -166,6 +172,9 @@ def _value(value, kind: str) -> str:
         return _float(value, kind)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v, kind) for v in value) + "]"
+    if isinstance(value, dict):  # a flow mapping in YAML, an inline table in TOML
+        separator = ": " if kind == "yaml" else " = "
+        return "{" + ", ".join(f"{json.dumps(str(k))}{separator}{_value(v, kind)}" for k, v in value.items()) + "}"
     if isinstance(value, int):
         return str(value)
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid YAML and TOML string

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ptflow.data import idx
+from ptflow import plugins
+from ptflow.data import idx, registry
 from ptflow.errors import PtflowError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -31,24 +33,58 @@ class RawData:
     image_style: str = "resize"  # how `predict` turns a photo into an input (see imaging.py)
 
 
-def load_raw(name: str, data_dir: str | None = None, target: str | None = None) -> RawData:
+def load_raw(name: str, data_dir: str | None = None, target: str | None = None, trust_code: bool = True,
+             origin: str | None = None) -> RawData:
+    """The dataset `name` (see registry.py), as arrays. origin names the file `name` was read from,
+    for the trust rule on import paths (plugins.py)."""
     kind, _, path = name.partition(":")
-    if name in idx.SPECS:
-        spec = idx.SPECS[name]
+    if name in registry.SPECS:
+        spec = registry.SPECS[name]
         x, y, x_test, y_test = idx.load(spec, data_dir)
         return RawData(x, y, list(spec.classes), x_test, y_test, spec.image_style)
     if name == "digits":
-        return _load_digits()
-    loaders = {"csv": lambda p: _load_csv(p, target), "npz": _load_npz, "folder": _load_folder}
-    if kind in loaders and path:
+        return load_digits()
+    if registry.is_format(name):
         if not Path(path).exists():
             raise PtflowError(f"{name}: {path} does not exist")
+        loaders = {"csv": lambda p: _load_csv(p, target), "npz": _load_npz, "folder": _load_folder}
         return loaders[kind](Path(path))
-    known = ", ".join([*idx.SPECS, "digits", "csv:PATH", "npz:PATH", "folder:PATH"])
-    raise UsageError(f"unknown dataset {name!r}; expected one of {known}")
+    source = registry.source(name)  # a plugin or an import path; unknown names fail here
+    function = plugins.load(source, trust_code, origin, "dataset")
+    return from_plugin(name, function, data_dir)
 
 
-def _load_digits() -> RawData:
+def from_plugin(name: str, function, data_dir: str | None) -> RawData:
+    """Call a dataset function and check what it returns as an npz file's arrays are checked."""
+    takes_dir = bool(inspect.signature(function).parameters)
+    value = function(data_dir) if takes_dir else function()
+    if hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, dict):
+        value = _stack_dataset(name, value)
+    if not isinstance(value, dict):
+        raise PtflowError(f"dataset {name!r} returned {type(value).__name__}; expected a dict of arrays "
+                          f"(x, y, optionally x_test, y_test, classes) or a torch Dataset of (x, y) pairs")
+    return _from_arrays(name, {k: np.asarray(v) for k, v in value.items() if v is not None})
+
+
+def _stack_dataset(name: str, dataset) -> dict:
+    """A map-style torch Dataset of (x, y) pairs, read once into two arrays."""
+    xs, ys = [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise PtflowError(f"dataset {name!r}: item {i} is not an (x, y) pair")
+        x, y = item
+        xs.append(np.asarray(x.numpy() if hasattr(x, "numpy") else x))
+        ys.append(int(y))
+    if not xs:
+        raise PtflowError(f"dataset {name!r} is empty")
+    try:
+        return {"x": np.stack(xs), "y": np.asarray(ys, dtype=np.int64)}
+    except ValueError:
+        raise PtflowError(f"dataset {name!r}: its examples do not all have the same shape") from None
+
+
+def load_digits() -> RawData:
     """scikit-learn's 8x8 handwritten digits, read straight from its package data (no sklearn import)."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
@@ -67,6 +103,11 @@ def _load_npz(path: Path) -> RawData:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as exc:
         raise PtflowError(f"{path}: not a readable .npz file ({exc})") from None
+    return _from_arrays(str(path), arrays)
+
+
+def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
+    """The npz layout (x, y, optionally x_test, y_test, classes), checked: from a file or a plugin."""
     missing = {"x", "y"} - set(arrays)
     if missing:
         raise PtflowError(f"{path}: missing array(s) {', '.join(sorted(missing))} (need x and y)")
@@ -86,7 +127,7 @@ def _load_npz(path: Path) -> RawData:
     return RawData(x, y, classes, x_test, y_test)
 
 
-def _check_xy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bring x to (N, F) float32 or (N, C, H, W) uint8 and y to int64 indices, or say what's wrong."""
     if y.ndim != 1 or len(x) != len(y) or len(x) == 0:
         raise PtflowError(f"{path}: need N examples with N labels, got x {x.shape} and y {y.shape}")

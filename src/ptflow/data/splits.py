@@ -1,8 +1,8 @@
-"""Train/validation/test splits and the preprocessing fitted on the train split.
+"""Train/validation/test splits: the article's methodology.
 
-The article's methodology: the validation split picks hyperparameters and the best epoch, the
-test split only judges, and preprocessing statistics come from the train split alone. Images
-stay uint8 here (a quarter of the float32 memory); they become floats one batch at a time.
+The validation split picks hyperparameters and the best epoch, the test split only judges, and
+preprocessing statistics come from the train split alone (preprocessing.py). Images stay uint8
+here (a quarter of the float32 memory); they become floats one batch at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptflow.data.preprocessing import mean_std
 from ptflow.data.sources import RawData, load_raw
 from ptflow.errors import PtflowError
 
@@ -42,8 +43,9 @@ class Splits:
 
 
 def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
-                train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0) -> Splits:
-    raw = load_raw(name, data_dir, target)
+                train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
+                origin: str | None = None) -> Splits:
+    raw = load_raw(name, data_dir, target, trust_code, origin)
     return split(name, raw, train_ratio, test_ratio, seed)
 
 
@@ -106,54 +108,11 @@ def _fingerprint(raw: RawData) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class Preprocessing:
-    """How raw inputs become model inputs: x * scale, then (x - mean) / std if fitted.
-
-    Images are uint8 and scale by 1/255 (the article's pixels / 255); tabular data is used as is.
-    mean/std are per channel for images and per feature for tabular data.
-    """
-
-    scale: float
-    mean: list[float] | None = None
-    std: list[float] | None = None
-
-    def to_dict(self) -> dict:
-        return {"scale": self.scale, "mean": self.mean, "std": self.std}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(float(d["scale"]), d.get("mean"), d.get("std"))
-
-
-def fit_preprocessing(x_train: np.ndarray, normalize: str) -> Preprocessing:
-    scale = 1 / 255 if x_train.dtype == np.uint8 else 1.0
-    if normalize == "none":
-        return Preprocessing(scale)
-    axes = (0, 2, 3) if x_train.ndim == 4 else (0,)
-    mean, std = _mean_std(x_train, axes, scale)
-    std = np.where(std > 1e-8, std, 1.0)  # a constant feature would otherwise divide by zero
-    return Preprocessing(scale, mean.tolist(), std.tolist())
-
-
-def _mean_std(x: np.ndarray, axes: tuple[int, ...], scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (or per-feature) mean and std in float64, a chunk at a time to bound memory."""
-    total = np.zeros(x.shape[1], np.float64)
-    total_sq = np.zeros(x.shape[1], np.float64)
-    for start in range(0, len(x), 8192):
-        chunk = x[start:start + 8192].astype(np.float64) * scale
-        total += chunk.sum(axis=axes)
-        total_sq += (chunk ** 2).sum(axis=axes)
-    count = x.size / x.shape[1]
-    mean = total / count
-    return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-
-
 def describe(splits: Splits) -> dict:
     """The article's look at the data before training: sizes, classes, value range, statistics."""
     scale = 1 / 255 if splits.x_train.dtype == np.uint8 else 1.0
     axes = (0, 2, 3) if splits.is_image else (0,)
-    mean, std = _mean_std(splits.x_train, axes, scale)
+    mean, std = mean_std(splits.x_train, axes, scale)
     counts = {part: np.bincount(y, minlength=len(splits.classes)).tolist()
               for part, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test))}
     return {

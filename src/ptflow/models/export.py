@@ -38,7 +38,7 @@ class RawToProbabilities(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # |x| = (batch_size, *input_shape) raw -> |p| = (batch_size, n_classes)
-        return self.model(self.preprocess(x)).exp()
+        return torch.softmax(self.model(self.preprocess(x)).float(), dim=-1)  # logits or log-probabilities alike
 
 
 def description(loaded: LoadedModel) -> dict:
@@ -110,9 +110,9 @@ def run_torchscript(data: bytes, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)).numpy()
 
 
-def run(model_fn: str, fmt: str, out: str, opset: int = 17) -> float | None:
+def run(model_fn: str, fmt: str, out: str, opset: int = 17, trust_code: bool = False) -> float | None:
     """Export, write atomically, check against PyTorch; returns the max difference (None if unchecked)."""
-    loaded = load_model(model_fn, "cpu")
+    loaded = load_model(model_fn, "cpu", trust_code)
     try:
         data = to_onnx(loaded, opset) if fmt == "onnx" else to_torchscript(loaded)
     except ImportError as exc:

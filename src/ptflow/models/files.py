@@ -23,11 +23,11 @@ import torch.nn as nn
 
 from ptflow.errors import PtflowError
 from ptflow.files import atomic_write, atomic_write_bytes
-from ptflow.models.networks import MODELS, Preprocess
+from ptflow.models import registry
+from ptflow.models.networks import Preprocess
 
 FORMAT = "ptflow.model"
 FORMAT_VERSION = 1
-CHECKPOINT_FORMAT = "ptflow.checkpoint"  # a training checkpoint: TrainState as tensors plus JSON (see resume.py)
 
 
 @dataclass
@@ -57,14 +57,14 @@ def versions() -> dict:
             "safetensors": safetensors.__version__, "python": platform.python_version()}
 
 
-def _contiguous_cpu(state: dict) -> dict[str, torch.Tensor]:
+def contiguous_cpu(state: dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict, optimizer=None) -> None:
     # A JSON round trip leaves only plain types, which weights_only unpickling accepts.
     meta = json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **meta}))
-    state = _contiguous_cpu(model.state_dict())
+    state = contiguous_cpu(model.state_dict())
     if Path(path).suffix in (".pth", ".pt"):
         buffer = io.BytesIO()
         torch.save({"model": state, "opt": optimizer.state_dict() if optimizer else {},
@@ -79,20 +79,21 @@ def save_model(path: str | Path, model: nn.Module, meta: dict, optimizer=None) -
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, description) from either format, refusing anything that would run code."""
     path = Path(path)
-    data = _read_bytes(path, "model file")
+    data = read_bytes(path, "model file")
     if data[:2] == b"PK":  # torch.save's zip container
         state, meta = _read_pth(path, data)
     else:
-        state, meta = _read_safetensors(path, data, "model file")
-    if meta.get("format") != FORMAT or meta.get("model") not in MODELS:
+        state, meta = read_safetensors(path, data, "model file")
+    if meta.get("format") != FORMAT or not isinstance(meta.get("model"), str) \
+            or not isinstance(meta.get("model_args"), dict):
         raise PtflowError(f"{path}: not a ptflow model file (no model description in it)")
-    _check_version(path, meta)
+    check_version(path, meta)
     meta["path"] = str(path)
     meta["sha256"] = hashlib.sha256(data).hexdigest()
     return state, meta
 
 
-def _read_bytes(path: Path, kind: str) -> bytes:
+def read_bytes(path: Path, kind: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -112,7 +113,7 @@ def _read_pth(path: Path, data: bytes) -> tuple[dict, dict]:
     return blob["model"], blob.get("ptflow") or {}
 
 
-def _read_safetensors(path: Path, data: bytes, kind: str) -> tuple[dict, dict]:
+def read_safetensors(path: Path, data: bytes, kind: str) -> tuple[dict, dict]:
     from safetensors.torch import load
 
     try:
@@ -125,27 +126,7 @@ def _read_safetensors(path: Path, data: bytes, kind: str) -> tuple[dict, dict]:
     return state, meta
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """A training checkpoint: flat tensors and JSON metadata in one safetensors file, written atomically."""
-    from safetensors.torch import save_file
-
-    meta = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **meta}
-    tensors = _contiguous_cpu(tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"ptflow": json.dumps(meta)}))
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a training checkpoint, on the CPU; never unpickles."""
-    path = Path(path)
-    data = _read_bytes(path, "checkpoint")
-    tensors, meta = _read_safetensors(path, data, "training checkpoint")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise PtflowError(f"{path}: not a ptflow training checkpoint")
-    _check_version(path, meta)
-    return tensors, meta
-
-
-def _check_version(path: Path, meta: dict) -> None:
+def check_version(path: Path, meta: dict) -> None:
     """Files from a newer ptflow may describe models or state this one cannot build faithfully."""
     version = meta.get("format_version", FORMAT_VERSION)
     if isinstance(version, int) and version <= FORMAT_VERSION:
@@ -156,9 +137,14 @@ def _check_version(path: Path, meta: dict) -> None:
                       f"up to {FORMAT_VERSION}: upgrade ptflow to load it")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> LoadedModel:
+    """The model a file describes, with its weights, in eval mode on `device`.
+
+    A built-in or installed-plugin architecture loads as is; one named by import path runs code
+    chosen by whoever wrote the file, so it needs trust_code (see plugins.py).
+    """
     state, meta = read_model_file(path)
-    model = MODELS[meta["model"]](**meta["model_args"])
+    model = registry.build(meta["model"], meta["model_args"], trust_code, origin=str(path))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

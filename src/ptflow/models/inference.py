@@ -10,27 +10,7 @@ import numpy as np
 import torch
 
 from ptflow.config import EVAL_BATCH_SIZE
-from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel
-
-
-def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], source: str = "input") -> np.ndarray:
-    """Reshape to (N, *input_shape): accepts flat vectors, and (N, H, W) for one-channel images."""
-    size = int(np.prod(input_shape))
-    if x.ndim >= 1 and x.shape[1:] == tuple(input_shape):
-        pass
-    elif x.ndim == 2 and x.shape[1] == size:
-        x = x.reshape(len(x), *input_shape)
-    elif len(input_shape) == 3 and input_shape[0] == 1 and x.shape[1:] == tuple(input_shape[1:]):
-        x = x[:, None]
-    else:
-        raise PtflowError(f"{source}: shape {tuple(x.shape[1:])} per example does not fit the model's "
-                          f"input {tuple(input_shape)} (or {size} flat values)")
-    if x.dtype != np.uint8:
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise PtflowError(f"{source}: contains NaN or infinite values")
-    return x
 
 
 @torch.inference_mode()
@@ -42,7 +22,15 @@ def predict_proba(loaded: LoadedModel, x: np.ndarray | torch.Tensor,
     out = []
     for start in range(0, len(x), batch_size):
         x_i = x[start:start + batch_size].to(device, non_blocking=True)
-        out.append(loaded.model(loaded.preprocess(x_i)).float().exp().cpu())
+        # softmax, not exp: a model may end in logits or in log-probabilities (softmax is the same on both)
+        out.append(torch.softmax(loaded.model(loaded.preprocess(x_i)).float(), dim=-1).cpu())
     if not out:
         return np.zeros((0, len(loaded.classes)), np.float32)
     return torch.cat(out).numpy()
+
+
+def prediction_rows(names: list[str], probs: np.ndarray, classes: list[str]) -> list[dict]:
+    """One row per input: its name, the most probable class (index and name) and every probability."""
+    return [{"input": name, "label": int(p.argmax()), "class": classes[int(p.argmax())],
+             "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)}}
+            for name, p in zip(names, probs)]

@@ -1,9 +1,8 @@
 """The networks: plain nn.Modules, shapes in, log-probabilities out.
 
-`MODELS` maps a name to a class; a model file stores the name and the constructor's keyword
-arguments, so `MODELS[name](**args)` rebuilds it. Adding a model is one class and one entry.
-Every model returns log-softmax scores, as the article's does, to pair with NLL loss
-(together the same as cross-entropy on logits).
+registry.py names them (`mlp`, `cnn`); a model file stores the name and the constructor's
+keyword arguments, so the registry rebuilds it. Both return log-softmax scores, as the article's
+network does; the loss is cross-entropy, which takes log-probabilities and logits alike.
 """
 
 from __future__ import annotations
@@ -77,9 +76,6 @@ class ConvNet(nn.Module):
         return F.log_softmax(self.head(self.features(x)), dim=-1)
 
 
-MODELS = {"mlp": MLP, "cnn": ConvNet}
-
-
 def get_hidden_sizes(input_size: int, output_size: int, n_layers: int) -> list[int]:
     """The article's arithmetic progression: n_layers - 1 hidden sizes in equal steps.
 
@@ -89,10 +85,10 @@ def get_hidden_sizes(input_size: int, output_size: int, n_layers: int) -> list[i
     return [input_size - step * i for i in range(1, n_layers)]
 
 
-def model_args(name: str, input_shape: tuple[int, ...], n_classes: int, *, n_layers: int = 5,
-               hidden_sizes: list[int] | None = None, use_dropout: bool = False, dropout_p: float = 0.3,
-               channels: list[int] = (16, 32, 64)) -> dict:
-    """Constructor arguments for MODELS[name]; JSON-serialisable, stored in the model file."""
+def builtin_args(name: str, input_shape: tuple[int, ...], n_classes: int, *, n_layers: int = 5,
+                 hidden_sizes: list[int] | None = None, use_dropout: bool = False, dropout_p: float = 0.3,
+                 channels: list[int] = (16, 32, 64)) -> dict:
+    """Constructor arguments of the built-in network `name` from the train flags; JSON, stored in the model file."""
     if name == "mlp":
         input_size = int(torch.Size(input_shape).numel())
         return {
@@ -107,7 +103,7 @@ def model_args(name: str, input_shape: tuple[int, ...], n_classes: int, *, n_lay
             raise UsageError(f"--model cnn needs image data (C, H, W); this dataset's inputs are {tuple(input_shape)}")
         return {"input_shape": list(input_shape), "output_size": n_classes,
                 "channels": list(channels), "dropout_p": dropout_p}
-    raise UsageError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    raise ValueError(f"not a built-in network: {name!r}")
 
 
 class Preprocess(nn.Module):

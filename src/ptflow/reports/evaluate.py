@@ -65,12 +65,19 @@ class Judgement:
 
 
 def judge(model_fn: str, data_dir: str | None = None, device: str = "auto",
-          batch_size: int = EVAL_BATCH_SIZE) -> Judgement:
+          batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> Judgement:
     """Load the model, rebuild its test split, predict it and score the predictions."""
-    loaded = load_model(model_fn, resolve_device(device))
+    loaded = load_model(model_fn, resolve_device(device), trust_code)
+    return judge_loaded(loaded, data_dir, batch_size, trust_code)
+
+
+def judge_loaded(loaded: LoadedModel, data_dir: str | None = None, batch_size: int = EVAL_BATCH_SIZE,
+                 trust_code: bool = False) -> Judgement:
+    """Rebuild a loaded model's test split as at training time, predict it and score the predictions."""
     config = loaded.meta["config"]
     splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
-                         config["train_ratio"], config["test_ratio"], config["seed"])
+                         config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
+                         origin=loaded.meta["path"])
     if splits.fingerprint != loaded.meta.get("data_fingerprint"):
         warn(f"the data of {config['dataset']} differ from what the model was trained on")
     started = time.perf_counter()
@@ -82,8 +89,8 @@ def judge(model_fn: str, data_dir: str | None = None, device: str = "auto",
 
 
 def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
-        batch_size: int = EVAL_BATCH_SIZE) -> dict:
-    judged = judge(model_fn, data_dir, device, batch_size)
+        batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
+    judged = judge(model_fn, data_dir, device, batch_size, trust_code)
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     info(format_report(report, classes))
     info(f"\n{len(judged.probs)} test examples in {judged.seconds:.3f}s ({report['images_per_second']:,.0f}/s)")

@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptflow.config import TrainConfig
+from ptflow.config import RUNTIME, TrainConfig, fields_where
 from ptflow.console import info
 from ptflow.errors import PtflowError, UsageError
 from ptflow.training import runs
 
 # Config keys that say where things go or how they are shown, not what is trained: left out of
 # the table's "hyperparameters that differ" (compare still shows every difference).
-BOOKKEEPING = {"run_name", "runs_dir", "model_fn", "verbose", "data_dir", "device", "gpu_id", "log", "mlflow_uri"}
+BOOKKEEPING = fields_where(role=RUNTIME)  # where and how a run executed, not what it trained
 METRICS = ("status", "epochs_run", "best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "duration")
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_acc", "lr", "seconds"]
 

@@ -22,7 +22,7 @@ from ptflow.training import runs
 
 
 def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
-        device: str = "auto", batch_size: int = EVAL_BATCH_SIZE) -> Path:
+        device: str = "auto", batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> Path:
     entry = history.load(runs.find(spec, runs_dir))
     config = table([[key, history.format_value(value)] for key, value in entry.config.items()])
     sections = [_summary(entry), section("Config", config), _curves(entry)]
@@ -30,7 +30,8 @@ def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str
     if model_file.is_file():
         from ptflow.reports import evaluate
 
-        sections += _test_results(evaluate.judge(str(model_file), data_dir, device, batch_size))
+        sections += _test_results(evaluate.judge(str(model_file), data_dir, device, batch_size,
+                                                       trust_code))
     else:
         sections.append(section("Test", f"<p>No model file: the run is {escape(entry.status)} and was "
                                          f"never tested.</p>"))

@@ -9,10 +9,8 @@ payloads.py, images through `ptflow predict`'s own preprocessing (imaging.py).
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,35 +21,16 @@ from starlette.concurrency import run_in_threadpool
 
 from ptflow import __version__
 from ptflow.console import info, warn
-from ptflow.errors import PtflowError, UsageError
+from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
-from ptflow.models.inference import predict_proba
-from ptflow.reports.predict import results
+from ptflow.models.inference import predict_proba, prediction_rows
 from ptflow.serve import payloads
 from ptflow.serve.batching import MicroBatcher, QueueFull
 from ptflow.serve.metrics import Metrics
-from ptflow.serve.security import bearer, check_exposure, page_and_csp
+from ptflow.serve.security import bearer, page_and_csp
+from ptflow.serve.settings import Settings
 
 PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image"}
-
-
-@dataclass
-class Settings:
-    max_batch_size: int = 64  # rows per forward pass; 1 turns batching off
-    max_wait_ms: float = 0.0  # extra wait for a fuller batch; 0: batch only what queues up during a pass
-    max_queue: int = 1024  # rows waiting before new requests get 503 + Retry-After
-    max_inputs: int = 256  # inputs (or images) per request
-    max_body_bytes: int = 8 * 1024 * 1024  # whole request body
-    max_image_pixels: int = 16_000_000  # per image, checked from the header before decoding
-    api_key: str | None = None  # if set, prediction endpoints need "Authorization: Bearer <key>"
-    device: str = "cpu"  # where a model given as a path is loaded
-
-    def __post_init__(self):
-        for name in ("max_batch_size", "max_queue", "max_inputs", "max_body_bytes", "max_image_pixels"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.max_wait_ms <= 1000:
-            raise UsageError(f"--max_wait_ms must be within [0, 1000], got {self.max_wait_ms}")
 
 
 class Guard:
@@ -154,7 +133,7 @@ class Service:
             probs = await self.batcher.predict(x)
         except QueueFull as exc:
             raise HTTPException(503, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
-        body = {"model_id": self.model_id, "predictions": results(names, probs, self.loaded.classes)}
+        body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.loaded.classes)}
         return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -235,45 +214,3 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
         return await service.answer([name for name, _ in images], x)
 
     return app
-
-
-def listen(host: str, port: int):
-    """A bound, listening socket, or a one-line error (port taken, unknown host)."""
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        raise PtflowError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
-
-
-def run(model_fn: str, host: str, port: int, settings: Settings, device: str = "cpu", threads: int = 1,
-        insecure: bool = False, access_log: bool = False) -> None:
-    check_exposure(host, settings.api_key, insecure)
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    import torch
-    import uvicorn
-
-    from ptflow.devices import resolve_device
-
-    loaded = load_model(model_fn, resolve_device(device))  # a bad file fails here, before binding
-    sock = listen(host, port)
-    # One intra-op thread by default: micro-batches are small, and the event loop needs a core.
-    torch.set_num_threads(threads)
-    app = create_app(loaded, settings)
-    bound_host, bound_port = sock.getsockname()[:2]
-    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    info(f"Serving {model_fn} at http://{url_host}:{bound_port}/ (batches of up to {settings.max_batch_size}, "
-         f"API key {'required' if settings.api_key else 'not required'}); Ctrl+C stops")
-    # Move what start-up allocated (torch, the model, the app) out of the collector's sight: full
-    # collections then scan only per-request garbage, instead of stalling requests for ~100 ms at load.
-    gc.freeze()
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5,
-                            server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])

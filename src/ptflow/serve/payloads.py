@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ptflow.data.imaging import ImageTooLarge, load_image_input
+from ptflow.data.inputs import check_inputs
 from ptflow.errors import PtflowError
-from ptflow.models.inference import check_inputs
 
 
 class PredictRequest(BaseModel):

@@ -228,7 +228,8 @@ def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
         if status.get("test_acc") is not None:  # judged by an earlier command (or worker) of this study
             return status["test_acc"]
         info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
-        result = evaluate.run(str(model), base.data_dir, base.device_name())
+        # The winner's architecture is the one this study trains (its own config), not a stranger's file.
+        result = evaluate.run(str(model), base.data_dir, base.device_name(), trust_code=True)
         runs.write_status(run_dir, test_acc=result["accuracy"])
     return result["accuracy"]
 

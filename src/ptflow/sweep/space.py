@@ -18,16 +18,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ptflow.config import TrainConfig, field_type
+from ptflow.config import HYPERPARAMETER, TrainConfig, field_type, fields_where
 from ptflow.errors import UsageError
 
 KINDS = ("float", "loguniform", "int", "choice")
 
-# Fields a sweep must not vary. The data fields and the seed decide which examples validate, so
-# trials that changed them would be ranked on different validation sets; the rest only say where
-# output goes or how it is shown.
-NOT_TUNABLE = {"dataset", "data_dir", "target", "train_ratio", "test_ratio", "seed", "device", "gpu_id",
-               "model_fn", "runs_dir", "run_name", "verbose", "log", "mlflow_uri"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ def _field_type(name: str, text: str) -> type:
     if name not in {f.name for f in dataclasses.fields(TrainConfig)}:
         raise UsageError(f"--param {text!r}: unknown hyperparameter {name!r} (tunable: "
                          f"{', '.join(sorted(tunable()))})")
-    if name in NOT_TUNABLE:
+    if name not in tunable():
         raise UsageError(f"--param {text!r}: {name} is not tunable (it changes the validation data "
                          f"or only where output goes)")
     kind, _ = field_type(name)
@@ -94,7 +89,10 @@ def _field_type(name: str, text: str) -> type:
 
 
 def tunable() -> set[str]:
-    return {f.name for f in dataclasses.fields(TrainConfig)} - NOT_TUNABLE
+    """The hyperparameters: data fields and the seed decide which examples validate, so trials that
+    changed them would be ranked on different validation sets; runtime fields only say where and
+    how a run executes (config.py declares each field's role)."""
+    return fields_where(role=HYPERPARAMETER) - {"model_args"}  # model_args.KEY is searched key by key
 
 
 def _parse_range(name: str, kind: str, args: str, field_type: type, text: str) -> ParamSpec:

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ptflow.config import TrainConfig
+from ptflow.config import RUNTIME, TrainConfig, fields_where
 from ptflow.console import warn
 from ptflow.errors import PtflowError, UsageError, first_line
 from ptflow.sweep.space import ParamSpec, parse_specs
@@ -31,10 +31,10 @@ HEARTBEAT_INTERVAL = 15  # seconds between a running trial's heartbeats in the s
 HEARTBEAT_GRACE = 60  # a trial silent this long is failed by the next worker that asks for a trial
 CREATE_TRIES = 5  # opening a new database while other workers create its tables (see open_storage)
 CONFIG_WAIT = 5  # seconds a study without ptflow's config may still be getting it from its creator
-# Flags that may differ between the commands that resume or share a study: they say where things
-# are and how output looks, not what is trained. Every other flag must match the study's.
-LOCAL_FIELDS = {"data_dir", "device", "gpu_id", "compile", "model_fn", "runs_dir", "run_name", "verbose",
-                "log", "mlflow_uri"}
+# Flags that may differ between the commands that resume or share a study: the runtime fields
+# (config.py), which say where things are and how output looks, not what is trained. Every other
+# flag must match the study's.
+LOCAL_FIELDS = fields_where(role=RUNTIME)
 
 
 def default_storage(runs_dir: str) -> str:

@@ -22,22 +22,20 @@ import torch
 
 import ptflow
 from ptflow import __version__
-from ptflow.config import TrainConfig
+from ptflow.config import TrainConfig, fields_where
 from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError, first_line
-from ptflow.models import files as checkpoint
-from ptflow.training import runs
+from ptflow.training import checkpoint, runs
 from ptflow.training.loop import TrainState
 
 CHECKPOINT = "checkpoint.safetensors"
 
-# What --resume may change: where files go, what is printed or logged, and how long training
-# goes on. Anything else would make the resumed run a different experiment from the one that
-# started. The device may change too (a GPU taken back), with a warning that the numbers will
-# then differ from an uninterrupted run.
-CHANGEABLE = ("n_epochs", "early_stop", "verbose", "data_dir", "model_fn", "device", "gpu_id", "log",
-              "mlflow_uri")
+# What --resume may change is declared on each TrainConfig field (resume=True): where files go,
+# what is printed or logged, and how long training goes on. Anything else would make the resumed
+# run a different experiment from the one that started. The device may change too (a GPU taken
+# back), with a warning that the numbers will then differ from an uninterrupted run.
+CHANGEABLE = tuple(sorted(fields_where(resume=True)))
 
 
 # --- which run, with which config ---------------------------------------------------------------

@@ -17,12 +17,14 @@ import torch
 from ptflow import plots
 from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
-from ptflow.data.splits import Splits, fit_preprocessing, load_splits
+from ptflow.data.preprocessing import fit_preprocessing
+from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
+from ptflow.models import registry
 from ptflow.models.files import save_model, versions
-from ptflow.models.networks import MODELS, Preprocess, model_args
+from ptflow.models.networks import Preprocess
 from ptflow.training import interrupt, resume, runs, tracking
 from ptflow.training.loop import (
     LoopSettings,
@@ -43,13 +45,19 @@ def to_device(splits: Splits, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
 
-def build_state(config: TrainConfig, splits: Splits, device: torch.device) -> tuple[TrainState, dict]:
+def build_state(config: TrainConfig, splits: Splits, device: torch.device, trust_code: bool = True,
+                origin: str | None = None) -> tuple[TrainState, dict]:
+    """The model, optimizer, schedule and shuffling generator of a fresh run, and the model's arguments.
+
+    origin names the file config.model was read from (a resumed run's config), for the trust rule.
+    """
     torch.manual_seed(config.seed)  # initial weights and dropout masks follow the seed
-    args = model_args(config.model, splits.input_shape, len(splits.classes), n_layers=config.n_layers,
-                      hidden_sizes=config.hidden_sizes, use_dropout=config.use_dropout,
-                      dropout_p=config.dropout_p, channels=config.channels)
-    model = MODELS[config.model](**args).to(device)
-    if config.model == "cnn" and device.type == "cpu":
+    args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
+                                     n_layers=config.n_layers, hidden_sizes=config.hidden_sizes,
+                                     use_dropout=config.use_dropout, dropout_p=config.dropout_p,
+                                     channels=config.channels)
+    model = registry.build(config.model, args, trust_code, origin).to(device)
+    if splits.is_image and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     total_steps = config.n_epochs * steps_per_epoch(len(splits.y_train), config.batch_size)
@@ -60,7 +68,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device) -> tu
 
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
         evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True) -> dict:
+        resume_hint: bool = True, trust_code: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json).
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -68,12 +76,15 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     evaluate_test=False: only the winner of a sweep is judged on the test split, and they pass
     resume_hint=False: an interrupted trial is not continued with `ptflow train --resume`.
     With resume_from (a run folder; `config` from resume.resolve) the run continues from its
-    last checkpoint, provided the data, the model and the code still match.
+    last checkpoint, provided the data, the model and the code still match. Model and dataset
+    code that the config names by import path is imported only with trust_code when the config was
+    read from a run folder (resume_from), as it is then chosen by the file, not the user.
     """
     started = time.time()
     device = resolve_device(config.device_name())
+    origin = None if resume_from is None else str(Path(resume_from) / "config.json")
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
-                         config.test_ratio, config.seed)
+                         config.test_ratio, config.seed, trust_code=trust_code, origin=origin)
     if config.verbose >= 1:
         info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
              f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}")
@@ -84,7 +95,7 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
         raise UsageError(f"--augment_shift needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.x_train, config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
-    state, args = build_state(config, splits, device)
+    state, args = build_state(config, splits, device, trust_code, origin)
     if config.verbose >= 1:
         info(str(state.model))
     identity = resume.identity(config.model, args, splits.fingerprint)
@@ -173,7 +184,8 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     metrics = {"best_epoch": state.best_epoch, "best_valid_loss": state.best_loss,
                "valid_acc": best["valid_acc"], "test_loss": test_loss, "test_acc": test_acc,
                "epochs_run": state.epoch, "seconds": round(time.time() - started, 2)}
-    meta = {"model": config.model, "model_args": args, "classes": splits.classes,
+    meta = {"model": config.model, "model_args": args, "model_source": registry.source(config.model).to_dict(),
+            "classes": splits.classes,
             "input_shape": list(splits.input_shape), "preprocessing": prep.to_dict(),
             "image_style": splits.image_style, "dataset": config.dataset,
             "data_fingerprint": splits.fingerprint, "config": config.to_dict(), "metrics": metrics,

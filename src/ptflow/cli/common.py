@@ -1,0 +1,120 @@
+"""What several commands share: the parser class, flag parsers, device flags and the train options.
+
+Only argparse and the config module are imported here, so `ptflow --help` answers at once.
+The train options are made from TrainConfig's fields (config.py), which hold each default and
+help line once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+from ptflow.config import PRESETS, TrainConfig, field_type, preset_values
+from ptflow.errors import UsageError
+
+DEFAULTS = TrainConfig()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_int_list(text: str) -> list[int]:
+    """'500,400,300' -> [500, 400, 300], for --hidden_sizes and --channels."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_names(text: str) -> list[str]:
+    """'tensorboard,mlflow' -> ['tensorboard', 'mlflow'], for --log."""
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
+def parse_json_object(text: str) -> dict:
+    """'{"width": 64}' -> {'width': 64}, for --model_args."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 64}}', got {text!r}")
+    return value
+
+
+def _flag_type(name: str):
+    """How a flag's text becomes the field's value, from the field's type."""
+    kind, _ = field_type(name)
+    if typing.get_origin(kind) is list:
+        return parse_int_list if typing.get_args(kind)[0] is int else parse_names
+    return {dict: parse_json_object}.get(kind, kind)
+
+
+def _default_text(value) -> str:
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    if value in (None, False, "", {}, []):
+        return ""
+    return f" (default: {value})"
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, grouped as the fields are. A flag not given is absent from
+    the namespace, so a preset or a config file can fill it."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                        help="start from a tuned recipe (" + "; ".join(
+                            f"{k}: {v['about']}".replace("%", "%%") for k, v in sorted(PRESETS.items())) +
+                        "); flags and --config override its values")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        help = meta["help"].replace("%", "%%")
+        if field_type(field.name)[0] is bool:
+            group.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=help)
+            continue
+        choices = meta["choices"] or None
+        group.add_argument(f"--{field.name}", type=_flag_type(field.name), default=argparse.SUPPRESS,
+                           choices=choices, metavar=meta["metavar"],
+                           help=help + _default_text(getattr(DEFAULTS, field.name)).replace("%", "%%"))
+
+
+def train_values(args, own_options: tuple[str, ...]) -> dict:
+    """TrainConfig values from a preset, then a --config file, then flags: each overrides the last."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "handler", *own_options)}
+    from_file = {}
+    if getattr(args, "config", None):
+        from ptflow.cli import configfile
+
+        from_file = configfile.read(args.config)
+    preset = given.pop("preset", None) or from_file.pop("preset", None)
+    return {**preset_values(preset), **from_file, **given}
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--gpu_id", type=int, default=None, help="-1 for CPU, N for cuda:N (overrides --device)")
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust_model_code", action="store_true",
+                        help="import the model code a file names by import path (runs that code: only for "
+                             "files from people you trust); installed plugins need no such flag")
+
+
+def device_of(args) -> str:
+    if args.gpu_id is None:
+        return args.device
+    return "cpu" if args.gpu_id < 0 else f"cuda:{args.gpu_id}"
+
+
+def check_batch_size(value: int) -> None:
+    if value < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {value}")

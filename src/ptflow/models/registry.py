@@ -1,0 +1,56 @@
+"""Every model name ptflow can build: the built-in networks, plugins and import paths.
+
+    --model mlp                      built in (networks.py)
+    --model resnet_small             registered by an installed package under `ptflow.models`
+    --model my_pkg.nets:WideNet      a class or factory imported from a module
+
+A model from outside is called as `factory(input_shape=[C, H, W] or [F], n_classes=N,
+**model_args)` and returns an `nn.Module` that maps a float batch (N, *input_shape) to
+(N, n_classes) scores: logits or log-probabilities, either works, because training uses
+cross-entropy (log-softmax then NLL) and prediction softmax, and log-softmax leaves
+log-probabilities unchanged. The model file records the name, where it came from (plugin
+package and version, or import path) and the JSON arguments; never pickled code. See
+plugins.py for the trust rule on names read from files.
+"""
+
+from __future__ import annotations
+
+from ptflow.plugins import Source, find, load
+
+GROUP = "ptflow.models"
+BUILTIN = {"mlp": "ptflow.models.networks:MLP", "cnn": "ptflow.models.networks:ConvNet"}
+
+
+def source(name: str) -> Source:
+    """Where model `name` comes from, without importing it (a UsageError if it is nowhere)."""
+    return find(name, BUILTIN, GROUP, "model")
+
+
+def constructor_args(name: str, input_shape: tuple[int, ...], n_classes: int, model_args: dict,
+                     **builtin_options) -> dict:
+    """The keyword arguments that build `name` for this data: JSON, stored in the model file.
+
+    Built-in networks take their sizes from the train flags (builtin_options: n_layers, channels...),
+    which --model_args may override key by key; other models get input_shape and n_classes.
+    """
+    if name in BUILTIN:
+        from ptflow.models.networks import builtin_args
+
+        return {**builtin_args(name, input_shape, n_classes, **builtin_options), **model_args}
+    return {"input_shape": list(input_shape), "n_classes": n_classes, **model_args}
+
+
+def build(name: str, args: dict, trust_code: bool = True, origin: str | None = None):
+    """The nn.Module for `name` built from `args`; origin names the file `name` was read from."""
+    import torch.nn as nn
+
+    from ptflow.errors import PtflowError, UsageError
+
+    factory = load(source(name), trust_code, origin, "model")
+    try:
+        model = factory(**args)
+    except (TypeError, ValueError) as exc:  # a keyword or a value the model does not take: --model_args'
+        raise UsageError(f"model {name!r} cannot be built with arguments {sorted(args)}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise PtflowError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -1,0 +1,102 @@
+"""Finding code by name: the built-ins, installed plugins (entry points), or an import path.
+
+Both registries (models/registry.py, data/registry.py) resolve a name the same way:
+1. a built-in name;
+2. a name an installed package registers under the registry's entry-point group
+   (`ptflow.models`, `ptflow.datasets`), after which it works like a built-in;
+3. `PACKAGE.MODULE:NAME`, imported from the module.
+
+The trust rule: a name the user typed is their own choice. A name read from a file (a model
+file, a run folder's config) is code chosen by whoever wrote that file, so it is imported only
+when it is built in or an installed entry point, and an import path only when the user said
+they trust it (`--trust_model_code`, `trust_code=True`). Nothing is ever unpickled.
+Pure standard library: `ptflow --help` lists the names without importing torch or numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable
+
+from ptflow.errors import PtflowError, UsageError
+
+IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the code for a name comes from; recorded in model files and run configs."""
+
+    name: str  # as given: "mlp", "resnet_small" or "my_pkg.nets:Wide"
+    kind: str  # "builtin", "entry_point" or "import_path"
+    target: str  # the import path it loads, "module:attribute"
+    package: str | None = None  # the distribution that provides it (entry points and import paths)
+    version: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "target": self.target, "package": self.package,
+                "version": self.version}
+
+
+def is_import_path(name: str) -> bool:
+    return IMPORT_PATH.fullmatch(name) is not None
+
+
+def entry_points(group: str) -> dict[str, metadata.EntryPoint]:
+    """The installed plugins of a group, by name (the first of duplicate names wins, as pip installs)."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for point in metadata.entry_points(group=group):
+        found.setdefault(point.name, point)
+    return found
+
+
+def find(name: str, builtin: dict[str, str], group: str, what: str, also: tuple[str, ...] = ()) -> Source:
+    """Where `name` comes from, without importing it; a one-line error naming the choices (the
+    built-in names, `also`, and the installed plugins) if nowhere."""
+    if name in builtin:
+        return Source(name, "builtin", builtin[name])
+    points = entry_points(group)
+    if name in points:
+        point = points[name]
+        dist = getattr(point, "dist", None)
+        return Source(name, "entry_point", point.value, dist.name if dist else None, dist.version if dist else None)
+    if is_import_path(name):
+        package = name.split(".")[0].split(":")[0]
+        return Source(name, "import_path", name, package, _version(package))
+    plugins = f"; installed plugins: {', '.join(sorted(points))}" if points else ""
+    raise UsageError(f"unknown {what} {name!r}: expected one of {', '.join([*builtin, *also])}{plugins}, or "
+                     f"PACKAGE.MODULE:NAME")
+
+
+def load(source: Source, trust_code: bool, origin: str | None, what: str) -> Callable:
+    """The object `source` names, imported. origin names the file the name was read from (None: the
+    user typed it); an import path read from a file needs trust_code."""
+    if source.kind == "import_path" and origin is not None and not trust_code:
+        raise PtflowError(f"{origin}: its {what} {source.name!r} is code imported from an import path written in "
+                          f"the file; loading it runs that code. Pass --trust_model_code (trust_code=True in "
+                          f"Python) if you trust whoever made the file, or install a package that registers "
+                          f"it as a plugin")
+    module_name, _, attribute = source.target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f" (from package {source.package} {source.version or ''})".rstrip() if source.package else ""
+        raise PtflowError(f"{what} {source.name!r}: cannot import {module_name}{hint}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PtflowError(f"{what} {source.name!r}: {module_name} has no {attribute}") from None
+    if not callable(obj):
+        raise PtflowError(f"{what} {source.name!r}: {source.target} is not a class or function")
+    return obj
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
