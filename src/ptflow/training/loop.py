@@ -112,7 +112,9 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
         if shifts is not None:
             x_i = random_shift(x_i, shift, shifts[:, start:start + settings.batch_size])
         with autocast(x.device, settings.precision):
-            loss = F.nll_loss(forward(x_i), y_i)
+            # Cross-entropy: right for logits and for log-probabilities alike (log-softmax leaves
+            # log-probabilities as they are), so a model may end in either.
+            loss = F.cross_entropy(forward(x_i), y_i)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -139,9 +141,9 @@ def evaluate(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tens
     for start in range(0, len(x), batch_size):
         x_i, y_i = x[start:start + batch_size], y[start:start + batch_size]
         with autocast(x.device, precision):
-            log_probs = forward(x_i).float()
-        total_loss += F.nll_loss(log_probs, y_i, reduction="sum")
-        correct += (log_probs.argmax(-1) == y_i).sum()
+            scores = forward(x_i).float()  # logits or log-probabilities
+        total_loss += F.cross_entropy(scores, y_i, reduction="sum")
+        correct += (scores.argmax(-1) == y_i).sum()
     return float(total_loss) / len(x), int(correct) / len(x)
 
 
