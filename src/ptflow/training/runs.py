@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ptflow import dist
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
 from ptflow.files import append_line, atomic_write_text, write_json
@@ -28,21 +29,28 @@ from ptflow.files import append_line, atomic_write_text, write_json
 
 def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> Path:
     """A new, empty run folder; an explicit name that already exists is an error, not an overwrite."""
-    root = Path(runs_dir)
-    if name is None:
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
-        name, n = stem, 2
-        while (root / name).exists():
-            name, n = f"{stem}-{n}", n + 1
-    path = root / name
+    path = Path(runs_dir) / (name or default_name(runs_dir, dataset, model))
     if is_main_process():
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            raise PtflowError(f"run folder {path} already exists; choose another --run_name") from None
+            raise taken(path) from None
         except OSError as exc:
             raise PtflowError(f"cannot create run folder {path}: {exc.strerror}") from None
     return path
+
+
+def taken(path: Path) -> PtflowError:
+    return PtflowError(f"run folder {path} already exists; choose another --run_name")
+
+
+def default_name(runs_dir: str, dataset: str, model: str) -> str:
+    """timestamp-dataset-model, with -2, -3... when that folder exists already."""
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
+    name, n = stem, 2
+    while (Path(runs_dir) / name).exists():
+        name, n = f"{stem}-{n}", n + 1
+    return name
 
 
 def find(spec: str, runs_dir: str = "runs") -> Path:
@@ -141,8 +149,14 @@ def environment(seed: int, fingerprint: str, device: str) -> dict:
     from ptflow.models.files import versions
 
     return {"versions": versions(), "seed": seed, "data_fingerprint": fingerprint, "device": device,
-            "git_commit": git_commit(), "command": sys.argv, "cwd": os.getcwd(),
+            **processes(device), "git_commit": git_commit(), "command": sys.argv, "cwd": os.getcwd(),
             "host": platform.node(), "platform": platform.platform()}
+
+
+def processes(device: str) -> dict:
+    """How many processes train the run, and the backend that carries their gradients."""
+    world = dist.world_size()
+    return {"world_size": world, "backend": dist.backend_of(device.split(":")[0]) if world > 1 else None}
 
 
 def git_commit() -> str | None:
