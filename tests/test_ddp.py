@@ -216,8 +216,12 @@ def test_a_sigterm_to_one_process_stops_all_and_resume_continues_bit_for_bit(tmp
     assert_same_run(alone, run)
 
 
-def test_a_sigterm_to_the_launcher_stops_every_process_cleanly(tmp_path, data):
-    stop_with_sigterm(tmp_path, data, "launcher")  # as Ctrl-C does: torchrun passes it on
+def test_a_sigterm_to_the_launcher_stops_every_process_cleanly(tmp_path, data, cli):
+    run, epoch, _ = stop_with_sigterm(tmp_path, data, "launcher")  # as Ctrl-C does: torchrun passes it on
+    code, out, err = cli("train", "--resume", run)  # one process may go on, but not exactly
+    assert code == 0, err
+    assert f"ran on 2 process(es) and continues on 1: the numbers will differ" in err
+    assert json.loads((run / "run.json").read_text())["world_size"] == 1
 
 
 def test_a_killed_process_is_restarted_and_the_job_ends_as_if_undisturbed(tmp_path, data, alone):

@@ -51,6 +51,13 @@ def check(config: TrainConfig, device_type: str, world: int) -> None:
                                      "it each process normalises with its own slice's statistics"))
 
 
+def check_data(n_train: int) -> None:
+    """Every process needs two training examples of each batch (BatchNorm cannot train on one)."""
+    if dist.is_distributed() and n_train < 2 * dist.world_size():
+        raise dist.shared(UsageError(f"the training split has {n_train} examples, too few to share among "
+                                     f"{dist.world_size()} processes"))
+
+
 def prepare(model: nn.Module, config: TrainConfig) -> nn.Module:
     """The model as this process trains it: SyncBatchNorm with --sync_bn (same parameters, same
     state-dict keys, so the saved model is a plain single-process one)."""

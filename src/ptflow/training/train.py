@@ -112,6 +112,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin)
     dist.check_same("data", splits.fingerprint)
+    ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
         processes = f"  processes: {dist.world_size()} ({dist.backend_of(device.type)})" if dist.is_distributed() else ""
         info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
