@@ -148,3 +148,9 @@ def test_sync_bn_is_a_hyperparameter_that_resume_keeps():
 
     assert "sync_bn" in fields_where(role=HYPERPARAMETER, resume=False)
     assert json.loads(json.dumps({"sync_bn": True}))  # a plain bool in config.json
+
+
+def test_a_sweep_under_torchrun_is_refused(cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
+    code, _, err = cli("sweep", "--trials", "1", "--param", "lr=float:0.001:0.01", "--dataset", "digits")
+    assert code == 2 and "start several sweep commands on one --storage" in err

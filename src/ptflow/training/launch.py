@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,14 +83,10 @@ def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(plan.nproc_per_node)))
-    # torchrun's agent shares its rendezvous store with the processes by default, and processes
-    # restarted after a failure then read their predecessors' addresses from it and cannot
-    # connect (pytorch/pytorch#135712, still so in torch 2.13): give each attempt its own store.
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     _quiet_torchrun()
     try:
-        torchrun(get_args_parser().parse_args(plan.torchrun_args(worker_args)))
+        with _environment(plan):
+            torchrun(get_args_parser().parse_args(plan.torchrun_args(worker_args)))
     except ChildFailedError as exc:
         return _report(exc, plan, run_dir)
     except RendezvousError as exc:
@@ -97,6 +94,25 @@ def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
     except SignalException as exc:  # Ctrl-C or SIGTERM here: torchrun stopped the processes with it,
         return 128 + int(exc.sigval)  # and the main one said how to continue
     return 0
+
+
+@contextmanager
+def _environment(plan: Plan):
+    """What torchrun passes on to the processes, set while it runs (unless the user set it)."""
+    values = {
+        "OMP_NUM_THREADS": str(threads_per_process(plan.nproc_per_node)),
+        # torchrun's agent shares its rendezvous store with the processes by default, and processes
+        # restarted after a failure then read their predecessors' addresses from it and cannot
+        # connect (pytorch/pytorch#135712, still so in torch 2.13): give each attempt its own store.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _quiet_torchrun() -> None:

@@ -165,7 +165,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     if state.best_weights is None:
         runs.write_status(run_dir, status="failed", finished=time.time(), error="diverged")
         tracking.close(trackers, "failed")
-        raise PtflowError("training diverged (the validation loss was never finite); try a lower --lr")
+        raise dist.shared(PtflowError("training diverged (the validation loss was never finite); try a lower --lr"))
     metrics = _finish(config, splits, prep, args, state, preprocess, data, run_dir, clock, evaluate_test)
     tracking.close(trackers, "finished", metrics)
     return metrics
