@@ -160,8 +160,9 @@ def project(compute: dict, alpha: float, beta: float, size_bytes: int) -> list[d
     for n in (1, 2, 8, 64):
         comm = 0.0 if n == 1 else 2 * (n - 1) * (alpha / 2 + beta * size_bytes / n)
         step = compute[GLOBAL_BATCH // n] + comm
-        rows.append({"processes": n, "per_process_batch": GLOBAL_BATCH // n, "compute_ms": compute[GLOBAL_BATCH // n] * 1e3,
-                     "allreduce_ms": comm * 1e3, "samples_per_s": GLOBAL_BATCH / step})
+        rows.append({"processes": n, "per_process_batch": GLOBAL_BATCH // n,
+                     "compute_ms": compute[GLOBAL_BATCH // n] * 1e3, "allreduce_ms": comm * 1e3,
+                     "samples_per_s": GLOBAL_BATCH / step})
     for row in rows:
         row["speedup"] = row["samples_per_s"] / rows[0]["samples_per_s"]
     return rows

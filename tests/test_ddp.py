@@ -220,7 +220,7 @@ def test_a_sigterm_to_the_launcher_stops_every_process_cleanly(tmp_path, data, c
     run, epoch, _ = stop_with_sigterm(tmp_path, data, "launcher")  # as Ctrl-C does: torchrun passes it on
     code, out, err = cli("train", "--resume", run)  # one process may go on, but not exactly
     assert code == 0, err
-    assert f"ran on 2 process(es) and continues on 1: the numbers will differ" in err
+    assert "ran on 2 process(es) and continues on 1: the numbers will differ" in err
     assert json.loads((run / "run.json").read_text())["world_size"] == 1
 
 

@@ -90,7 +90,8 @@ def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
     except ChildFailedError as exc:
         return _report(exc, plan, run_dir)
     except RendezvousError as exc:
-        raise PtflowError(f"the {plan.nnodes} machines did not meet at {plan.rdzv_endpoint}: {first_line(exc)}") from None
+        raise PtflowError(f"the {plan.nnodes} machines did not meet at {plan.rdzv_endpoint}: "
+                          f"{first_line(exc)}") from None
     except SignalException as exc:  # Ctrl-C or SIGTERM here: torchrun stopped the processes with it,
         return 128 + int(exc.sigval)  # and the main one said how to continue
     return 0

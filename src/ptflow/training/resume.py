@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 
 import ptflow
-from ptflow import __version__
+from ptflow import __version__, dist
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import warn
-from ptflow import dist
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError, first_line
 from ptflow.training import checkpoint, runs

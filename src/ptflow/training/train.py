@@ -114,7 +114,9 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
-        processes = f"  processes: {dist.world_size()} ({dist.backend_of(device.type)})" if dist.is_distributed() else ""
+        processes = ""
+        if dist.is_distributed():
+            processes = f"  processes: {dist.world_size()} ({dist.backend_of(device.type)})"
         info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
              f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}{processes}")
     if config.precision == "bf16" and not has_native_bf16(device):
