@@ -107,6 +107,7 @@ def test_the_processes_get_the_same_train_options_and_none_of_the_launcher_flags
     (["--max_restarts", "1"], "--max_restarts needs --nproc_per_node"),
     (["--nproc_per_node", "2", "--nnodes", "2"], "--nnodes > 1 needs --rdzv_endpoint"),
     (["--nproc_per_node", "2", "--lr", "-1"], "--lr must be > 0"),
+    (["--nproc_per_node", "2", "--dist_timeout", "0"], "--dist_timeout must be > 0"),
 ])
 def test_launch_errors_are_one_line_before_any_process_starts(cli, tmp_path, flags, message):
     code, out, err = cli("train", "--dataset", "digits", "--runs_dir", tmp_path, "--device", "cpu", *flags)

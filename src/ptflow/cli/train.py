@@ -62,6 +62,8 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.dist_timeout > 0:
+        raise UsageError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
     launcher = {k: getattr(args, k) for k in LAUNCH_OPTIONS if getattr(args, k) is not None}
     if launcher and not args.print_config:
         return start_processes(args, launcher)
