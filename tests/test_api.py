@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from PIL import Image
 
 import ptflow
-from conftest import make_images
 
 
 @pytest.fixture(scope="module")

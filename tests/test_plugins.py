@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import ptflow
-from conftest import REPO
 
 TINY_MODULE = '''
 import torch.nn as nn
@@ -120,7 +120,8 @@ def test_an_import_path_read_from_a_file_needs_trust(user_code, tmp_path):
     model_fn = runs / "t" / "model.safetensors"
     for command in (["evaluate", "--model_fn", model_fn], ["predict", "--model_fn", model_fn],
                     ["export", "--model_fn", model_fn, "--format", "onnx", "-o", tmp_path / "x.onnx"],
-                    ["serve", "--model_fn", model_fn, "--port", "0"], ["report", runs / "t", "-o", tmp_path / "r.html"]):
+                    ["serve", "--model_fn", model_fn, "--port", "0"],
+                    ["report", runs / "t", "-o", tmp_path / "r.html"]):
         refused = ptflow_cli(*command, pythonpath=user_code)
         assert refused.returncode == 1, (command, refused.stderr)
         assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
@@ -157,7 +158,8 @@ def test_a_sweep_searches_a_model_argument(user_code, tmp_path):
                       "--batch_size", "32", "--trials", "3", "--param", "model_args.hidden=choice:4,8,16",
                       "--runs_dir", tmp_path / "runs", "--study", "args", "--pruner", "none", pythonpath=user_code)
     assert done.returncode == 0, done.stderr
-    hidden = {json.loads(p.read_text())["model_args"]["hidden"] for p in (tmp_path / "runs").glob("args-trial*/config.json")}
+    configs = (tmp_path / "runs").glob("args-trial*/config.json")
+    hidden = {json.loads(p.read_text())["model_args"]["hidden"] for p in configs}
     assert hidden <= {4, 8, 16} and len(hidden) >= 1
     assert "model_args.hidden" in done.stdout
 
