@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,32 @@ def test_unknown_names_and_bad_model_arguments_are_one_line_errors(tmp_path):
                           "--verbose", "0", *args)
         assert done.returncode in (1, 2) and done.stderr.count("\n") == 1, (args, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_the_server_answers_with_a_plugin_model(plugin_site, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ptflow.serve.app import create_app
+
+    runs = tmp_path / "runs"
+    assert ptflow_cli("train", "--dataset", "shapes", "--model", "resnet_small", "--model_args", '{"widths": [4]}',
+                      "--n_epochs", "1", "--runs_dir", runs, "--run_name", "s", "--verbose", "0",
+                      pythonpath=plugin_site).returncode == 0
+    sys.path.insert(0, str(plugin_site))  # installed: entry points are found on sys.path
+    try:
+        model = ptflow.load(runs / "s" / "model.safetensors")
+        x = np.zeros((2, 28, 28), np.float32)
+        x[1, 5:20, 5:20] = 1.0
+        with TestClient(create_app(runs / "s" / "model.safetensors")) as client:
+            for _ in range(500):  # the model loads and warms up while /healthz already answers
+                if client.get("/readyz").status_code == 200:
+                    break
+                time.sleep(0.01)
+            answer = client.post("/v1/predict", json={"inputs": x.tolist()})
+            described = client.get("/v1/model").json()
+    finally:
+        sys.path.remove(str(plugin_site))
+    assert answer.status_code == 200, answer.text
+    served = np.array([list(p["probabilities"].values()) for p in answer.json()["predictions"]])
+    np.testing.assert_allclose(served, model.predict_proba(x), atol=1e-5)  # the API's numbers, over HTTP
+    assert described["architecture"] == "resnet_small" and described["classes"][0] == "circle"
