@@ -11,7 +11,8 @@ Measured here:
    wall time (process start to exit) and training samples/s (the training examples over the
    median epoch's seconds from metrics.jsonl, which include the validation pass);
 2. between 2 processes (gloo, one thread each): the all-reduce of float32 tensors from 4 B to
-   the size of the model's gradients, fitted to latency + bytes x seconds-per-byte, and one DDP
+   the size of the model's gradients (latency from the smallest, seconds per byte from the
+   model's size), and one DDP
    step (forward, backward with the gradient all-reduce, fused Adam) against the same step
    without DDP, at 128 examples per process;
 3. one training step of the MLP alone on one thread, at 256, 128, 32 and 4 examples.
@@ -144,13 +145,12 @@ def measure_comm(iters: int) -> dict:
     return results
 
 
-def fit_line(points: dict) -> tuple[float, float]:
-    """Least squares of seconds = alpha + beta * bytes over the all-reduce sizes."""
-    xs = [4 * int(n) for n in points]
-    ys = list(points.values())
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    beta = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-    return mean_y - beta * mean_x, beta
+def fit_line(points: dict, params: int) -> tuple[float, float]:
+    """seconds = alpha + beta * bytes: alpha from the smallest all-reduce (4 bytes: all latency),
+    beta from the model's own size, the one that matters."""
+    alpha = points[str(min(map(int, points)))]  # keys are element counts, as JSON strings
+    beta = (points[str(params)] - alpha) / (4 * params)
+    return alpha, beta
 
 
 def project(compute: dict, alpha: float, beta: float, size_bytes: int) -> list[dict]:
@@ -175,9 +175,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--iters", type=int, default=50, help="timed repetitions of each all-reduce and step")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "ddp_results.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "ddp_bench.json")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
+    load_before = os.getloadavg()
     contenders = {f"1 process x {cores} threads": (None, None), "1 process x 1 thread": (1, None),
                   f"{args.nproc} processes (--nproc_per_node)": (None, args.nproc)}
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
@@ -192,18 +193,29 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     compute = {b: step_timer(mlp(), b, args.iters) for b in BATCHES}
-    alpha, beta = fit_line(comm["allreduce"])
+    alpha, beta = fit_line(comm["allreduce"], comm["params"])
     size = 4 * comm["params"]
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": platform.processor(),
-              "cores": cores, "torch": torch.__version__, "command": " ".join(sys.argv), "runs": runs,
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
+              "load_average_1min": [load_before[0], os.getloadavg()[0]], "cores": cores,
+              "torch": torch.__version__, "command": " ".join(sys.argv), "runs": runs,
               "comm": comm, "fit": {"alpha_s": alpha, "beta_s_per_byte": beta}, "compute_step_s": compute,
               "projection": project(compute, alpha, beta, size)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     report(result)
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def report(r: dict) -> None:
-    print(f"\n{r['date']}, {r['cores']} cores, torch {r['torch']}\n")
+    before, after = r["load_average_1min"]
+    print(f"\n{r['date']}, {r['cpu']}, {r['cores']} cores, torch {r['torch']}, load average {before:.1f} "
+          f"at the start and {after:.1f} at the end\n")
     print("| contender | wall s (median) | training samples/s (median) | test acc |\n| --- | --- | --- | --- |")
     for name, runs in r["runs"].items():
         print(f"| {name} | {statistics.median(x['wall'] for x in runs):.1f} | "

@@ -170,11 +170,10 @@ def check_same(what: str, text: str) -> None:
     if not is_distributed():
         return
     import torch
+    import torch.distributed as dist
 
     digest = torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
     parts = [torch.empty_like(digest) for _ in range(world_size())]
-    import torch.distributed as dist
-
     dist.all_gather(parts, digest)
     differ = [r for r, part in enumerate(parts) if not torch.equal(part, parts[0])]
     if differ:
