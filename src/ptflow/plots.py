@@ -1,4 +1,5 @@
-"""The pictures: learning curves, sample grids, confusion matrices. PNG files, written atomically.
+"""The pictures: learning curves, sample grids, confusion matrices, reliability diagrams. PNG files,
+written atomically.
 
 Each function returns the PNG's bytes and also writes them to `path` unless it is None (the
 HTML report embeds the bytes). matplotlib is imported here only, with the Agg backend (no
@@ -46,12 +47,76 @@ def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) ->
         line, = ax.plot(epochs, [h["train_loss"] for h in history], label=f"{prefix}train")
         ax.plot(epochs, [h["valid_loss"] for h in history], "--", color=line.get_color(), label=f"{prefix}valid")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_integer_ticks())  # epochs are whole: no tick at 1.5 on a short run
     ax.set_ylabel("loss (per sample)")
     if all(h["train_loss"] > 0 and h["valid_loss"] > 0 for hs in histories.values() for h in hs):
         ax.set_yscale("log")
+        _decimal_log_labels(ax)
     ax.grid(alpha=0.3)
     ax.legend()
     return to_png(fig, path)
+
+
+def _decimal_log_labels(ax) -> None:
+    """Log-axis labels as 0.2, 0.5, 1, not 2x10^-1. In-between ticks are labelled as far as there
+    is room: all of them over less than a decade, the 2s and 5s over up to three, none beyond."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    shown = "123456789" if decades <= 1 else "25" if decades <= 3 else ""
+
+    def minor(value, _):
+        return f"{value:g}" if f"{value:e}"[0] in shown else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def reliability_diagram(bins: list[dict], ece: float, path: str | Path | None) -> bytes:
+    """Accuracy against confidence per bin (a calibrated model follows the diagonal), and below it
+    how many examples each bin holds: most of a good model's predictions sit in the last bin, so
+    the gaps elsewhere rest on few examples."""
+    plt = _pyplot()
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, height_ratios=(3, 1))
+    width = bins[0]["hi"] - bins[0]["lo"]
+    filled = [b for b in bins if b["count"]]
+    centres = [(b["lo"] + b["hi"]) / 2 for b in filled]
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.bar(centres, [b["accuracy"] for b in filled], width=width * 0.9, color="#4c72b0", label="accuracy")
+    ax.vlines(centres, [b["accuracy"] for b in filled], [b["confidence"] for b in filled], color="#c44e52")
+    ax.plot(centres, [b["confidence"] for b in filled], "D", color="#c44e52", markersize=4,
+            label="mean confidence (line: the gap)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy in bin", title=f"Reliability (ECE {ece:.4f})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    counts.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["count"] for b in bins], width=width * 0.9, color="gray")
+    counts.set_yscale("symlog", linthresh=1)  # one example and ten thousand on one axis
+    counts.yaxis.set_major_locator(_count_ticks())
+    counts.yaxis.set_major_formatter(_plain_counts())
+    counts.set(xlabel="confidence (top class probability)", ylabel="examples", ylim=(0, None))
+    counts.grid(alpha=0.3)
+    return to_png(fig, path)
+
+
+def _plain_counts():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def _count_ticks():
+    from matplotlib.ticker import SymmetricalLogLocator
+
+    return SymmetricalLogLocator(base=10, linthresh=1)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:

@@ -49,5 +49,10 @@ def run(args: argparse.Namespace) -> int:
     # Code named on this command line is the user's own choice; code named by a run folder's
     # config (on --resume) is imported only with --trust_model_code.
     trust = args.trust_model_code or run_dir is None
+    if config.folds and config.fold is None and run_dir is None:  # a resumed run continues itself alone
+        from ptflow.training import folds
+
+        folds.run(config, trust_code=trust)
+        return 0
     train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code, trust_code=trust)
     return 0

@@ -29,12 +29,7 @@ from ptflow.files import append_line, atomic_write_text, write_json
 def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> Path:
     """A new, empty run folder; an explicit name that already exists is an error, not an overwrite."""
     root = Path(runs_dir)
-    if name is None:
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
-        name, n = stem, 2
-        while (root / name).exists():
-            name, n = f"{stem}-{n}", n + 1
-    path = root / name
+    path = root / (name or new_name(runs_dir, dataset, model))
     if is_main_process():
         try:
             path.mkdir(parents=True, exist_ok=False)
@@ -43,6 +38,15 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
         except OSError as exc:
             raise PtflowError(f"cannot create run folder {path}: {exc.strerror}") from None
     return path
+
+
+def new_name(runs_dir: str, dataset: str, model: str) -> str:
+    """A fresh run name: the time, the dataset and the model, numbered if that folder exists."""
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
+    name, n = stem, 2
+    while (Path(runs_dir) / name).exists():
+        name, n = f"{stem}-{n}", n + 1
+    return name
 
 
 def find(spec: str, runs_dir: str = "runs") -> Path:
