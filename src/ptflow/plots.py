@@ -39,6 +39,10 @@ def to_png(fig, path: str | Path | None = None) -> bytes:
 
 def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
     """Train and validation loss per epoch; several runs overlay in one figure."""
+    return to_png(learning_curve_figure(histories), path)
+
+
+def learning_curve_figure(histories: dict[str, list[dict]]):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, history in histories.items():
@@ -54,7 +58,7 @@ def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) ->
         _decimal_log_labels(ax)
     ax.grid(alpha=0.3)
     ax.legend()
-    return to_png(fig, path)
+    return fig
 
 
 def _decimal_log_labels(ax) -> None:
