@@ -105,4 +105,4 @@ def test_sweep_with_folds_ranks_trials_by_their_mean_fold_loss(cli, tmp_path):
     assert best["test_acc_ci95"] == list(stats.wilson_interval(round(best["test_acc"] * 359), 359))
     assert f"test_acc={best['test_acc']:.4f} (95% CI {stats.format_interval(best['test_acc_ci95'])}" in out
     assert "--folds 2" in out.split("Best configuration:")[1].splitlines()[1]
-    assert "mean validation loss of 2 folds" in (tmp_path / "cv.html").read_text()
+    assert "lowest mean validation loss of 2 folds" in (tmp_path / "cv.html").read_text()

@@ -96,11 +96,14 @@ def reliability_diagram(bins: list[dict], ece: float, path: str | Path | None) -
     centres = [(b["lo"] + b["hi"]) / 2 for b in filled]
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ax.bar(centres, [b["accuracy"] for b in filled], width=width * 0.9, color="#4c72b0", label="accuracy")
-    ax.vlines(centres, [b["accuracy"] for b in filled], [b["confidence"] for b in filled], color="#c44e52")
-    ax.plot(centres, [b["confidence"] for b in filled], "D", color="#c44e52", markersize=4,
-            label="mean confidence (line: the gap)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy in bin", title=f"Reliability (ECE {ece:.4f})")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.vlines(centres, [b["accuracy"] for b in filled], [b["confidence"] for b in filled], color="#c44e52",
+              label="gap")
+    ax.plot(centres, [b["confidence"] for b in filled], "D", color="#c44e52", markersize=4, label="mean confidence")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy in bin")
+    fig.suptitle(f"Reliability (ECE {ece:.4f})")
+    # Above the axes, not in them: bars may reach the top in any bin
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False,
+              handlelength=1.5, columnspacing=1.0)
     ax.grid(alpha=0.3)
     counts.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["count"] for b in bins], width=width * 0.9, color="gray")
     counts.set_yscale("symlog", linthresh=1)  # one example and ten thousand on one axis

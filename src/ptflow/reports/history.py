@@ -204,7 +204,8 @@ def cell(run: Run, metric: str) -> str:
 
 
 def label(metric: str) -> str:
-    return {"test_acc": "test acc (95% CI)", "test_ece": "test ECE"}.get(metric, metric.replace("_", " "))
+    return {"test_acc": "test acc (95% CI)", "test_ece": "test ECE", "valid_ece": "valid ECE",
+            "valid_ece_calibrated": "valid ECE, calibrated"}.get(metric, metric.replace("_", " "))
 
 
 def format_accuracy(record: dict) -> str:

@@ -15,6 +15,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: .5em 0; }
 th, td { padding: 2px 12px; border-bottom: 1px solid #ddd; text-align: left; }
+td:first-child { white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; white-space: pre-wrap; }

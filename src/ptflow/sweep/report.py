@@ -111,8 +111,8 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
         best = "No trial has finished yet."
     else:
         judged = format_test(test).replace("not judged here", "not judged on this machine")
-        best = (f"Trial {rows[0]['trial']}: {ranked} {rows[0]['valid_loss']:.4e}; test accuracy {judged}, "
-                f"judged once, after selection.")
+        best = (f"Trial {rows[0]['trial']} has the lowest {ranked}, {rows[0]['valid_loss']:.4e}. Its test accuracy, "
+                f"judged once, after selection: {judged}.")
     parts = [f"<h1>Sweep {escape(study.study_name)}</h1>",
              f"<p>{len(rows)} trials ({escape(summary)}) in <code>{escape(storage)}</code>, written "
              f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by {escape(ranked)} alone.</p>",
@@ -125,29 +125,33 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
 
 
 def _plot_sections(study, folds: int = 0) -> list[str]:
-    """One section per plot: the embedded PNG, or why it is not drawn yet."""
-    step = "folds done" if folds else "epoch"
-    steps = "Mean validation loss after each fold" if folds else "Validation loss per epoch"
+    """One section per plot: the embedded PNG, or why it is not drawn."""
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as views
 
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    plots = [("Optimisation history", views.plot_optimization_history, 1, "needs a finished trial"),
-             (f"{steps}, every trial", views.plot_intermediate_values, 0, ""),
-             # fANOVA on a single trial returns equal shares: a picture of nothing
-             ("Hyperparameter importance (fANOVA)", views.plot_param_importances, 2,
-              "needs at least two finished trials")]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    searched = len({name for trial in finished for name in trial.params})
+    labels = {"plot_optimization_history": ("trial", "mean validation loss of the folds" if folds
+                                            else "validation loss (the trial's best epoch)"),
+              "plot_intermediate_values": ("folds done", "mean validation loss so far") if folds
+              else ("epoch", "validation loss")}
+    steps = "Mean validation loss after each fold" if folds else "Validation loss per epoch"
+    plots = [("Optimisation history", views.plot_optimization_history, len(finished) >= 1, "needs a finished trial"),
+             (f"{steps}, every trial", views.plot_intermediate_values, True, ""),
+             # fANOVA on a single trial returns equal shares, and one hyperparameter always gets 1:
+             # pictures of nothing
+             ("Hyperparameter importance (fANOVA)", views.plot_param_importances, len(finished) >= 2 and searched >= 2,
+              f"needs two finished trials and two searched hyperparameters (here: {len(finished)} finished, "
+              f"{searched} searched)")]
     sections = []
-    for title, plot, needed, why in plots:
-        if complete >= needed:
-            body = image(_png(plot, study, step), title)
-        else:
-            body = f"<p>Not drawn: {escape(why)} ({complete} so far).</p>"
+    for title, plot, drawn, why in plots:
+        body = image(_png(plot, study, labels.get(plot.__name__)), title) if drawn else \
+            f"<p>Not drawn: {escape(why)}.</p>"
         sections.append(section(title, body))
     return sections
 
 
-def _png(plot, study, step: str = "epoch") -> bytes:
+def _png(plot, study, labels: tuple[str, str] | None) -> bytes:
     import matplotlib
     from matplotlib.ticker import MaxNLocator
 
@@ -158,8 +162,10 @@ def _png(plot, study, step: str = "epoch") -> bytes:
     with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib views are marked experimental
         ax = plot(study)
-        if plot.__name__ == "plot_intermediate_values":
-            ax.set(xlabel=step, ylabel="validation loss")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs (folds), no 1.5
+        if labels:  # say what the axes are, in whole trials, epochs or folds (no tick at 1.5)
+            ax.set(xlabel=labels[0], ylabel=labels[1])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        elif ax.get_legend() is not None:  # the importance bars: a legend naming "Objective Value" says nothing
+            ax.get_legend().remove()
         ax.figure.set_size_inches(8, 4.5)
         return to_png(ax.figure)
