@@ -162,14 +162,20 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | 
     plt = _pyplot()
     size = max(4.0, 0.5 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
+    # Log colours: with a linear scale the diagonal's thousands wash out the handful of mistakes
+    # that a confusion matrix is read for. Zero cells stay white.
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm(vmin=1, vmax=max(int(matrix.max()), 2))
+    cmap = plt.get_cmap("Blues").copy()
+    cmap.set_bad("white")
+    ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, norm=norm)
     ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(classes) <= 20:
-        threshold = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > threshold else "black")
+                    color="white" if count and norm(count) > 0.6 else "black")
     return to_png(fig, path)

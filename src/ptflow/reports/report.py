@@ -92,7 +92,8 @@ def _test_results(judged) -> list[str]:
                         f"<p class=muted>Bars: accuracy of the test examples in each confidence bin; a calibrated "
                         f"model follows the diagonal. {escape(calibrated)}</p>"),
                 section("Confusion matrix", image(matrix, "confusion matrix") +
-                         "<p class=muted>rows: true class, columns: predicted</p>")]
+                         "<p class=muted>rows: true class, columns: predicted; colours on a log scale, so that "
+                         "a few mistakes show beside thousands of right answers</p>")]
     if splits.is_image:
         pictures = evaluate.pictures(splits.x_test, splits.y_test, judged.probs, classes)
         sections.append(section("Sample predictions", image(pictures["samples.png"], "sample predictions")))
