@@ -84,7 +84,8 @@ def test_evaluate_writes_the_same_predictions_as_training(cli, digits_runs, tmp_
     assert np.allclose(trained.p_pred, evaluated.p_pred, atol=1e-5)
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["accuracy_ci95"] == list(stats.wilson_interval(int(evaluated.correct.sum()), 359))
-    assert out.startswith(f"Accuracy: {report['accuracy']:.4f}  95% CI {stats.format_interval(report['accuracy_ci95'])}")
+    interval = stats.format_interval(report["accuracy_ci95"])
+    assert out.startswith(f"Accuracy: {report['accuracy']:.4f}  95% CI {interval}")
     assert f"Macro-F1: {report['macro_f1']:.4f}" in out and f"Calibration: ECE {report['ece']:.4f}" in out
     assert sum(b["count"] for b in report["reliability"]) == 359
 

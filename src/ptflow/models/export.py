@@ -50,7 +50,8 @@ def description(loaded: LoadedModel) -> dict:
     return {"format": "ptflow.export", "classes": loaded.classes, "input_shape": list(loaded.input_shape),
             "input_dtype": input_dtype(loaded), "output": "probabilities", "preprocessing": meta["preprocessing"],
             "image_style": meta.get("image_style"), "model": meta["model"], "dataset": meta.get("dataset"),
-            "metrics": meta.get("metrics", {}), "temperature": loaded.temperature, "source_sha256": meta["sha256"], "versions": meta.get("versions", {})}
+            "metrics": meta.get("metrics", {}), "temperature": loaded.temperature, "source_sha256": meta["sha256"],
+            "versions": meta.get("versions", {})}
 
 
 def input_dtype(loaded: LoadedModel) -> str:

@@ -54,7 +54,7 @@ def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_t
         info(f"\nFinal model: trained on the train split (--train_ratio {config.train_ratio}), validated on the rest")
     metrics = train.run(dataclasses.replace(config, run_name=name), evaluate_test=evaluate_test,
                         trust_code=trust_code)
-    runs.write_status(Path(config.runs_dir) / name, cv=cv)
+    runs.write_status(Path(metrics["run_dir"]), cv=cv)
     return {**metrics, "cv": cv}
 
 
