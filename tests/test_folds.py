@@ -106,3 +106,14 @@ def test_sweep_with_folds_ranks_trials_by_their_mean_fold_loss(cli, tmp_path):
     assert f"test_acc={best['test_acc']:.4f} (95% CI {stats.format_interval(best['test_acc_ci95'])}" in out
     assert "--folds 2" in out.split("Best configuration:")[1].splitlines()[1]
     assert "lowest mean validation loss of 2 folds" in (tmp_path / "cv.html").read_text()
+
+
+def test_the_python_api_cross_validates_like_the_command_line(tmp_path):
+    import ptflow
+
+    result = ptflow.train(dataset="digits", n_epochs=1, folds=2, batch_size=64, runs_dir=str(tmp_path),
+                          run_name="api", verbose=0)
+    cv = result.metrics["cv"]
+    assert cv["runs"] == ["api-fold1", "api-fold2"] and result.run_dir == tmp_path / "api"
+    assert cv["valid_loss"] == [status(tmp_path / f"api-fold{i}")["best_valid_loss"] for i in (1, 2)]
+    assert status(tmp_path / "api")["cv"] == cv
