@@ -141,7 +141,7 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
         try:
             config = TrainConfig.from_dict({**config_values(base.to_dict(), specs, sampled), "run_name": run_name})
             if config.folds:  # the objective is the folds' mean; the trial's own run is the final model
-                metrics = folds.run(config, fold_pruning_callback(trial), evaluate_test=False)
+                metrics = folds.run(config, fold_pruning_callback(trial), evaluate_test=False, show_summary=False)
                 trial.set_user_attr("cv", {k: metrics["cv"][k] for k in ("valid_loss", "valid_loss_std")})
             else:
                 metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)

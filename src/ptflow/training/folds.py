@@ -31,11 +31,12 @@ FoldCallback = Callable[[int, list[dict]], None]  # (folds done, each done fold'
 
 
 def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_test: bool = True,
-        trust_code: bool = True) -> dict:
+        trust_code: bool = True, show_summary: bool = True) -> dict:
     """Train the K folds, then the final model; returns the final run's metrics with "cv" added.
 
     on_fold_end(i, results) is called after fold i (sweeps prune there); evaluate_test=False
-    leaves the final model unjudged (sweep trials: only the winner meets the test split).
+    leaves the final model unjudged (sweep trials: only the winner meets the test split), and
+    show_summary=False leaves the folds' table unprinted (a sweep says it in one line a trial).
     """
     name = config.run_name or runs.new_name(config.runs_dir, config.dataset, config.model)
     results = []
@@ -49,7 +50,8 @@ def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_t
         if on_fold_end is not None:
             on_fold_end(fold, results)
     cv = summary(results, [f"{name}-fold{i}" for i in range(1, config.folds + 1)])
-    info(format_summary(cv, config.seed))
+    if show_summary:  # the result of cross-validation: printed even with --verbose 0
+        info(format_summary(cv, config.seed))
     if config.verbose >= 1:
         info(f"\nFinal model: trained on the train split (--train_ratio {config.train_ratio}), validated on the rest")
     metrics = train.run(dataclasses.replace(config, run_name=name), evaluate_test=evaluate_test,

@@ -19,6 +19,10 @@ from ptflow import stats
 from ptflow.models.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from ptflow.training.loop import autocast
 
+# Every key judge() may add to a run's metrics (a resumed run clears them until it finishes again)
+RESULTS = ("temperature", "valid_ece", "valid_ece_calibrated", "test_loss", "test_acc", "test_acc_ci95", "test_n",
+           "test_ece")
+
 
 @dataclass
 class Outcome:
