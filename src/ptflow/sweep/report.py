@@ -106,7 +106,7 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
     for row in rows:
         states[row["state"]] = states.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in states.items())
-    ranked = f"the mean validation loss of {folds} folds" if folds else "validation loss"
+    ranked = f"mean validation loss of {folds} folds" if folds else "validation loss"
     if command is None:
         best = "No trial has finished yet."
     else:
@@ -115,7 +115,7 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
                 f"judged once, after selection: {judged}.")
     parts = [f"<h1>Sweep {escape(study.study_name)}</h1>",
              f"<p>{len(rows)} trials ({escape(summary)}) in <code>{escape(storage)}</code>, written "
-             f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by {escape(ranked)} alone.</p>",
+             f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by their {escape(ranked)} alone.</p>",
              section("Best", f"<p>{escape(best)}</p>")]
     if command:
         parts.append(f"<pre>{escape(command)}</pre>")
