@@ -13,8 +13,10 @@ from ptflow.reports.history import is_number
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { padding: 2px 12px; border-bottom: 1px solid #ddd; text-align: left; }
+table { border-collapse: collapse; margin: .5em 0; display: block; max-width: 100%; overflow-x: auto;
+        font-size: .92em; }
+th, td { padding: 2px 10px; border-bottom: 1px solid #ddd; text-align: left; }
+th, td.n { white-space: nowrap; vertical-align: bottom; }  /* a wide table scrolls; a number never breaks */
 td:first-child { white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
