@@ -180,7 +180,7 @@ def format_table(headers: list[str], rows: list[list[str]], header: bool = True)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if header and is_number(c) else c.ljust(w) for c, w in zip(row, widths)]
+        parts = [c.rjust(w) if header and is_number(c.replace(",", "")) else c.ljust(w) for c, w in zip(row, widths)]
         lines.append("  ".join(parts).rstrip())
     if header:
         lines.insert(1, "  ".join("-" * w for w in widths))
