@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,11 @@ def status(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())
 
 
+def columns(line: str) -> list[str]:
+    """The cells of a line of ptflow's plain tables: columns are two or more spaces apart."""
+    return re.split(r"\s{2,}", line.strip())
+
+
 def table_rows(out: str) -> dict[str, list[str]]:
     lines = out.strip().splitlines()
     return {"header": lines[0].split("  "), **{line.split()[0]: line.split() for line in lines[2:]}}
@@ -68,7 +74,9 @@ def test_runs_lists_every_run_with_what_differs(cli, runs_dir):
 def test_runs_show(cli, runs_dir):
     code, out, err = cli("runs", "show", "base", "--runs_dir", runs_dir)
     assert code == 0, err
-    assert "status            finished" in out and f"{status(runs_dir / 'base')['test_acc']:.4f}" in out
+    facts = dict(columns(line)[:2] for line in out.split("\n\n")[0].splitlines())
+    assert facts["status"] == "finished" and facts["test acc (95% CI)"].startswith(
+        f"{status(runs_dir / 'base')['test_acc']:.4f} [")
     epochs = out.split("\nepochs\n")[1].strip().splitlines()
     assert len(epochs) == 2 + 3 and epochs[0].split()[0] == "epoch"
     code, out, _ = cli("runs", "show", runs_dir / "stopped")  # a folder path works too
@@ -81,10 +89,11 @@ def test_runs_compare(cli, runs_dir, tmp_path):
     assert code == 0, err
     differences = out.split("config differences\n")[1].split("\n\n")[0].splitlines()
     assert [line.split() for line in differences[2:]] == [["lr", "0.001", "0.01", "0.001"]]
-    metrics = {line.split()[0] + line.split()[1]: line.split()[2:] for line in
-               out.split("metrics\n")[1].splitlines()[2:] if len(line.split()) > 2}
-    assert metrics["testacc"][:2] == [f"{status(runs_dir / r)['test_acc']:.4f}" for r in ("base", "fast")]
-    assert metrics["testacc"][2] == "-"  # the interrupted run was never tested
+    metrics = {columns(line)[0]: columns(line)[1:] for line in
+               out.split("metrics\n")[1].split("\n\n")[0].splitlines()[2:]}
+    assert [cell.split()[0] for cell in metrics["test acc (95% CI)"][:2]] == \
+        [f"{status(runs_dir / r)['test_acc']:.4f}" for r in ("base", "fast")]
+    assert metrics["test acc (95% CI)"][2] == "-"  # the interrupted run was never tested
     from PIL import Image
 
     with Image.open(png) as image:
@@ -129,13 +138,14 @@ def test_report_is_one_self_contained_html_file(cli, runs_dir, tmp_path):
     page = Page()
     page.feed(out_file.read_text())
     assert not page.links and not {"script", "link", "iframe"} & page.tags  # nothing fetched from elsewhere
-    assert len(page.images) == 4  # learning curves, confusion matrix, samples, mistakes
+    assert len(page.images) == 5  # learning curves, reliability, confusion matrix, samples, mistakes
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     text = " ".join(page.text)
-    for needed in ("Config", "Learning curves", "Test metrics", "Confusion matrix", "Sample predictions",
-                   "Most confident mistakes", "top", "middle", "bottom", "precision", "recall"):
+    for needed in ("Config", "Learning curves", "Test metrics", "Calibration", "Confusion matrix",
+                   "Sample predictions", "Most confident mistakes", "top", "middle", "bottom", "precision", "recall",
+                   "95% CI", "Wilson score", "macro-F1", "expected calibration error"):
         assert needed in text, needed
     accuracy = json.loads((runs_dir / "base" / "run.json").read_text())["test_acc"]
     assert f"{accuracy:.4f}" in text

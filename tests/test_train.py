@@ -84,10 +84,11 @@ def test_pth_is_the_articles_layout_and_loads_weights_only(trained):
 def test_evaluate_prints_accuracy_and_writes_pictures(trained, cli, tmp_path):
     code, out, _ = cli("evaluate", "--model_fn", trained["safetensors"], "--out_dir", tmp_path / "eval")
     assert code == 0
-    reported = float(out.splitlines()[0].split(":")[1])
+    reported = float(out.splitlines()[0].split(":")[1].split()[0])
     status = json.loads((trained["run"] / "run.json").read_text())
     assert reported == pytest.approx(status["test_acc"], abs=1e-4)
-    for name in ("confusion_matrix.png", "samples.png", "mistakes.png", "evaluation.json"):
+    for name in ("confusion_matrix.png", "reliability.png", "samples.png", "mistakes.png", "evaluation.json",
+                 "predictions.npz"):
         assert (tmp_path / "eval" / name).is_file()
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert np.array(report["confusion_matrix"]).sum() == 60

@@ -50,9 +50,11 @@ def train(dataset: str | Any | None = None, model: str | Any | None = None, n_ep
     given = {"dataset": _named(dataset), "model": _named(model), "n_epochs": n_epochs}
     values = {**preset_values(preset), **{k: v for k, v in given.items() if v is not None}, **options}
     config = TrainConfig.from_dict(values)
+    from ptflow.training import folds
     from ptflow.training import train as training
 
-    summary = training.run(config)
+    # --folds K cross-validates first, as `ptflow train` does; summary["cv"] then holds the folds
+    summary = folds.run(config) if config.folds and config.fold is None else training.run(config)
     run_dir = Path(summary.pop("run_dir"))
     loaded = load(run_dir / "model.safetensors", device=config.device_name(), trust_code=True)
     return TrainResult(run_dir, summary, loaded, config)
@@ -126,8 +128,9 @@ class Model:
         return self.predict_proba(x, batch_size).argmax(1)
 
     def evaluate(self, data_dir: str | None = None, batch_size: int = EVAL_BATCH_SIZE) -> dict:
-        """The model's test split rebuilt as at training time, and its accuracy, per-class
-        precision/recall/F1 and confusion matrix (what `ptflow evaluate` prints)."""
+        """The model's test split rebuilt as at training time, and its accuracy, macro-F1 (each with
+        its 95% interval), calibration, per-class precision/recall/F1 and confusion matrix (what
+        `ptflow evaluate` prints)."""
         from ptflow.reports.evaluate import judge_loaded
 
         return judge_loaded(self._loaded, data_dir, batch_size, self._trust_code).report

@@ -103,6 +103,18 @@ class TrainConfig:
     early_stop: int = option(  # 0 never stops early
         0, group="optimisation", resume=True, metavar="PATIENCE",
         help="stop after this many epochs without a better validation loss (0: never)")
+    # --- validation and calibration ---
+    folds: int = option(  # 0: one train/validation split, the article's; K: K-fold cross-validation first
+        0, group="validation and calibration", role=DATA, metavar="K",
+        help="cross-validate first: train K models, each validated on a different stratified Kth of the "
+             "training data, report their mean and std, then train the final model as the other flags say")
+    fold: int | None = option(  # set on each fold's own run; a user may retrain one fold with it
+        group="validation and calibration", role=DATA, metavar="I",
+        help="with --folds K: train only fold I (1..K), validated on that fold")
+    calibrate: bool = option(  # off: probabilities as the network gives them
+        False, group="validation and calibration", resume=True,
+        help="fit a softmax temperature on the validation split (never the test split); predict, serve "
+             "and export apply it")
     # --- hardware ---
     device: str = option(  # auto picks cuda, then mps, then cpu
         "auto", group="hardware", role=RUNTIME, resume=True, help="auto, cpu, cuda, cuda:N or mps")
@@ -168,6 +180,10 @@ class TrainConfig:
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
+        _check(self.folds == 0 or self.folds >= 2, f"--folds must be 0 (off) or >= 2, got {self.folds}")
+        _check(self.fold is None or 1 <= self.fold <= self.folds,
+               f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
+               "--fold needs --folds K")
         _check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
         _check(self.hidden_sizes is None or (len(self.hidden_sizes) > 0 and min(self.hidden_sizes) >= 1),
                f"--hidden_sizes must be positive integers, got {self.hidden_sizes}")
@@ -259,6 +275,10 @@ PRESETS = {
     "fast": {"about": ">= 99% on MNIST in seconds on a CPU",
              "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adam", "lr": 0.01,
              "scheduler": "onecycle", "n_epochs": 2},
+    # The article's MLP (n_layers 5, BatchNorm), tuned by `ptflow sweep` on validation loss (bench/RESULTS.md)
+    "mlp": {"about": "the article's MLP at >= 98.6% on MNIST (99.15% in the sweep)",
+            "model": "mlp", "n_layers": 5, "use_dropout": False, "batch_size": 256, "optimizer": "adamw",
+            "lr": 0.0029, "weight_decay": 0.065, "scheduler": "cosine", "n_epochs": 30, "augment_shift": 2},
     "accurate": {"about": ">= 99.5% on MNIST in about a minute on a CPU",
                  "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adamw", "lr": 0.01,
                  "weight_decay": 0.05, "scheduler": "onecycle", "n_epochs": 12, "augment_shift": 2},

@@ -1,4 +1,5 @@
-"""The pictures: learning curves, sample grids, confusion matrices. PNG files, written atomically.
+"""The pictures: learning curves, sample grids, confusion matrices, reliability diagrams. PNG files,
+written atomically.
 
 Each function returns the PNG's bytes and also writes them to `path` unless it is None (the
 HTML report embeds the bytes). matplotlib is imported here only, with the Agg backend (no
@@ -40,6 +41,10 @@ def to_png(fig, path: str | Path | None = None) -> bytes:
 
 def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
     """Train and validation loss per epoch; several runs overlay in one figure."""
+    return to_png(learning_curve_figure(histories), path)
+
+
+def learning_curve_figure(histories: dict[str, list[dict]]):
     fig = _figure(figsize=(7, 4.5))
     ax = fig.subplots()
     for name, history in histories.items():
@@ -48,12 +53,79 @@ def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) ->
         line, = ax.plot(epochs, [h["train_loss"] for h in history], label=f"{prefix}train")
         ax.plot(epochs, [h["valid_loss"] for h in history], "--", color=line.get_color(), label=f"{prefix}valid")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(_integer_ticks())  # epochs are whole: no tick at 1.5 on a short run
     ax.set_ylabel("loss (per sample)")
     if all(h["train_loss"] > 0 and h["valid_loss"] > 0 for hs in histories.values() for h in hs):
         ax.set_yscale("log")
+        _decimal_log_labels(ax)
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def _decimal_log_labels(ax) -> None:
+    """Log-axis labels as 0.2, 0.5, 1, not 2x10^-1. In-between ticks are labelled as far as there
+    is room: all of them over less than a decade, the 2s and 5s over up to three, none beyond."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    shown = "123456789" if decades <= 1 else "25" if decades <= 3 else ""
+
+    def minor(value, _):
+        return f"{value:g}" if f"{value:e}"[0] in shown else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def reliability_diagram(bins: list[dict], ece: float, path: str | Path | None) -> bytes:
+    """Accuracy against confidence per bin (a calibrated model follows the diagonal), and below it
+    how many examples each bin holds: most of a good model's predictions sit in the last bin, so
+    the gaps elsewhere rest on few examples."""
+    fig = _figure(figsize=(5.5, 6.5))
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    width = bins[0]["hi"] - bins[0]["lo"]
+    filled = [b for b in bins if b["count"]]
+    centres = [(b["lo"] + b["hi"]) / 2 for b in filled]
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.bar(centres, [b["accuracy"] for b in filled], width=width * 0.9, color="#4c72b0", label="accuracy")
+    ax.vlines(centres, [b["accuracy"] for b in filled], [b["confidence"] for b in filled], color="#c44e52",
+              label="gap")
+    ax.plot(centres, [b["confidence"] for b in filled], "D", color="#c44e52", markersize=4, label="mean confidence")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="accuracy in bin")
+    fig.suptitle(f"Reliability (ECE {ece:.4f})")
+    # Above the axes, not in them: bars may reach the top in any bin
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False,
+              handlelength=1.5, columnspacing=1.0)
+    ax.grid(alpha=0.3)
+    counts.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["count"] for b in bins], width=width * 0.9, color="gray")
+    counts.set_yscale("symlog", linthresh=1)  # one example and ten thousand on one axis
+    counts.yaxis.set_major_locator(_count_ticks())
+    counts.yaxis.set_major_formatter(_plain_counts())
+    counts.set(xlabel="confidence (top class probability)", ylabel="examples", ylim=(0, None))
+    counts.grid(alpha=0.3)
     return to_png(fig, path)
+
+
+def _plain_counts():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def _count_ticks():
+    from matplotlib.ticker import SymmetricalLogLocator
+
+    return SymmetricalLogLocator(base=10, linthresh=1)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -92,14 +164,20 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | 
     size = max(4.0, 0.5 * len(classes) + 2)
     fig = _figure(figsize=(size, size))
     ax = fig.subplots()
-    ax.imshow(matrix, cmap="Blues")
+    # Log colours: with a linear scale the diagonal's thousands wash out the handful of mistakes
+    # that a confusion matrix is read for. Zero cells stay white.
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm(vmin=1, vmax=max(int(matrix.max()), 2))
+    cmap = colormaps["Blues"].with_extremes(bad="white")
+    ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, norm=norm)
     ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(classes) <= 20:
-        threshold = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > threshold else "black")
+                    color="white" if count and norm(count) > 0.6 else "black")
     return to_png(fig, path)

@@ -87,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
         # Code named on this command line is the user's own choice; code named by a run folder's
         # config (on --resume) is imported only with --trust_model_code.
         trust = args.trust_model_code or args.resume is None
+        if config.folds and config.fold is None and run_dir is None:  # a resumed run continues itself alone
+            if dist.launched():
+                raise UsageError("--folds trains its folds one after another in one process: run it without "
+                                 "torchrun or --nproc_per_node")
+            from ptflow.training import folds
+
+            folds.run(config, trust_code=trust)
+            return 0
         train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code, trust_code=trust,
                   dist_timeout=args.dist_timeout)
     return 0

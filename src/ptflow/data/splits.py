@@ -44,16 +44,19 @@ class Splits:
 
 def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
-                origin: str | None = None) -> Splits:
+                origin: str | None = None, fold: tuple[int, int] | None = None) -> Splits:
     raw = load_raw(name, data_dir, target, trust_code, origin)
-    return split(name, raw, train_ratio, test_ratio, seed)
+    return split(name, raw, train_ratio, test_ratio, seed, fold)
 
 
-def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int) -> Splits:
+def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int,
+          fold: tuple[int, int] | None = None) -> Splits:
     """Shuffle with `seed`; hold out a test split only where the dataset has none of its own.
 
     The rows of raw.x and raw.y are shuffled in place and the splits are views of them: the
     data is never held twice (a dataset may be most of the machine's memory). raw is used up.
+    With fold=(i, K) the examples left after the test split are cut into K stratified folds and
+    fold i (1-based) validates, instead of the last 1 - train_ratio; the test split is the same.
     """
     rng = np.random.default_rng(seed)
     fingerprint = _fingerprint(raw)
@@ -65,12 +68,32 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
         x_test, y_test, x, y = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
     order = rng.permutation(len(x))
     n_train = int(len(x) * train_ratio)  # the article's arithmetic
+    if fold is not None:
+        order, n_train = fold_order(order, y, *fold)
     if n_train < 1 or n_train == len(x) or len(x_test) == 0:
         raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train, "
                           f"validation and test with these ratios")
     shuffle_rows(order, x, y)
     return Splits(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], x_test, y_test,
                   raw.classes, raw.image_style, fingerprint)
+
+
+def fold_of(labels: np.ndarray, k: int) -> np.ndarray:
+    """Each example's fold (0..k-1), stratified: the examples, grouped by class, are dealt to the
+    folds in turn, so every fold gets each class's count divided by k give or take one, and the
+    folds' sizes differ by one at most. The order of `labels` (already shuffled with the seed)
+    decides who goes where within a class."""
+    folds = np.empty(len(labels), dtype=np.int64)
+    folds[np.argsort(labels, kind="stable")] = np.arange(len(labels)) % k
+    return folds
+
+
+def fold_order(order: np.ndarray, y: np.ndarray, fold: int, k: int) -> tuple[np.ndarray, int]:
+    """The shuffled order rearranged so that fold `fold` (1-based) comes last; and how many train."""
+    if len(order) < k:
+        raise PtflowError(f"{len(order)} training examples cannot be cut into {k} folds")
+    validates = fold_of(y[order], k) == fold - 1
+    return np.concatenate([order[~validates], order[validates]]), int((~validates).sum())
 
 
 def shuffle_rows(order: np.ndarray, *arrays: np.ndarray) -> None:

@@ -1,8 +1,9 @@
 """`ptflow export`: a model file -> ONNX or TorchScript that takes raw inputs and returns probabilities.
 
-The exported graph is `Preprocess` followed by the classifier and exp(), so it takes what
-`ptflow predict` reads from files (uint8 pixels (N, C, H, W) for image models, raw float32
-features (N, F) for tabular ones) and gives class probabilities (N, n_classes), batch size free.
+The exported graph is `Preprocess`, the classifier, its temperature (--calibrate; 1 without) and
+a softmax, so it takes what `ptflow predict` reads from files (uint8 pixels (N, C, H, W) for
+image models, raw float32 features (N, F) for tabular ones) and gives class probabilities
+(N, n_classes), batch size free.
 The description a user needs (class names, input shape and dtype, preprocessing, metrics, the
 source file's sha256) travels inside: ONNX `metadata_props`, TorchScript `_extra_files`.
 After writing, the export is run on sample inputs and compared with PyTorch.
@@ -29,16 +30,19 @@ EXTRA_FILE = "ptflow.json"  # TorchScript: the description, in torch.jit.save's 
 
 
 class RawToProbabilities(nn.Module):
-    """Raw inputs -> class probabilities: the classifier with its preprocessing in front."""
+    """Raw inputs -> class probabilities: the classifier with its preprocessing in front and its
+    temperature (1 when uncalibrated) behind."""
 
     def __init__(self, loaded: LoadedModel):
         super().__init__()
         self.preprocess = loaded.preprocess
         self.model = loaded.model
+        self.temperature = float(loaded.temperature or 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # |x| = (batch_size, *input_shape) raw -> |p| = (batch_size, n_classes)
-        return torch.softmax(self.model(self.preprocess(x)).float(), dim=-1)  # logits or log-probabilities alike
+        scores = self.model(self.preprocess(x)).float() / self.temperature  # logits or log-probabilities alike
+        return torch.softmax(scores, dim=-1)
 
 
 def description(loaded: LoadedModel) -> dict:
@@ -46,7 +50,8 @@ def description(loaded: LoadedModel) -> dict:
     return {"format": "ptflow.export", "classes": loaded.classes, "input_shape": list(loaded.input_shape),
             "input_dtype": input_dtype(loaded), "output": "probabilities", "preprocessing": meta["preprocessing"],
             "image_style": meta.get("image_style"), "model": meta["model"], "dataset": meta.get("dataset"),
-            "metrics": meta.get("metrics", {}), "source_sha256": meta["sha256"], "versions": meta.get("versions", {})}
+            "metrics": meta.get("metrics", {}), "temperature": loaded.temperature, "source_sha256": meta["sha256"],
+            "versions": meta.get("versions", {})}
 
 
 def input_dtype(loaded: LoadedModel) -> str:

@@ -44,6 +44,11 @@ class LoadedModel:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.meta["input_shape"])
 
+    @property
+    def temperature(self) -> float | None:
+        """The softmax temperature fitted on the validation split (--calibrate); None: not calibrated."""
+        return self.meta.get("temperature")
+
 
 def versions() -> dict:
     import platform
@@ -137,6 +142,14 @@ def check_version(path: Path, meta: dict) -> None:
                       f"up to {FORMAT_VERSION}: upgrade ptflow to load it")
 
 
+def check_temperature(path, value) -> None:
+    """An optional meta key: absent in uncalibrated files; when present, a positive finite number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise PtflowError(f"{path}: the model's temperature must be a positive number, got {value!r}")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> LoadedModel:
     """The model a file describes, with its weights, in eval mode on `device`.
 
@@ -151,6 +164,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise PtflowError(f"{path}: the weights do not match the {meta['model']} architecture described "
                           f"in the file ({first})") from None
+    check_temperature(path, meta.get("temperature"))
     prep = meta["preprocessing"]
     preprocess = Preprocess(meta["input_shape"], prep["scale"], prep.get("mean"), prep.get("std"))
     return LoadedModel(model.to(device).eval(), preprocess.to(device), meta)

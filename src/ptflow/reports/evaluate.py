@@ -1,7 +1,9 @@
 """`ptflow evaluate`: judge a saved model on its dataset's test split, with numbers and pictures.
 
 The test split is rebuilt exactly as at training time (same dataset, ratios and seed, all stored
-in the model file), so a held-out test split is the same examples the model never saw.
+in the model file), so a held-out test split is the same examples the model never saw. Each
+number comes with its 95% interval (metrics.py), and each example's prediction is kept in
+predictions.npz, for `ptflow runs compare` to test two models on the same examples.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow import plots
+from ptflow import plots, predictions
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
 from ptflow.data.splits import Splits, load_splits
@@ -20,37 +22,7 @@ from ptflow.devices import resolve_device
 from ptflow.files import atomic_write_bytes, write_json
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba
-
-
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
-    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true)."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    tp = np.diag(matrix).astype(np.float64)
-    predicted, actual = matrix.sum(0), matrix.sum(1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
-                   where=(precision + recall) > 0)
-    return {"accuracy": float(tp.sum() / max(len(y_true), 1)), "precision": precision.tolist(),
-            "recall": recall.tolist(), "f1": f1.tolist(), "support": actual.tolist(),
-            "confusion_matrix": matrix.tolist()}
-
-
-def format_report(report: dict, classes: list[str]) -> str:
-    width = max(8, *(len(c) for c in classes))
-    lines = [f"Accuracy: {report['accuracy']:.4f}", "",
-             f"{'class':>{width}}  precision  recall     f1  support"]
-    for i, name in enumerate(classes):
-        lines.append(f"{name:>{width}}  {report['precision'][i]:9.4f}  {report['recall'][i]:6.4f}  "
-                     f"{report['f1'][i]:.4f}  {report['support'][i]:7d}")
-    matrix = np.array(report["confusion_matrix"])
-    if len(classes) <= 20:
-        cell = max(4, len(str(matrix.max())) + 1)
-        lines += ["", "confusion matrix (rows: true, columns: predicted)",
-                  " " * width + "".join(f"{c[:cell - 1]:>{cell}}" for c in classes)]
-        lines += [f"{name:>{width}}" + "".join(f"{v:>{cell}d}" for v in row) for name, row in zip(classes, matrix)]
-    return "\n".join(lines)
+from ptflow.reports.metrics import classification_report, format_report
 
 
 @dataclass
@@ -78,7 +50,8 @@ def judge_loaded(loaded: LoadedModel, data_dir: str | None = None, batch_size: i
     started = time.perf_counter()
     probs = predict_proba(loaded, splits.x_test, batch_size)
     seconds = time.perf_counter() - started
-    report = classification_report(splits.y_test, probs.argmax(1), len(loaded.classes))
+    report = classification_report(splits.y_test, probs, len(loaded.classes))
+    report["temperature"] = loaded.temperature
     report["images_per_second"] = len(probs) / max(seconds, 1e-9)
     return Judgement(loaded, splits, probs, report, seconds)
 
@@ -98,11 +71,14 @@ def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_di
         batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
     judged = judge(model_fn, data_dir, device, batch_size, trust_code)
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
-    info(format_report(report, classes))
+    info(format_report(report, classes, judged.loaded.temperature))
     info(f"\n{len(judged.probs)} test examples in {judged.seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
     out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
     write_json(out / "evaluation.json", report)
+    predictions.save(out / predictions.FILE, splits.y_test, judged.probs,
+                     predictions.fingerprint(splits.x_test, splits.y_test), judged.loaded.meta.get("data_fingerprint"))
     plots.confusion_matrix(np.array(report["confusion_matrix"]), classes, out / "confusion_matrix.png")
+    plots.reliability_diagram(report["reliability"], report["ece"], out / "reliability.png")
     if splits.is_image:
         write_pictures(splits.x_test, splits.y_test, judged.probs, classes, out)
     info(f"Wrote {out}/")

@@ -1,7 +1,9 @@
 """`ptflow runs`: past runs as a table, one run in detail, several side by side.
 
 Reads run folders only (run.json, config.json, metrics.jsonl), so listing is quick and needs
-no torch; only `compare` imports matplotlib, to overlay the learning curves in one PNG.
+no torch; only `compare` imports matplotlib, to overlay the learning curves in one PNG, and
+numpy, to test whether the runs' test accuracies differ (significance.py). Test accuracies are
+shown with their 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptflow import stats
 from ptflow.config import RUNTIME, TrainConfig, fields_where
 from ptflow.console import info
 from ptflow.errors import PtflowError, UsageError
@@ -19,6 +22,8 @@ from ptflow.training import runs
 # the table's "hyperparameters that differ" (compare still shows every difference).
 BOOKKEEPING = fields_where(role=RUNTIME)  # where and how a run executed, not what it trained
 METRICS = ("status", "epochs_run", "best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "duration")
+OPTIONAL_METRICS = ("test_ece", "temperature", "valid_ece", "valid_ece_calibrated")  # shown where a run has them
+DEFAULTS = TrainConfig().to_dict()
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_acc", "lr", "seconds"]
 
 
@@ -50,6 +55,10 @@ class Run:
                      "valid_acc": best["valid_acc"], "epochs_run": self.history[-1]["epoch"]}[name]
         return value
 
+    def setting(self, key: str):
+        """A config value; an option added to ptflow since the run was made reads as its default."""
+        return self.config.get(key, DEFAULTS.get(key))
+
     def seconds(self) -> float | None:
         if self.record.get("seconds") is not None and self.status == "finished":
             return self.record["seconds"]
@@ -71,17 +80,21 @@ def table(runs_dir: str) -> None:
     if not listed:
         info(f"no runs in {runs_dir}")
         return
-    keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING]
-    headers = ["id", "started", "dataset", "model", *keys, "best valid loss", "test acc", "duration", "status"]
-    rows = [[r.id, format_time(r.record.get("started")), r.config.get("dataset", "?"), r.config.get("model", "?"),
-             *(format_value(r.config.get(k)) for k in keys), format_number(r.metric("best_valid_loss")),
-             format_number(r.metric("test_acc")), format_duration(r.seconds()), r.status] for r in listed]
+    fixed = ("dataset", "model")  # always shown as columns of their own
+    keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING and k not in fixed]
+    headers = ["id", "started", *fixed, *keys, "best valid loss", "test acc (95% CI)", "duration", "status"]
+    rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed),
+             *(format_value(r.setting(k)) for k in keys), format_number(r.metric("best_valid_loss")),
+             cell(r, "test_acc"), format_duration(r.seconds()), r.status] for r in listed]
     info(format_table(headers, rows))
 
 
 def show(spec: str, runs_dir: str) -> None:
     run = load(runs.find(spec, runs_dir))
     info(format_table(["", ""], summary(run), header=False))
+    if cv_rows(run):
+        info(f"\ncross-validation ({run.record['cv']['folds']} folds)")
+        info(format_table(CV_COLUMNS, cv_rows(run)))
     info("\nconfig")
     info(format_table(["", ""], [[k, format_value(v)] for k, v in run.config.items()], header=False))
     info("\nepochs")
@@ -94,10 +107,27 @@ def summary(run: Run) -> list[list[str]]:
     rows = [["run", run.id], ["folder", str(run.path)], ["status", run.status],
             ["dataset", run.config.get("dataset", "?")], ["model", run.config.get("model", "?")],
             ["started", format_time(run.record.get("started"))]]
-    rows += [[name.replace("_", " "), cell(run, name)] for name in METRICS[1:]]
+    rows += [[label(name), cell(run, name)] for name in METRICS[1:]]
+    rows += [[label(name), cell(run, name)] for name in OPTIONAL_METRICS if run.record.get(name) is not None]
     rows += [["git commit", env.get("git_commit") or "?"], ["data fingerprint", env.get("data_fingerprint") or "?"],
              ["command", " ".join(env.get("command", [])) or "?"]]
     return rows
+
+
+def cv_rows(run: Run) -> list[list[str]]:
+    """A --folds run's cross-validation: each fold's best validation loss and accuracy, mean and std."""
+    cv = run.record.get("cv")
+    if not isinstance(cv, dict):
+        return []
+    rows = [[str(i), name, format_number(loss), format_number(acc), str(epoch)]
+            for i, (name, loss, acc, epoch) in enumerate(zip(cv["runs"], cv["valid_loss"], cv["valid_acc"],
+                                                             cv["best_epoch"]), 1)]
+    rows.append(["mean", "", format_number(cv["valid_loss_mean"]), format_number(cv["valid_acc_mean"]), ""])
+    rows.append(["std", "", format_number(cv["valid_loss_std"]), format_number(cv["valid_acc_std"]), ""])
+    return rows
+
+
+CV_COLUMNS = ["fold", "run", "best valid loss", "valid acc", "best epoch"]
 
 
 def epoch_rows(run: Run) -> list[list[str]]:
@@ -112,11 +142,19 @@ def compare(specs: list[str], runs_dir: str, out: str) -> None:
     names = _labels(compared)
     keys = differing_keys([r.config for r in compared], ignore={"run_name"})
     info("config differences")
-    info(format_table(["", *names], [[k, *(format_value(r.config.get(k)) for r in compared)] for k in keys])
+    info(format_table(["", *names], [[k, *(format_value(r.setting(k)) for r in compared)] for k in keys])
          if keys else "(none: the same config)")
     info("\nmetrics")
-    rows = [[name.replace("_", " "), *(cell(r, name) for r in compared)] for name in METRICS]
+    rows = [[label(name), *(cell(r, name) for r in compared)] for name in METRICS]
     info(format_table(["", *names], rows))
+    from ptflow.reports import significance
+
+    table, notes = significance.rows([r.path for r in compared], names)
+    info("\nsignificance (McNemar's exact test: the examples one model gets right and the other wrong)")
+    if table:
+        info(format_table(significance.HEADERS, table))
+    for note in notes:
+        info(note)
     from ptflow import plots
 
     plots.learning_curve({name: r.history for name, r in zip(names, compared)}, out)
@@ -125,10 +163,9 @@ def compare(specs: list[str], runs_dir: str, out: str) -> None:
 
 def differing_keys(configs: list[dict], ignore: set[str] = frozenset()) -> list[str]:
     """Config keys whose values are not all the same, in TrainConfig's order (defaults fill gaps)."""
-    defaults = TrainConfig().to_dict()
-    keys = list(defaults) + sorted({k for c in configs for k in c} - set(defaults))
+    keys = list(DEFAULTS) + sorted({k for c in configs for k in c} - set(DEFAULTS))
     return [k for k in keys if k not in ignore
-            and len({repr(c.get(k, defaults.get(k))) for c in configs}) > 1]
+            and len({repr(c.get(k, DEFAULTS.get(k))) for c in configs}) > 1]
 
 
 def _labels(compared: list[Run]) -> list[str]:
@@ -143,7 +180,7 @@ def format_table(headers: list[str], rows: list[list[str]], header: bool = True)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if header and is_number(c) else c.ljust(w) for c, w in zip(row, widths)]
+        parts = [c.rjust(w) if header and is_number(c.replace(",", "")) else c.ljust(w) for c, w in zip(row, widths)]
         lines.append("  ".join(parts).rstrip())
     if header:
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -159,7 +196,24 @@ def is_number(text: str) -> bool:
 
 
 def cell(run: Run, metric: str) -> str:
-    return format_duration(run.seconds()) if metric == "duration" else format_number(run.metric(metric))
+    if metric == "duration":
+        return format_duration(run.seconds())
+    if metric == "test_acc":
+        return format_accuracy(run.record)
+    return format_number(run.metric(metric))
+
+
+def label(metric: str) -> str:
+    return {"test_acc": "test acc (95% CI)", "test_ece": "test ECE", "valid_ece": "valid ECE",
+            "valid_ece_calibrated": "valid ECE, calibrated"}.get(metric, metric.replace("_", " "))
+
+
+def format_accuracy(record: dict) -> str:
+    """A run's test accuracy with its Wilson interval (runs from before intervals show the number alone)."""
+    accuracy, n = record.get("test_acc"), record.get("test_n")
+    if accuracy is None or not n:
+        return format_number(accuracy)
+    return f"{accuracy:.4f} {stats.format_interval(stats.accuracy_interval(accuracy, n))}"
 
 
 def format_value(value) -> str:

@@ -1,9 +1,10 @@
 """`ptflow report RUN`: one self-contained HTML page about a run.
 
-Everything needed to judge a run without its folder: the config, the learning curves, the test
-metrics per class, the confusion matrix, sample predictions and the most confident mistakes.
-The page is self-contained (htmlpage.py). The test results are
-computed afresh from the run's model file, exactly as `ptflow evaluate` does.
+Everything needed to judge a run without its folder: the config, the learning curves, the
+cross-validation folds (--folds), the test metrics with their 95% intervals and per class, the
+calibration (ECE and a reliability diagram), the confusion matrix, sample predictions and the
+most confident mistakes. The page is self-contained (html.py). The test results are computed
+afresh from the run's model file, exactly as `ptflow evaluate` does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow import plots
+from ptflow import plots, stats
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.files import atomic_write_text
@@ -25,7 +26,7 @@ def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str
         device: str = "auto", batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> Path:
     entry = history.load(runs.find(spec, runs_dir))
     config = table([[key, history.format_value(value)] for key, value in entry.config.items()])
-    sections = [_summary(entry), section("Config", config), _curves(entry)]
+    sections = [_summary(entry), section("Config", config), _curves(entry), *_folds(entry)]
     model_file = entry.path / "model.safetensors"
     if model_file.is_file():
         from ptflow.reports import evaluate
@@ -56,19 +57,43 @@ def _curves(entry: history.Run) -> str:
                     f"<details><summary>every epoch</summary>{epochs}</details>")
 
 
+def _folds(entry: history.Run) -> list[str]:
+    rows = history.cv_rows(entry)
+    if not rows:
+        return []
+    note = ("<p class=muted>Each fold's model validated on a different stratified part of the training data; "
+            "the spread says how much one validation split can mislead. The final model below was trained "
+            "on the usual split.</p>")
+    return [section(f"Cross-validation ({entry.record['cv']['folds']} folds)", table(rows, history.CV_COLUMNS) + note)]
+
+
 def _test_results(judged) -> list[str]:
     from ptflow.reports import evaluate
 
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
-    summary = table([["accuracy", f"{report['accuracy']:.4f}"], ["test examples", str(len(judged.probs))],
-                      ["inference", f"{report['images_per_second']:,.0f} examples/s"]])
+    temperature = judged.loaded.temperature
+    summary = table([
+        ["accuracy", f"{report['accuracy']:.4f}", stats.format_interval(report["accuracy_ci95"]), "Wilson score"],
+        ["macro-F1", f"{report['macro_f1']:.4f}", stats.format_interval(report["macro_f1_ci95"]),
+         f"bootstrap, {stats.BOOTSTRAP_SAMPLES:,} resamples"],
+        ["expected calibration error", f"{report['ece']:.4f}", "",
+         f"{report['calibration_bins']} bins" + (f", temperature {temperature:.3g}" if temperature else "")],
+        ["test examples", f"{report['n']:,}", "", ""],
+        ["inference", f"{report['images_per_second']:,.0f} examples/s", "", ""]], ["", "value", "95% CI", "how"])
     per_class = table([[name, f"{report['precision'][i]:.4f}", f"{report['recall'][i]:.4f}",
                          f"{report['f1'][i]:.4f}", str(report["support"][i])] for i, name in enumerate(classes)],
                        ["class", "precision", "recall", "f1", "support"])
     matrix = plots.confusion_matrix(np.array(report["confusion_matrix"]), classes, None)
+    reliability = plots.reliability_diagram(report["reliability"], report["ece"], None)
+    calibrated = (f"Probabilities softened by the temperature {temperature:.3g}, fitted on the validation split."
+                  if temperature else "Not calibrated: train with --calibrate to fit a temperature on validation.")
     sections = [section("Test metrics", summary + per_class),
+                section("Calibration", image(reliability, "reliability diagram") +
+                        f"<p class=muted>Bars: accuracy of the test examples in each confidence bin; a calibrated "
+                        f"model follows the diagonal. {escape(calibrated)}</p>"),
                 section("Confusion matrix", image(matrix, "confusion matrix") +
-                         "<p class=muted>rows: true class, columns: predicted</p>")]
+                         "<p class=muted>rows: true class, columns: predicted; colours on a log scale, so that "
+                         "a few mistakes show beside thousands of right answers</p>")]
     if splits.is_image:
         pictures = evaluate.pictures(splits.x_test, splits.y_test, judged.probs, classes)
         sections.append(section("Sample predictions", image(pictures["samples.png"], "sample predictions")))

@@ -1,6 +1,8 @@
 """What a sweep shows: the leaderboard, the best configuration as a command, an HTML report.
 
-The report is one self-contained HTML file (htmlpage.py), images included.
+The winner's test accuracy is shown with its 95% Wilson interval; with --folds, each trial's
+objective is the mean of its folds' best validation losses, shown with their standard deviation.
+The report is one self-contained HTML file (reports/html.py), images included.
 Plots come from optuna.visualization.matplotlib, drawn with the Agg backend (no display needed).
 """
 
@@ -13,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ptflow import stats
 from ptflow.config import TrainConfig
 from ptflow.files import atomic_write_text
 from ptflow.reports.html import escape, image, page, section, table
@@ -31,8 +34,10 @@ def leaderboard(trials: list, names: list[str]) -> list[dict]:
         seconds = None
         if trial.datetime_start and trial.datetime_complete:
             seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        cv = trial.user_attrs.get("cv") or {}
         rows.append({"trial": trial.number, "state": state, **{n: trial.params.get(n) for n in names},
-                     "valid_loss": loss, "epochs": max(trial.intermediate_values, default=0), "seconds": seconds})
+                     "valid_loss": loss, "valid_loss_std": cv.get("valid_loss_std"),
+                     "epochs": max(trial.intermediate_values, default=0), "seconds": seconds})
     rows.sort(key=lambda r: (STATE_ORDER.get(r["state"], 9),
                              math.inf if r["valid_loss"] is None else r["valid_loss"], r["trial"]))
     return rows
@@ -48,18 +53,34 @@ def show(value) -> str:
     return str(value)
 
 
-def _cells(row: dict, names: list[str]) -> list[str]:
+def _cells(row: dict, names: list[str], folds: int = 0) -> list[str]:
     loss = "-" if row["valid_loss"] is None else f"{row['valid_loss']:.4e}"
     seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f}"
-    return [str(row["trial"]), row["state"], *(show(row[n]) for n in names), loss, str(row["epochs"]), seconds]
+    spread = [] if not folds else ["-" if row["valid_loss_std"] is None else f"{row['valid_loss_std']:.2e}"]
+    return [str(row["trial"]), row["state"], *(show(row[n]) for n in names), loss, *spread, str(row["epochs"]),
+            seconds]
 
 
-def _header(names: list[str]) -> list[str]:
+def _header(names: list[str], folds: int = 0) -> list[str]:
+    if folds:  # a trial's step is a fold: it reports the mean of its folds so far
+        return ["trial", "state", *names, f"mean valid loss ({folds} folds)", "std", "folds", "seconds"]
     return ["trial", "state", *names, "best valid loss", "epochs", "seconds"]
 
 
-def format_table(rows: list[dict], names: list[str]) -> str:
-    table = [_header(names)] + [_cells(row, names) for row in rows]
+def objective_name(config: TrainConfig) -> str:
+    return f"mean_valid_loss({config.folds} folds)" if config.folds else "valid_loss"
+
+
+def format_test(test: dict | None) -> str:
+    """The winner's test accuracy with its interval, or why there is none."""
+    if not test or test.get("test_acc") is None:
+        return "not judged here"
+    interval = stats.format_interval(test.get("test_acc_ci95"))
+    return f"{test['test_acc']:.4f}" + (f" (95% CI {interval}, {test['test_n']:,} test examples)" if interval else "")
+
+
+def format_table(rows: list[dict], names: list[str], folds: int = 0) -> str:
+    table = [_header(names, folds)] + [_cells(row, names, folds) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table)
 
@@ -80,50 +101,59 @@ def train_command(config: TrainConfig) -> str:
 
 
 def write_html(path: Path, study, rows: list[dict], names: list[str], command: str | None,
-               test_acc: float | None, storage: str) -> None:
+               test: dict | None, storage: str, folds: int = 0) -> None:
     states: dict[str, int] = {}
     for row in rows:
         states[row["state"]] = states.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in states.items())
+    ranked = f"mean validation loss of {folds} folds" if folds else "validation loss"
     if command is None:
         best = "No trial has finished yet."
     else:
-        judged = "not judged on this machine" if test_acc is None else f"{test_acc:.4f} (judged once, after selection)"
-        best = f"Trial {rows[0]['trial']}: validation loss {rows[0]['valid_loss']:.4e}, test accuracy {judged}."
+        judged = format_test(test).replace("not judged here", "not judged on this machine")
+        best = (f"Trial {rows[0]['trial']} has the lowest {ranked}, {rows[0]['valid_loss']:.4e}. Its test accuracy, "
+                f"judged once, after selection: {judged}.")
     parts = [f"<h1>Sweep {escape(study.study_name)}</h1>",
              f"<p>{len(rows)} trials ({escape(summary)}) in <code>{escape(storage)}</code>, written "
-             f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by validation loss alone.</p>",
+             f"{escape(time.strftime('%Y-%m-%d %H:%M'))}. Trials are ranked by their {escape(ranked)} alone.</p>",
              section("Best", f"<p>{escape(best)}</p>")]
     if command:
         parts.append(f"<pre>{escape(command)}</pre>")
-    parts.append(section("Leaderboard", table([_cells(row, names) for row in rows], _header(names))))
-    parts += _plot_sections(study)
+    parts.append(section("Leaderboard", table([_cells(row, names, folds) for row in rows], _header(names, folds))))
+    parts += _plot_sections(study, folds)
     atomic_write_text(path, page(f"Sweep {study.study_name}", parts))
 
 
-def _plot_sections(study) -> list[str]:
-    """One section per plot: the embedded PNG, or why it is not drawn yet."""
+def _plot_sections(study, folds: int = 0) -> list[str]:
+    """One section per plot: the embedded PNG, or why it is not drawn."""
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as views
 
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    plots = [("Optimisation history", views.plot_optimization_history, 1, "needs a finished trial"),
-             ("Validation loss per epoch, every trial", views.plot_intermediate_values, 0, ""),
-             # fANOVA on a single trial returns equal shares: a picture of nothing
-             ("Hyperparameter importance (fANOVA)", views.plot_param_importances, 2,
-              "needs at least two finished trials")]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    searched = len({name for trial in finished for name in trial.params})
+    labels = {"plot_optimization_history": ("trial", "mean validation loss of the folds" if folds
+                                            else "validation loss (the trial's best epoch)"),
+              "plot_intermediate_values": ("folds done", "mean validation loss so far") if folds
+              else ("epoch", "validation loss")}
+    steps = "Mean validation loss after each fold" if folds else "Validation loss per epoch"
+    plots = [("Optimisation history", views.plot_optimization_history, len(finished) >= 1, "needs a finished trial"),
+             (f"{steps}, every trial", views.plot_intermediate_values, True, ""),
+             # fANOVA on a single trial returns equal shares, and one hyperparameter always gets 1:
+             # pictures of nothing
+             ("Hyperparameter importance (fANOVA)", views.plot_param_importances, len(finished) >= 2 and searched >= 2,
+              f"needs two finished trials and two searched hyperparameters (here: {len(finished)} finished, "
+              f"{searched} searched)")]
     sections = []
-    for title, plot, needed, why in plots:
-        if complete >= needed:
-            body = image(_png(plot, study), title)
-        else:
-            body = f"<p>Not drawn: {escape(why)} ({complete} so far).</p>"
+    for title, plot, drawn, why in plots:
+        body = image(_png(plot, study, labels.get(plot.__name__)), title) if drawn else \
+            f"<p>Not drawn: {escape(why)}.</p>"
         sections.append(section(title, body))
     return sections
 
 
-def _png(plot, study) -> bytes:
+def _png(plot, study, labels: tuple[str, str] | None) -> bytes:
     import matplotlib
+    from matplotlib.ticker import MaxNLocator
 
     from ptflow.plots import to_png
 
@@ -132,7 +162,10 @@ def _png(plot, study) -> bytes:
     with matplotlib.rc_context(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib views are marked experimental
         ax = plot(study)
-        if plot.__name__ == "plot_intermediate_values":
-            ax.set(xlabel="epoch", ylabel="validation loss")
+        if labels:  # say what the axes are, in whole trials, epochs or folds (no tick at 1.5)
+            ax.set(xlabel=labels[0], ylabel=labels[1])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        elif ax.get_legend() is not None:  # the importance bars: a legend naming "Objective Value" says nothing
+            ax.get_legend().remove()
         ax.figure.set_size_inches(8, 4.5)
         return to_png(ax.figure)

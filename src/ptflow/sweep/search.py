@@ -2,8 +2,9 @@
 
 TPE proposes each trial's hyperparameters from the trials so far; median pruning stops a trial
 whose validation loss is worse, at the same epoch, than the median of the finished trials.
-Selection sees validation loss only (the objective is best_valid_loss); the test split is judged
-once, for the winner, at the end.
+Selection sees validation loss only (the objective is best_valid_loss; with --folds K, the mean
+of the K folds' best validation losses, so small datasets are tuned on more than one split); the
+test split is judged once, for the winner, at the end, and its accuracy shown with its 95% interval.
 
 The study lives in an Optuna RDB storage, SQLite in the runs folder unless --storage names another
 (postgresql://..., mysql://...), so several machines can run the same command against one study,
@@ -28,13 +29,14 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ptflow import stats
 from ptflow.config import TrainConfig
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
 from ptflow.sweep.space import ParamSpec, config_values, parse_specs
-from ptflow.training import resume, runs, tracking, train
+from ptflow.training import folds, resume, runs, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
 TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
@@ -138,17 +140,27 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
         trial.set_user_attr("pid", os.getpid())
         try:
             config = TrainConfig.from_dict({**config_values(base.to_dict(), specs, sampled), "run_name": run_name})
-            metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)
+            if config.folds:  # the objective is the folds' mean; the trial's own run is the final model
+                metrics = folds.run(config, fold_pruning_callback(trial), evaluate_test=False, show_summary=False)
+                trial.set_user_attr("cv", {k: metrics["cv"][k] for k in ("valid_loss", "valid_loss_std")})
+            else:
+                metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)
         except PrunedTrial:
-            resume.drop_checkpoint(run_dir)
+            drop_checkpoints(run_dir)
             raise
         except TRIAL_ERRORS as exc:  # a bad combination, a diverged run, out of memory: this trial only
             trial.set_user_attr("error", first_line(exc))
             raise
-        resume.drop_checkpoint(run_dir)
-        return metrics["best_valid_loss"]
+        drop_checkpoints(run_dir)
+        return metrics["cv"]["valid_loss_mean"] if config.folds else metrics["best_valid_loss"]
 
     return run_trial
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """The trial's run folder's checkpoint, and those of its fold runs (--folds)."""
+    for path in [run_dir, *run_dir.parent.glob(f"{run_dir.name}-fold*")]:
+        resume.drop_checkpoint(path)
 
 
 def suggest(trial: optuna.Trial, spec: ParamSpec):
@@ -172,13 +184,30 @@ def pruning_callback(trial: optuna.Trial):
     return report
 
 
+def fold_pruning_callback(trial: optuna.Trial):
+    """With --folds, a trial reports after each fold the mean best validation loss of its folds so
+    far (step = folds done), so the pruner compares trials after the same number of folds."""
+
+    def report(done: int, results: list[dict]) -> None:
+        trial.report(stats.mean_std([r["best_valid_loss"] for r in results])[0], done)
+        if trial.should_prune():
+            raise PrunedTrial(f"pruned after fold {done}")
+
+    return report
+
+
 def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """One line per finished trial (Optuna's own log is silenced: it prints tracebacks)."""
     params = ", ".join(f"{k}={sweep_report.show(v)}" for k, v in trial.params.items())
-    if trial.state == TrialState.COMPLETE:
+    cv = trial.user_attrs.get("cv")
+    if trial.state == TrialState.COMPLETE and cv:
+        info(f"trial {trial.number} finished: mean valid_loss={trial.value:.4e} (std {cv['valid_loss_std']:.2e} "
+             f"over {len(cv['valid_loss'])} folds)  {params}")
+    elif trial.state == TrialState.COMPLETE:
         info(f"trial {trial.number} finished: valid_loss={trial.value:.4e}  {params}")
     elif trial.state == TrialState.PRUNED:
-        info(f"trial {trial.number} pruned at epoch {trial.last_step}  {params}")
+        step = "after fold" if study.user_attrs.get("ptflow_config", {}).get("folds") else "at epoch"
+        info(f"trial {trial.number} pruned {step} {trial.last_step}  {params}")
     else:
         warn(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see its run folder')}  {params}")
 
@@ -188,22 +217,22 @@ def summarise(study: optuna.Study, base: TrainConfig, specs: list[ParamSpec], ur
     """Leaderboard, the winner judged on the test split, its train command, the HTML report."""
     trials = study.get_trials(deepcopy=False)
     rows = sweep_report.leaderboard(trials, [s.name for s in specs])
-    info("\n" + sweep_report.format_table(rows, [s.name for s in specs]))
+    info("\n" + sweep_report.format_table(rows, [s.name for s in specs], base.folds))
     report = Path(base.runs_dir) / f"{study.study_name}.html"
     resume = more_trials_command(study.study_name, base, storage)
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url))
+        sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url), base.folds)
         raise PtflowError(f"no trial of study {study.study_name} has finished; report in {report}")
     best = study.best_trial
     command = sweep_report.train_command(trial_config(base, specs, best))
-    test_acc = judge(best, base)
-    sweep_report.write_html(report, study, rows, [s.name for s in specs], command, test_acc, redact(url))
-    shown = "not judged here" if test_acc is None else f"{test_acc:.4f}"
-    info(f"\nBest trial {best.number}: valid_loss={best.value:.4e}  test_acc={shown}")
+    test = judge(best, base)
+    sweep_report.write_html(report, study, rows, [s.name for s in specs], command, test, redact(url), base.folds)
+    info(f"\nBest trial {best.number}: {sweep_report.objective_name(base)}={best.value:.4e}  "
+         f"test_acc={sweep_report.format_test(test)}")
     info(f"Best configuration:\n  {command}")
     info(f"Report: {report}\nMore trials: {resume}")
     return {"study": study.study_name, "best_trial": best.number, "best_valid_loss": best.value,
-            "test_acc": test_acc, "command": command, "report": str(report)}
+            **(test or {"test_acc": None}), "command": command, "report": str(report)}
 
 
 def trial_config(base: TrainConfig, specs: list[ParamSpec], trial: optuna.trial.FrozenTrial) -> TrainConfig:
@@ -211,8 +240,9 @@ def trial_config(base: TrainConfig, specs: list[ParamSpec], trial: optuna.trial.
     return TrainConfig.from_dict({**values, "run_name": None, "verbose": TrainConfig().verbose})
 
 
-def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
-    """The winner's test accuracy, computed once from its saved model and kept in its run.json."""
+def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> dict | None:
+    """The winner's test accuracy with its interval, computed once from its saved model and kept in
+    its run.json; None when its model is not on this machine."""
     from ptflow.reports import evaluate
 
     run_dir = Path(trial.user_attrs.get("run_dir", ""))
@@ -225,13 +255,13 @@ def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:
     # judges it, the others wait and read its result.
     with exclusive(run_dir / ".judge.lock"):
         status = runs.read_json(run_dir / "run.json") or {}
-        if status.get("test_acc") is not None:  # judged by an earlier command (or worker) of this study
-            return status["test_acc"]
-        info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
-        # The winner's architecture is the one this study trains (its own config), not a stranger's file.
-        result = evaluate.run(str(model), base.data_dir, base.device_name(), trust_code=True)
-        runs.write_status(run_dir, test_acc=result["accuracy"])
-    return result["accuracy"]
+        if status.get("test_acc") is None:  # else judged by an earlier command (or worker) of this study
+            info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
+            # The winner's architecture is the one this study trains (its own config), not a stranger's file.
+            result = evaluate.run(str(model), base.data_dir, base.device_name(), trust_code=True)
+            status = {"test_acc": result["accuracy"], "test_acc_ci95": result["accuracy_ci95"], "test_n": result["n"]}
+            runs.write_status(run_dir, **status)
+    return {k: status.get(k) for k in ("test_acc", "test_acc_ci95", "test_n")}
 
 
 @contextmanager

@@ -129,7 +129,8 @@ def tunable() -> set[str]:
     """The hyperparameters: data fields and the seed decide which examples validate, so trials that
     changed them would be ranked on different validation sets; runtime fields only say where and
     how a run executes (config.py declares each field's role)."""
-    return fields_where(role=HYPERPARAMETER) - {"model_args"}  # model_args.KEY is searched key by key
+    # model_args.KEY is searched key by key; --calibrate acts after training, so trials could not differ by it
+    return fields_where(role=HYPERPARAMETER) - {"model_args", "calibrate"}
 
 
 def _parse_range(name: str, kind: str, args: str, field_type: type, text: str) -> ParamSpec:

@@ -7,6 +7,7 @@
       env.json         versions, seed, git commit, data fingerprint, command line
       checkpoint.safetensors  the training state after the last completed epoch (see resume.py)
       model.safetensors, learning_curve.png
+      predictions.npz  each test example's predicted class and probability (predictions.py)
 
 A run is named by its folder: a path, or its id (the folder's name) under the runs folder.
 """

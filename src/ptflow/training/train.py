@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import dist, plots
+from ptflow import dist, plots, predictions
 from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
@@ -29,14 +29,13 @@ from ptflow.files import remove_temporaries, write_json
 from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import ddp, interrupt, resume, runs, tracking
+from ptflow.training import ddp, interrupt, outcome, resume, runs, tracking
 from ptflow.training.loop import (
     LoopSettings,
     TrainState,
     build_optimizer,
     build_scheduler,
     eval_batch_size,
-    evaluate,
     fit,
     steps_per_epoch,
 )
@@ -110,7 +109,8 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
-                         config.test_ratio, config.seed, trust_code=trust_code, origin=origin)
+                         config.test_ratio, config.seed, trust_code=trust_code, origin=origin,
+                         fold=(config.fold, config.folds) if config.fold else None)
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
@@ -186,7 +186,7 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}
     resumed = [*previous.get("resumed", []), {"at": started, "after_epoch": state.epoch}]
-    runs.write_status(run_dir, status="running", finished=None, error=None, test_loss=None, test_acc=None,
+    runs.write_status(run_dir, status="running", finished=None, error=None, **dict.fromkeys(outcome.RESULTS),
                       resumed=resumed, **runs.process(), **runs.processes(str(device)))
     write_json(run_dir / "config.json", config.to_dict())  # --n_epochs or --early_stop may have changed
     runs.write_metrics(run_dir, state.history)  # a kill between checkpoint and metrics line: the checkpoint wins
@@ -208,26 +208,29 @@ def _say_how_to_resume(run_dir: Path, state: TrainState, exc: BaseException) -> 
 
 def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, started: float,
             evaluate_test: bool = True) -> dict:
-    """Judge on the test split (once, selecting nothing), then save the model and the plots."""
-    test_loss = test_acc = None
-    if evaluate_test:
-        test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
-                                       data["y_test"], batch_size=eval_batch_size(config.batch_size),
-                                       precision=config.precision, rank=dist.rank(), world=dist.world_size())
+    """Calibrate on validation (--calibrate), judge on the test split (once, selecting nothing),
+    then save the model, the test predictions and the plots."""
+    judged = outcome.judge(state.model, lambda x: state.model(preprocess(x)), data,
+                           eval_batch_size(config.batch_size), config.precision, config.calibrate, evaluate_test)
+    if judged.test_probs is not None:
+        predictions.save(run_dir / predictions.FILE, splits.y_test, judged.test_probs,
+                         predictions.fingerprint(splits.x_test, splits.y_test), splits.fingerprint)
     # The data is no longer needed: letting it go before matplotlib is imported for the plots
     # keeps the run's peak memory at its training peak (about 25 MB lower for MNIST).
     data.clear()
     splits.release()
     best = state.history[state.best_epoch - 1]
     metrics = {"best_epoch": state.best_epoch, "best_valid_loss": state.best_loss,
-               "valid_acc": best["valid_acc"], "test_loss": test_loss, "test_acc": test_acc,
-               "epochs_run": state.epoch, "seconds": round(time.time() - started, 2)}
+               "valid_acc": best["valid_acc"], "test_loss": None, "test_acc": None,
+               "epochs_run": state.epoch, **judged.metrics, "seconds": round(time.time() - started, 2)}
     meta = {"model": config.model, "model_args": args, "model_source": registry.source(config.model).to_dict(),
             "classes": splits.classes,
             "input_shape": list(splits.input_shape), "preprocessing": prep.to_dict(),
             "image_style": splits.image_style, "dataset": config.dataset,
             "data_fingerprint": splits.fingerprint, "config": config.to_dict(), "metrics": metrics,
             "versions": versions(), "run": str(run_dir)}
+    if judged.temperature is not None:
+        meta["temperature"] = judged.temperature
     if dist.is_main_process():  # the model file of a single-process run: plain weights, no DDP
         save_model(run_dir / "model.safetensors", state.model, meta)
         if config.model_fn:
@@ -237,8 +240,8 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     dist.barrier()  # no process reports success before the files are written
     if config.verbose >= 1:
         info(f"Best epoch {state.best_epoch}: valid_loss={state.best_loss:.4e}  valid_acc={best['valid_acc']:.4f}")
-    if test_acc is not None:
-        info(f"Test accuracy: {test_acc:.4f}")  # the result, printed even with --verbose 0
+    for line in outcome.summary_lines(metrics):
+        info(line)  # the result, printed even with --verbose 0
     if config.verbose >= 1:
         info(f"Saved {config.model_fn or run_dir / 'model.safetensors'} (run folder {run_dir})")
     return metrics
