@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
@@ -26,6 +29,18 @@ def _ready() -> bool:
     return True
 
 
+def _start_decoder(max_image_pixels: int, parent: int) -> None:
+    images.configure(max_image_pixels)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """A decoder outlives no server: if its worker is killed outright (SIGKILL), it exits within a second."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
 class DecodePool:
     def __init__(self, workers: int, max_image_pixels: int):
         self.workers, self.max_image_pixels = workers, max_image_pixels
@@ -33,7 +48,7 @@ class DecodePool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=images.configure, initargs=(self.max_image_pixels,))
+                                   initializer=_start_decoder, initargs=(self.max_image_pixels, os.getpid()))
 
     async def start(self) -> None:
         """Start every process now, so the first request does not pay for their imports."""

@@ -114,8 +114,9 @@ def _run_workers(worker: Worker, settings: Settings, sock: socket.socket) -> Non
     shared = tempfile.mkdtemp(prefix="ptflow-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared  # read by prometheus_client in each worker as it starts
     try:
+        # A worker importing torch on a busy machine can take a while to answer the supervisor's pings.
         config = uvicorn.Config(worker, **_uvicorn_options(settings), http=LimitedHttpProtocol,
-                                workers=settings.workers)
+                                workers=settings.workers, timeout_worker_healthcheck=30)
         Multiprocess(config, sockets=[sock]).run()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
