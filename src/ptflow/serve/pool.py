@@ -25,12 +25,18 @@ from ptflow.serve import images
 from ptflow.serve.payloads import RequestError
 
 
+NICENESS = 10
+
+
 def _ready() -> bool:
     return True
 
 
 def _start_decoder(max_image_pixels: int, parent: int) -> None:
     images.configure(max_image_pixels)
+    # Bulk work yields the CPU to the event loop and the forward passes: on a busy machine the kernel
+    # would otherwise share cores evenly, and every request would wait behind a decode.
+    os.nice(NICENESS)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
