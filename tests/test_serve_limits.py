@@ -268,3 +268,50 @@ def test_stop_answers_what_is_queued_and_refuses_what_comes_after():
     answers = asyncio.run(scenario())
     for i, answer in enumerate(answers):
         np.testing.assert_array_equal(answer, np.full((1, 2), 2 * i, np.float32))
+
+
+# --- the decoder against damaged files ---------------------------------------------------------
+
+@pytest.fixture
+def decoder_process_settings():
+    """images.configure as a decode process runs it, undone afterwards (it changes PIL's globals)."""
+    import warnings
+
+    from PIL import Image
+
+    from ptflow.serve import images
+
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        images.configure(20_000)
+        yield images
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_damaged_images_are_4xx_never_a_crash(decoder_process_settings):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from ptflow.serve.payloads import RequestError
+
+    images = decoder_process_settings
+    seeds = [encoded(digit(48), "PNG"), encoded(digit(48), "GIF"), encoded(digit(48), "BMP"),
+             encoded(digit(48), "WEBP"), encoded(digit(48), "JPEG"), encoded(digit(48), "WEBP", lossless=True)]
+
+    @given(seed=st.sampled_from(seeds), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                                       max_size=8), cut=st.integers(0, 10_000))
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def damaged(seed, flips, cut):
+        data = bytearray(seed)
+        for at, value in flips:
+            data[at % len(data)] = value
+        data = bytes(data[:max(1, len(data) - cut % len(data))])
+        try:
+            x = images.decode_images([("f", data)], (1, 8, 8), "digit", 20_000, 20_000)
+        except RequestError as exc:
+            assert 400 <= exc.status < 500 and exc.detail.startswith("f"), exc.detail
+        else:
+            assert x.shape == (1, 1, 8, 8) and x.dtype == np.uint8
+
+    damaged()

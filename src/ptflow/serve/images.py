@@ -16,6 +16,7 @@ and the CLI give the same probabilities for the same file.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -28,6 +29,8 @@ from ptflow.serve.payloads import RequestError
 # cameras: PIL opens it through the JPEG plugin and decodes only its first, primary picture.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP"}
 FORMAT_NAMES = ", ".join(FORMATS.values())
+# What PIL's decoders raise on damaged data, besides its own errors: a client's mistake (400), not ours.
+DAMAGED = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
 
 
 def configure(max_image_pixels: int) -> None:
@@ -63,7 +66,7 @@ def _open(data: bytes, name: str, max_pixels: int):
         raise RequestError(415, f"{name}: not an image in an accepted format ({FORMAT_NAMES})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise RequestError(413, f"{name}: image too large (more than {max_pixels:,} pixels)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except DAMAGED as exc:
         raise RequestError(400, f"{name}: not a readable image ({type(exc).__name__})") from None
     if image.width * image.height > max_pixels:
         raise RequestError(413, f"{name}: {image.width}x{image.height} pixels is more than the "
@@ -84,5 +87,5 @@ def _decode(image, name: str, input_shape: tuple[int, ...], style: str) -> np.nd
         raise RequestError(413, f"{name}: image too large") from None
     except PtflowError as exc:
         raise RequestError(400, str(exc)) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or damaged past the header
+    except DAMAGED as exc:  # truncated or damaged past the header
         raise RequestError(400, f"{name}: not a readable image ({type(exc).__name__})") from None

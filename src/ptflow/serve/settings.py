@@ -51,7 +51,7 @@ class Settings:
         1024, "inputs waiting (or being decoded) before new requests get 503 + Retry-After", low=1, high=1_000_000)
     # --- what one request may carry, and how long it may take to arrive ---
     max_inputs: int = setting(256, "inputs or images per request", low=1, high=65_536)
-    max_body_mb: float = setting(8.0, "request body limit in MiB", "MB", low=1 / 1024, high=1024.0)
+    max_body_mb: float = setting(8.0, "request body limit in MiB", "MB", low=0.001, high=1024.0)
     max_image_pixels: int = setting(  # checked from the header, before a pixel is decoded: bombs cost nothing
         16_000_000, "pixels per image (PIL's own bomb limit is set to the same)", "N", low=1, high=1_000_000_000)
     max_request_pixels: int = setting(  # ~0.35 s of decoding on one core: many images may not add up to minutes
