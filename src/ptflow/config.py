@@ -146,6 +146,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        for field in dataclasses.fields(self):  # from Python (ptflow.train) values arrive untyped
+            _check(_has_type(getattr(self, field.name), *field_type(field.name)),
+                   f"--{field.name} must be {_type_name(field_type(field.name)[0])}, "
+                   f"got {getattr(self, field.name)!r}")
         for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
             _check(isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name)),
                    f"--{name} must be a finite number, got {getattr(self, name)!r}")
@@ -208,6 +212,26 @@ def field_type(name: str) -> tuple[typing.Any, bool]:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     options = typing.get_args(hint) if union else (hint,)
     return next(t for t in options if t is not type(None)), type(None) in options
+
+
+def _has_type(value, kind, optional: bool) -> bool:
+    if value is None:
+        return optional
+    if typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        return isinstance(value, list) and all(_has_type(v, item, False) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not here
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is list:
+        return {int: "a list of integers", str: "a list of strings"}[typing.get_args(kind)[0]]
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a JSON object (a dict)"}.get(kind, str(kind))
 
 
 def _is_json(value) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
     """A new, empty run folder; an explicit name that already exists is an error, not an overwrite."""
     root = Path(runs_dir)
     if name is None:
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
         name, n = stem, 2
         while (root / name).exists():
             name, n = f"{stem}-{n}", n + 1
@@ -70,9 +71,14 @@ def list_runs(runs_dir: str) -> list[Path]:
     return sorted(runs, key=lambda p: ((read_json(p / "run.json") or {}).get("started") or 0, p.name))
 
 
-def _slug(dataset: str) -> str:
-    kind, _, path = dataset.partition(":")
-    return Path(path).stem if path else kind
+def _slug(name: str) -> str:
+    """A dataset or model name as a folder-name part: csv:data/x.csv -> x, my_pkg.nets:Wide -> Wide."""
+    kind, _, path = name.partition(":")
+    if path and kind in ("csv", "npz", "folder"):
+        name = Path(path).stem
+    elif path:  # an import path: its attribute names it
+        name = path.rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "data"
 
 
 def write_status(run: Path, **fields) -> None:
