@@ -164,7 +164,8 @@ def health_under_big_bodies(url: str, seconds: float, clients: int) -> dict:
     return {"healthz_alone_p99_ms": round(float(np.percentile(quiet, 99)), 2),
             "healthz_requests": len(ms), "healthz_p50_ms": round(float(np.percentile(ms, 50)), 2),
             "healthz_p99_ms": round(float(np.percentile(ms, 99)), 2), "healthz_max_ms": round(float(ms.max()), 2),
-            "big_bodies": {name: {str(s): codes.count(s) for s in sorted(set(codes))} for name, codes in statuses.items()}}
+            "big_bodies": {name: {str(s): codes.count(s) for s in sorted(set(codes))}
+                           for name, codes in statuses.items()}}
 
 
 def slow_clients(url: str, count: int, period: float, wait: float) -> dict:

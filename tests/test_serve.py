@@ -32,7 +32,6 @@ from ptflow.serve.app import Settings, create_app  # noqa: E402
 from ptflow.serve.batching import MicroBatcher, QueueFull  # noqa: E402
 from ptflow.serve.security import page_and_csp  # noqa: E402
 
-
 LOCAL = "http://localhost"  # without an API key, the server answers loopback Host names only
 
 

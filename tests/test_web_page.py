@@ -169,8 +169,9 @@ def test_api_docs_work_offline_under_their_csp(browser, serve_process, digits_mo
         wait_for(browser, lambda d: block.find_elements("css selector", ".try-out__btn"))
         block.find_element("css selector", ".try-out__btn").click()
         block.find_element("css selector", ".execute").click()
-        wait_for(browser, lambda d: block.find_elements("css selector", ".live-responses-table tbody .response-col_status"))
-        assert block.find_element("css selector", ".live-responses-table tbody .response-col_status").text.startswith("200")
+        status = ".live-responses-table tbody .response-col_status"
+        wait_for(browser, lambda d: block.find_elements("css selector", status))
+        assert block.find_element("css selector", status).text.startswith("200")
         assert '"architecture": "mlp"' in block.find_element("css selector", ".live-responses-table pre").text
 
         loaded = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")

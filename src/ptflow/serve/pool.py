@@ -24,7 +24,6 @@ from ptflow.console import warn
 from ptflow.serve import images
 from ptflow.serve.payloads import RequestError
 
-
 NICENESS = 10
 
 
