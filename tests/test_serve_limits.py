@@ -315,3 +315,42 @@ def test_damaged_images_are_4xx_never_a_crash(decoder_process_settings):
             assert x.shape == (1, 1, 8, 8) and x.dtype == np.uint8
 
     damaged()
+
+
+def test_decoders_exit_when_their_worker_is_killed(tmp_path):
+    """SIGKILL gives a worker no chance to stop its decode processes: they notice, and exit by themselves."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from ptflow.serve.pool import DecodePool\n"
+        "async def main():\n"
+        "    pool = DecodePool(2, 1000)\n"
+        "    await pool.start()\n"
+        "    print(' '.join(str(p) for p in pool._executor._processes), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    worker = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    decoders = [int(pid) for pid in worker.stdout.readline().split()]
+    assert len(decoders) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in decoders)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in decoders):
+        assert time.monotonic() < deadline, "a decoder outlived its worker"
+        time.sleep(0.1)
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

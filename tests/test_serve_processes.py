@@ -72,10 +72,12 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
             data += chunk
     except TimeoutError:
         data += b"<still open>"
+    except ConnectionResetError:  # closed with our bytes unread: what came before the reset still counts
+        pass
     return data
 
 
-def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once(model_fn):
+def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_and_huge_headers_431(model_fn):
     server, url = start(model_fn, "--request_timeout_s", "1.5", "--max_connections", "6")
     port = int(url.rsplit(":", 1)[1])
     try:
@@ -102,11 +104,16 @@ def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once(
         assert time.monotonic() - started < 4  # closed at the deadline, not at some later sweep
         for sock in [*trickling, silent, *extra]:
             sock.close()
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # headers past --max_header_kb (64)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 66_000)
+            answer = read_all(sock, timeout=5)
+        assert answer.startswith(b"HTTP/1.1 431") and b"larger than 64 KiB" in answer, answer[:200]
         time.sleep(0.2)
         text = httpx.get(url + "/metrics").text  # the slots are free again
         assert metric(text, "ptflow_connections_refused_total", reason="too_many") == 14
         assert metric(text, "ptflow_connections_refused_total", reason="timeout") == 6
         assert metric(text, "ptflow_requests_total", path="/v1/predict", status="408") == 5
+        assert metric(text, "ptflow_connections_refused_total", reason="headers_too_large") == 1
     finally:
         assert stop(server) in STOPPED
 

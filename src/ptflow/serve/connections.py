@@ -3,7 +3,9 @@
 - At most --max_connections open per worker: one more is answered 503 and closed at once,
   instead of being parsed.
 - A client has --request_timeout_s from its first byte (or from connecting) to deliver a whole
-  request, headers and body; past that it gets 408 and the connection is closed. uvicorn alone
+  request, headers and body; past that it gets 408 and the connection is closed.
+- A request's line and headers may take --max_header_kb; past that, 431 and closed (uvicorn and
+  httptools keep appending to the URL and headers for as long as they come). uvicorn alone
   keeps a connection that trickles a byte every few seconds open for ever (its keep-alive timeout
   only covers the silence between requests), so twenty such clients would hold twenty
   connections indefinitely.
@@ -36,6 +38,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.settings, self.metrics = worker.settings, worker.service.metrics
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._headers_done, self._header_bytes = False, 0
+        self._max_header_bytes = self.settings.max_header_kb * 1024
 
     def connection_made(self, transport) -> None:
         if len(self.connections) >= self.settings.max_connections:
@@ -60,10 +64,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         super().data_received(data)
+        if not self._headers_done and not self.transport.is_closing():
+            # Counted after parsing: a read that also completed the headers is not held against them.
+            self._header_bytes += len(data)
+            if self._header_bytes > self._max_header_bytes:
+                self.metrics.refused.labels("headers_too_large").inc()
+                self.transport.write(_canned("431 Request Header Fields Too Large", f"request line and headers "
+                                             f"larger than {self.settings.max_header_kb} KiB"))
+                self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._headers_done, self._header_bytes = False, 0
         self._arm()  # a keep-alive connection's next request: a new deadline from its first byte
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -71,10 +71,11 @@ WHY = {
     413: "body, image or the request's images together too large",
     415: f"wrong Content-Type, or an image format other than {FORMAT_NAMES}",
     422: "wrong shape, too many inputs, NaN/inf or out-of-range values",
+    431: "request line and headers larger than --max_header_kb",
     500: "a bug: logged, never shown as a traceback",
     503: "model not ready, queue full, or too many connections (see Retry-After)",
 }
-ALWAYS = (403, 408, 413, 503)  # any request can meet the Host check, the deadline, the body limit, a full server
+ALWAYS = (403, 408, 413, 431, 503)  # any request can meet the Host check, the deadline, the body limit, a full server
 PREDICT_ERRORS = errors(*ALWAYS, 400, 401, 415, 422, 500)
 PLAIN_ERRORS = errors(*ALWAYS)
 

@@ -52,6 +52,8 @@ class Settings:
     # --- what one request may carry, and how long it may take to arrive ---
     max_inputs: int = setting(256, "inputs or images per request", low=1, high=65_536)
     max_body_mb: float = setting(8.0, "request body limit in MiB", "MB", low=0.001, high=1024.0)
+    max_header_kb: int = setting(  # the body has its limit; without this one a URL or header could grow without end
+        64, "request line and headers limit in KiB (431 beyond)", "KB", low=1, high=1024)
     max_image_pixels: int = setting(  # checked from the header, before a pixel is decoded: bombs cost nothing
         16_000_000, "pixels per image (PIL's own bomb limit is set to the same)", "N", low=1, high=1_000_000_000)
     max_request_pixels: int = setting(  # ~0.35 s of decoding on one core: many images may not add up to minutes
