@@ -1,4 +1,4 @@
-"""Load test for `ptflow serve` over loopback: throughput and latency, batched vs unbatched.
+"""Load test for `ptflow serve` over loopback: throughput and latency, batched vs unbatched, 1 or 2 workers.
 
 Starts the server as its own process (once per mode), then drives it from this process with a
 lean asyncio client: one keep-alive HTTP/1.1 connection per concurrent user, raw sockets, each
@@ -9,6 +9,7 @@ the requests it delayed (no coordinated omission).
 
     python bench/load_test.py --model_fn mnist.safetensors
     python bench/load_test.py --model_fn mnist.safetensors --concurrency 16 --duration 10 --modes batched
+    python bench/load_test.py --model_fn mnist.safetensors --modes batched,workers2   # 1 vs 2 worker processes
 
 Prints a Markdown table and writes the numbers as JSON (--out).
 """
@@ -29,7 +30,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-MODES = {"batched": [], "unbatched": ["--max_batch_size", "1"]}
+MODES = {"batched": [], "unbatched": ["--max_batch_size", "1"], "workers2": ["--workers", "2"]}
 TARGETS = "c=16: >= 1500 req/s, p99 <= 25 ms, 0 errors; c=64: batched >= 1.3x unbatched; c=1: p50 <= 3 ms"
 
 
@@ -43,9 +44,9 @@ def start_server(model_fn: str, extra: list[str]) -> tuple[subprocess.Popen, str
             break
     else:
         raise SystemExit(f"the server did not start: {server.wait()}")
-    for _ in range(200):  # ready = loaded and warmed up
+    for _ in range(600):  # ready = loaded and warmed up (with several workers, each accepts once warm)
         try:
-            with urllib.request.urlopen(url + "/readyz") as response:
+            with urllib.request.urlopen(url + "/readyz", timeout=60) as response:
                 if response.status == 200:
                     return server, url
         except OSError:
@@ -140,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_fn", required=True)
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated levels (default: 1,16,64)")
-    parser.add_argument("--modes", default="batched,unbatched", help="batched, unbatched or both")
+    parser.add_argument("--modes", default="batched,unbatched", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each level")
     parser.add_argument("--rate", type=float, default=None, help="open loop at this many requests/s in all")

@@ -121,7 +121,7 @@ def test_calibrate_stores_a_temperature_that_predict_serve_and_export_apply(cli,
 
     from ptflow.serve.app import create_app
 
-    with TestClient(create_app(model_fn)) as client:
+    with TestClient(create_app(model_fn), base_url="http://localhost") as client:
         for _ in range(500):
             if client.get("/readyz").status_code == 200:
                 break

@@ -191,7 +191,8 @@ def test_the_server_answers_with_a_plugin_model(plugin_site, tmp_path):
         model = ptflow.load(runs / "s" / "model.safetensors")
         x = np.zeros((2, 28, 28), np.float32)
         x[1, 5:20, 5:20] = 1.0
-        with TestClient(create_app(runs / "s" / "model.safetensors")) as client:
+        app = create_app(runs / "s" / "model.safetensors")
+        with TestClient(app, base_url="http://localhost") as client:  # without a key, a loopback Host
             for _ in range(500):  # the model loads and warms up while /healthz already answers
                 if client.get("/readyz").status_code == 200:
                     break

@@ -149,3 +149,34 @@ def test_the_page_asks_for_the_api_key_when_one_is_required(browser, serve_proce
         browser.find_element("id", "predict").click()
         wait_for(browser, lambda d: "latency" in d.find_element("id", "status").text)
         assert sum(b["p"] for b in bars(browser)) == pytest.approx(1, abs=1e-4)
+
+
+def test_api_docs_work_offline_under_their_csp(browser, serve_process, digits_model):
+    """/docs is Swagger UI from the installed package: every file from the server itself, no CSP violation."""
+    with serve_process(digits_model) as url:
+        headers = httpx.get(url + "/docs").headers
+        assert "script-src 'self'" in headers["content-security-policy"] and "unsafe" not in headers[
+            "content-security-policy"]
+        browser.get_log("browser")  # drop what earlier tests left in the shared browser's log
+        browser.get(url + "/docs")
+        wait_for(browser, lambda d: d.execute_script("return document.querySelectorAll('.opblock').length") >= 6)
+        paths = browser.execute_script(
+            "return [...document.querySelectorAll('.opblock-summary-path')].map(e => e.dataset.path)")
+        assert {"/v1/predict", "/v1/predict/image", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(paths)
+
+        # Try it out: GET /v1/model from the page, through the page's own CSP (connect-src 'self').
+        block = browser.find_element("id", "operations-default-model_info_v1_model_get")
+        block.find_element("css selector", ".opblock-summary").click()
+        wait_for(browser, lambda d: block.find_elements("css selector", ".try-out__btn"))
+        block.find_element("css selector", ".try-out__btn").click()
+        block.find_element("css selector", ".execute").click()
+        status = ".live-responses-table tbody .response-col_status"
+        wait_for(browser, lambda d: block.find_elements("css selector", status))
+        assert block.find_element("css selector", status).text.startswith("200")
+        assert '"architecture": "mlp"' in block.find_element("css selector", ".live-responses-table pre").text
+
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert loaded and all(name.startswith(url + "/") for name in loaded), loaded  # nothing from elsewhere
+        assert {url + "/docs/swagger-ui-bundle.js", url + "/docs/swagger-ui.css", url + "/openapi.json"} <= set(loaded)
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors  # no Content-Security-Policy violation, no failed request

@@ -19,7 +19,7 @@ def register(commands) -> None:
         if field.type in ("bool", bool):
             p.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=help)
             continue
-        shown = "" if field.default is None else f" (default: {field.default})"
+        shown = "" if field.default in (None, "") else f" (default: {field.default})"
         kind = {"int": int, "float": float}.get(str(field.type), str)
         p.add_argument(f"--{field.name}", type=kind, default=argparse.SUPPRESS, metavar=field.metadata["metavar"],
                        help=help + shown)

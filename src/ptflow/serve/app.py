@@ -1,102 +1,73 @@
 """`ptflow serve`: a model behind a REST API and a draw-a-digit page (FastAPI + uvicorn).
 
-`create_app(model, settings)` builds the app; its lifespan loads the model (with the safe loader)
-and warms it up in the inference thread while the server already answers /healthz, and /readyz
-says 503 until then. Predictions go through `MicroBatcher` (batching.py), request bodies through
-payloads.py, images through `ptflow predict`'s own preprocessing (imaging.py).
+`create_app(model, settings)` builds the app; its lifespan starts the decode processes, loads
+the model (with the safe loader) and warms it up in the inference thread. With one worker the
+server answers /healthz meanwhile and /readyz says 503 until then; with several, a worker starts
+accepting connections only once warm, so no request waits on a cold one. Predictions go through
+`MicroBatcher` (batching.py); request bodies through payloads.py, on the event loop when small
+and in the decode processes (pool.py) when large; images always in the decode processes, through
+images.py and `ptflow predict`'s own preprocessing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ptflow import __version__
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba, prediction_rows
-from ptflow.serve import payloads
-from ptflow.serve.batching import MicroBatcher, QueueFull
-from ptflow.serve.metrics import Metrics
+from ptflow.serve import images, payloads, schemas
+from ptflow.serve.batching import MicroBatcher, QueueFull, Reservation
+from ptflow.serve.docs import add_docs
+from ptflow.serve.guard import Guard
+from ptflow.serve.metrics import CONTENT_TYPE, Metrics
+from ptflow.serve.payloads import Parsed, RequestError
+from ptflow.serve.pool import DecodePool
 from ptflow.serve.security import bearer, page_and_csp
 from ptflow.serve.settings import Settings
 
-PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image"}
-
-
-class Guard:
-    """Pure ASGI middleware: the body-size limit (413) and request metrics, for every request."""
-
-    def __init__(self, app, metrics: Metrics, max_body_bytes: int):
-        self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status, limit, received = time.perf_counter(), 500, self.max_body_bytes, 0
-        too_large = f"request body larger than the {limit:,} bytes allowed"
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                response = JSONResponse({"detail": too_large}, 413, headers={"Connection": "close"})
-                await response(scope, receive, send)
-                self.metrics.observe_request(scope["path"], 413, time.perf_counter() - start)
-                return
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:  # a chunked body, or one longer than it said
-                raise HTTPException(413, too_large)
-            return message
-
-        async def send_and_record(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, send_and_record)
-        finally:
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image", "/docs",
+         "/openapi.json"}
 
 
 class Service:
-    """The model, its batcher and the app's state, shared by the endpoints."""
+    """The model, its batcher, the decode processes and the metrics, shared by the endpoints."""
 
-    def __init__(self, model: LoadedModel | str | Path, settings: Settings):
-        self.settings = settings
+    def __init__(self, model: LoadedModel | str | Path, settings: Settings, trust_code: bool = False):
+        self.settings, self.trust_code = settings, trust_code
         self.source = model
         self.loaded: LoadedModel | None = model if isinstance(model, LoadedModel) else None
         self.ready = False
         self.error: str | None = None
+        self.metrics = Metrics(PATHS)
         self.batcher = MicroBatcher(self._predict, settings.max_batch_size, settings.max_wait_ms,
-                                    settings.max_queue, on_batch=lambda rows, s: self.metrics.observe_batch(rows, s))
-        self.metrics = Metrics(PATHS, queue_depth=lambda: self.batcher.depth)
+                                    settings.max_queue, on_batch=self.metrics.observe_batch,
+                                    on_depth=self.metrics.queue_depth.set)
+        self.pool = DecodePool(settings.decode_workers, settings.max_image_pixels)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         return predict_proba(self.loaded, x)
 
     def _load_and_warm_up(self) -> None:
         if self.loaded is None:
-            self.loaded = load_model(self.source, self.settings.device)
+            self.loaded = load_model(self.source, self.settings.device, trust_code=self.trust_code)
         for rows in sorted({1, self.settings.max_batch_size}):  # allocate the buffers real batches use
             for _ in range(3):
                 self._predict(np.zeros((rows, *self.loaded.input_shape), np.float32))
 
     async def start(self) -> None:
         try:
-            await self.batcher.run_in_thread(self._load_and_warm_up)
+            await asyncio.gather(self.pool.start(), self.batcher.run_in_thread(self._load_and_warm_up))
         except Exception as exc:  # the server stays up to say why on /readyz
             self.error = str(exc) if isinstance(exc, PtflowError) else f"{type(exc).__name__}: {exc}"
             warn(f"model not loaded: {self.error}")
@@ -104,9 +75,14 @@ class Service:
         meta = self.loaded.meta
         self.model_id = meta["sha256"]
         self.value_range = (0.0, 1.0) if len(self.loaded.input_shape) == 3 else None
-        self.metrics.info = {"sha256": meta["sha256"], "architecture": meta["model"], "name": self.name}
+        self.metrics.set_model(meta["sha256"], meta["model"], self.name)
         self.ready = True
         info(f"ready: {self.name} ({meta['model']}, {len(self.loaded.classes)} classes, sha256 {self.model_id[:12]})")
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.pool.stop()
+        self.metrics.close()
 
     @property
     def name(self) -> str:
@@ -125,36 +101,81 @@ class Service:
     def require_ready(self) -> LoadedModel:
         if not self.ready:
             detail = f"model failed to load: {self.error}" if self.error else "the model is still loading"
-            raise HTTPException(503, detail, headers={"Retry-After": "1"})
+            raise RequestError(503, detail)
         return self.loaded
 
-    async def answer(self, names: list[str], x: np.ndarray) -> Response:
+    async def parse(self, fn, body: bytes, *args) -> Parsed:
+        """fn(body, *args): here if the body is small, else in a decode process, counted as one queued input."""
+        if len(body) <= self.settings.inline_body_bytes:
+            return fn(body, *args)
+        reservation = self._reserve(1)
         try:
-            probs = await self.batcher.predict(x)
+            return await self.pool.run(fn, body, *args)
+        finally:
+            reservation.release()
+
+    async def answer(self, parsed: Parsed) -> Response:
+        if parsed.x is not None:
+            return await self._answer([f"inputs[{i}]" for i in range(len(parsed.x))], parsed.x)
+        loaded, settings = self.loaded, self.settings
+        reservation = self._reserve(len(parsed.images))  # refused now, before any decoding is spent on it
+        try:
+            x = await self.pool.run(images.decode_images, parsed.images, loaded.input_shape,
+                                    loaded.meta.get("image_style", "resize"), settings.max_image_pixels,
+                                    settings.max_request_pixels)
+            return await self._answer([name for name, _ in parsed.images], x, reservation)
+        finally:
+            reservation.release()
+
+    def _reserve(self, rows: int) -> Reservation:
+        try:
+            return self.batcher.reserve(rows)
         except QueueFull as exc:
-            raise HTTPException(503, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
+            raise RequestError(503, f"server busy: {exc}; retry shortly") from None
+
+    async def _answer(self, names: list[str], x: np.ndarray, reservation: Reservation | None = None) -> Response:
+        try:
+            probs = await self.batcher.predict(x, reservation)
+        except QueueFull as exc:
+            raise RequestError(503, f"server busy: {exc}; retry shortly") from None
         body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.loaded.classes)}
         return Response(orjson.dumps(body), media_type="application/json")
 
 
-def create_app(model: LoadedModel | str | Path, settings: Settings | None = None) -> FastAPI:
+class PrometheusText(Response):
+    media_type = CONTENT_TYPE
+
+
+def create_app(model: LoadedModel | str | Path, settings: Settings | None = None, trust_code: bool = False) -> FastAPI:
     settings = settings or Settings()
-    service = Service(model, settings)
+    service = Service(model, settings, trust_code)
     html, csp = page_and_csp()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service.batcher.start()
-        warm_up = asyncio.create_task(service.start())  # /healthz answers while this runs
+        warm_up = asyncio.create_task(service.start())
+        if settings.workers > 1:  # one of several: take connections only once able to answer them
+            await warm_up
         yield
         warm_up.cancel()
-        await service.batcher.stop()
+        await service.stop()
 
-    app = FastAPI(title="ptflow", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="ptflow", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Predictions from a ptflow model. JSON inputs of image models are pixels / 255.")
     app.state.service = service
-    app.add_middleware(Guard, metrics=service.metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, metrics=service.metrics, settings=settings)
     guarded = [Depends(bearer(settings.api_key))] if settings.api_key else []
+    add_docs(app)
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError):
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse({"detail": exc.detail}, exc.status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect):  # nobody to answer; counted as a timed-out request
+        return Response(status_code=408)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):  # a bug: log it, never show a traceback
@@ -165,52 +186,47 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
         return HTMLResponse(html, headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
                                            "Referrer-Policy": "no-referrer"})
 
-    @app.get("/healthz", summary="the process is alive")
+    @app.get("/healthz", summary="the process is alive", response_model=schemas.Status,
+             responses=schemas.PLAIN_ERRORS)
     async def healthz():
         return {"status": "ok"}
 
     @app.get("/readyz", summary="200 once the model is loaded and warmed up, 503 before",
-             responses={503: payloads.ERRORS[503]})
+             response_model=schemas.Status, responses=schemas.PLAIN_ERRORS)
     async def readyz():
         service.require_ready()
         return {"status": "ready"}
 
-    @app.get("/v1/model", response_model=payloads.ModelInfo, summary="what is being served",
-             responses={503: payloads.ERRORS[503]})
+    @app.get("/v1/model", response_model=schemas.ModelInfo, summary="what is being served",
+             responses=schemas.PLAIN_ERRORS)
     async def model_info():
         service.require_ready()
         return service.describe()
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics of the whole server", response_class=PrometheusText,
+             responses=schemas.PLAIN_ERRORS)
     async def metrics():
-        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PrometheusText(service.metrics.render())
 
-    @app.post("/v1/predict", response_model=payloads.PredictResponse, dependencies=guarded,
-              summary="predict from JSON inputs or base64 images", responses=payloads.ERRORS,
-              openapi_extra=payloads.JSON_BODY)
+    @app.post("/v1/predict", response_model=schemas.PredictResponse, dependencies=guarded,
+              summary="predict from JSON inputs or base64 images", responses=schemas.PREDICT_ERRORS,
+              openapi_extra=schemas.JSON_BODY)
     async def predict(request: Request):
         loaded = service.require_ready()
         payloads.require_media_type(request.headers.get("content-type"), "application/json")
-        payload = payloads.parse_json(await request.body())
-        if "inputs" in payload:
-            x = payloads.json_inputs(payload["inputs"], loaded.input_shape, settings.max_inputs,
-                                     service.value_range)
-            return await service.answer([f"inputs[{i}]" for i in range(len(x))], x)
-        images = payloads.base64_images(payload["images"], settings.max_inputs)
-        return await _answer_images(images)
+        parsed = await service.parse(payloads.parse_predict, await request.body(), loaded.input_shape,
+                                     settings.max_inputs, service.value_range)
+        return await service.answer(parsed)
 
-    @app.post("/v1/predict/image", response_model=payloads.PredictResponse, dependencies=guarded,
-              summary="predict from uploaded image files (multipart/form-data)", responses=payloads.ERRORS,
-              openapi_extra=payloads.MULTIPART_BODY)
+    @app.post("/v1/predict/image", response_model=schemas.PredictResponse, dependencies=guarded,
+              summary="predict from uploaded image files (multipart/form-data)", responses=schemas.PREDICT_ERRORS,
+              openapi_extra=schemas.MULTIPART_BODY)
     async def predict_image(request: Request):
         service.require_ready()
-        payloads.require_media_type(request.headers.get("content-type"), "multipart/form-data")
-        return await _answer_images(await payloads.form_files(request, settings.max_inputs))
-
-    async def _answer_images(images: list[tuple[str, bytes]]) -> Response:
-        loaded = service.loaded
-        x = await run_in_threadpool(payloads.decode_images, images, loaded.input_shape,
-                                    loaded.meta.get("image_style", "resize"), settings.max_image_pixels)
-        return await service.answer([name for name, _ in images], x)
+        content_type = request.headers.get("content-type")
+        payloads.require_media_type(content_type, "multipart/form-data")
+        parsed = await service.parse(payloads.multipart_files, await request.body(), content_type,
+                                     settings.max_inputs)
+        return await service.answer(parsed)
 
     return app

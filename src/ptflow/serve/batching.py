@@ -8,6 +8,10 @@ first one arrived, runs the stacked rows in a single inference thread (so the ev
 accepting and parsing requests meanwhile) and hands each caller exactly its own rows back.
 While a batch runs, the next one gathers, so under load batches form even with `max_wait_ms` 0.
 `max_batch_size` 1 gives one forward pass per request: batching off.
+
+The queue's bound counts rows not yet queued too: a caller may `reserve` rows for work that will
+become rows (images being decoded), so that work is refused with 503 before it is done, not after.
+`stop` drains: what is queued when the server shuts down is still answered.
 """
 
 from __future__ import annotations
@@ -26,6 +30,18 @@ class QueueFull(Exception):
     """More rows are waiting than `max_queue` allows: the caller should retry later (HTTP 503)."""
 
 
+class Reservation:
+    """Rows counted against the queue before they exist; `predict` or `release` gives them back."""
+
+    def __init__(self, batcher: "MicroBatcher", rows: int):
+        self.batcher, self.rows = batcher, rows
+
+    def release(self) -> None:
+        if self.rows:
+            self.batcher._add_waiting(-self.rows)
+            self.rows = 0
+
+
 @dataclass
 class _Request:
     x: np.ndarray  # (n, *input_shape), this caller's rows
@@ -36,51 +52,91 @@ class _Request:
 class MicroBatcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 64,
                  max_wait_ms: float = 0.0, max_queue: int = 1024,
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None,
+                 on_depth: Callable[[int], None] | None = None):
         self.predict_fn = predict  # (N, *input_shape) -> (N, n_classes), called in the inference thread
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch  # called on the event loop with (rows, seconds) after each forward pass
+        self.on_depth = on_depth  # called with the new depth whenever it changes
         # One thread: forward passes run one at a time, each using torch's own intra-op threads.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptflow-inference")
         self._queue: deque[_Request] = deque()
         self._rows_waiting = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._idle: asyncio.Event | None = None  # set while no pass is running and nothing is queued
+        self._closing = False
 
     @property
     def depth(self) -> int:
-        """Rows waiting for a forward pass."""
+        """Rows waiting for a forward pass, or reserved for one."""
         return self._rows_waiting
+
+    def _add_waiting(self, rows: int) -> None:
+        self._rows_waiting += rows
+        if self.on_depth is not None:
+            self.on_depth(self._rows_waiting)
+
+    def reserve(self, rows: int) -> Reservation:
+        """Count `rows` against the queue now, or raise QueueFull."""
+        self._check_room(rows)
+        self._add_waiting(rows)
+        return Reservation(self, rows)
+
+    def _check_room(self, rows: int) -> None:
+        if self._closing:
+            raise QueueFull("the server is shutting down")
+        if self._rows_waiting + rows > self.max_queue:
+            raise QueueFull(f"{self._rows_waiting} inputs are already waiting (at most {self.max_queue})")
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ptflow-batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new rows, answer the queued ones (for up to `timeout` seconds), then stop."""
+        self._closing = True
         if self._task is not None:
+            try:
+                await asyncio.wait_for(self._drained(), timeout)
+            except asyncio.TimeoutError:
+                pass
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         for request in self._queue:
             if not request.future.done():
-                request.future.set_exception(RuntimeError("server shutting down"))
+                request.future.set_exception(QueueFull("the server shut down before this request's turn"))
         self._queue.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _drained(self) -> None:
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
 
     async def run_in_thread(self, fn: Callable, *args):
         """Run fn(*args) in the inference thread (warm-up uses this, so it runs where inference will)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def predict(self, x: np.ndarray) -> np.ndarray:
-        """This caller's probabilities, (n, n_classes), once its rows have been through a batch."""
+    async def predict(self, x: np.ndarray, reservation: Reservation | None = None) -> np.ndarray:
+        """This caller's probabilities, (n, n_classes), once its rows have been through a batch.
+
+        A reservation made for these rows is handed over to them (no await in between: no one
+        else can take the room meanwhile).
+        """
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        if self._rows_waiting + len(x) > self.max_queue:
-            raise QueueFull(f"{self._rows_waiting} inputs are already waiting (at most {self.max_queue})")
+        if reservation is not None:
+            reservation.release()
+        self._check_room(len(x))
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(x, future, time.monotonic()))
-        self._rows_waiting += len(x)
+        self._add_waiting(len(x))
+        self._idle.clear()
         self._wakeup.set()
         return await future
 
@@ -88,8 +144,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
+                self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            self._idle.clear()
             batch = await self._collect()
             if not batch:
                 continue
@@ -130,7 +188,7 @@ class MicroBatcher:
             # A request is never split: one larger than max_batch_size runs as a batch of its own.
             while self._queue and (not batch or self._fits(self._queue[0].x, batch[0].x, rows)):
                 request = self._queue.popleft()
-                self._rows_waiting -= len(request.x)
+                self._add_waiting(-len(request.x))
                 if request.future.done():  # cancelled while waiting
                     continue
                 batch.append(request)

@@ -1,96 +1,80 @@
-"""The server's Prometheus metrics: counters, histograms and gauges in the text exposition format.
+"""The server's Prometheus metrics, for the whole server however many worker processes it has.
 
-Small on purpose: every observation happens on the event loop's thread, so no locks are needed,
-and an observation is a bisect and two additions, cheap enough for every request.
+prometheus_client does the counting and the exposition format. With `--workers N`, the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before starting the workers: each then writes its values
+to memory-mapped files there, and whichever worker answers /metrics adds up every worker's
+files (its multiprocess mode). Gauges say how they add up: queue depth and open connections are
+summed over the live workers, the model's info is the same in all of them.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from typing import Callable
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-
-    def lines(self, name: str, labels: dict[str, str]) -> list[str]:
-        out, total = [], 0
-        for bound, count in zip((*self.buckets, math.inf), self.counts):
-            total += count
-            out.append(f"{name}_bucket{_labels({**labels, 'le': _number(float(bound))})} {total}")
-        out.append(f"{name}_sum{_labels(labels)} {_number(self.sum)}")
-        out.append(f"{name}_count{_labels(labels)} {total}")
-        return out
+def multiprocess_dir() -> str | None:
+    """The folder the workers share their values through, when there are several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class Metrics:
-    """What the server counts: requests by path and status, latency, batch sizes, queue depth."""
+    """What the server counts: requests by path and status, latency, batches, queue, connections."""
 
-    def __init__(self, paths: set[str], queue_depth: Callable[[], int] = lambda: 0, info: dict | None = None):
+    def __init__(self, paths: set[str]):
+        disable_created_metrics()  # no `_created` series: the multiprocess mode has none either
         self.paths = paths  # known routes; anything else is counted as "other" to bound the label set
-        self.queue_depth = queue_depth
-        self.info = info or {}
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, Histogram] = {}
-        self.batch_size = Histogram(BATCH_BUCKETS)
-        self.inference = Histogram(LATENCY_BUCKETS)
+        self.registry = CollectorRegistry()  # one per app: tests build several apps in one process
+        r = self.registry
+        self.requests = Counter("ptflow_requests", "HTTP requests answered, by path and status.",
+                                ["path", "status"], registry=r)
+        self.latency = Histogram("ptflow_request_duration_seconds", "Time from request to response, by path.",
+                                 ["path"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("ptflow_batch_size", "Inputs per forward pass.", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.inference = Histogram("ptflow_inference_seconds", "Time of one forward pass in the inference thread.",
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("ptflow_queue_depth", "Inputs waiting for a forward pass or being decoded.",
+                                 registry=r, multiprocess_mode="livesum")
+        self.connections = Gauge("ptflow_open_connections", "Client connections open.", registry=r,
+                                 multiprocess_mode="livesum")
+        self.refused = Counter("ptflow_connections_refused", "Connections closed by the server's limits: "
+                               "too_many (--max_connections, 503), timeout (--request_timeout_s, 408), "
+                               "headers_too_large (--max_header_kb, 431).",
+                               ["reason"], registry=r)
+        self.workers = Gauge("ptflow_workers", "Worker processes serving.", registry=r,
+                             multiprocess_mode="livesum")
+        self.model_info = Gauge("ptflow_model_info", "The model being served.", ["sha256", "architecture", "name"],
+                                registry=r, multiprocess_mode="livemax")
+        self.workers.set(1)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         path = path if path in self.paths else "other"
-        key = (path, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.latency.get(path)
-        if histogram is None:
-            histogram = self.latency[path] = Histogram(LATENCY_BUCKETS)
-        histogram.observe(seconds)
+        self.requests.labels(path, str(status)).inc()
+        self.latency.labels(path).observe(seconds)
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         self.batch_size.observe(rows)
         self.inference.observe(seconds)
 
-    def render(self) -> str:
-        lines = ["# HELP ptflow_requests_total HTTP requests answered, by path and status.",
-                 "# TYPE ptflow_requests_total counter"]
-        for (path, status), count in sorted(self.requests.items()):
-            lines.append(f"ptflow_requests_total{_labels({'path': path, 'status': str(status)})} {count}")
-        lines += ["# HELP ptflow_request_duration_seconds Time from request to response, by path.",
-                  "# TYPE ptflow_request_duration_seconds histogram"]
-        for path, histogram in sorted(self.latency.items()):
-            lines += histogram.lines("ptflow_request_duration_seconds", {"path": path})
-        lines += ["# HELP ptflow_batch_size Inputs per forward pass.", "# TYPE ptflow_batch_size histogram",
-                  *self.batch_size.lines("ptflow_batch_size", {}),
-                  "# HELP ptflow_inference_seconds Time of one forward pass in the inference thread.",
-                  "# TYPE ptflow_inference_seconds histogram",
-                  *self.inference.lines("ptflow_inference_seconds", {}),
-                  "# HELP ptflow_queue_depth Inputs waiting for a forward pass.", "# TYPE ptflow_queue_depth gauge",
-                  f"ptflow_queue_depth {self.queue_depth()}",
-                  "# HELP ptflow_model_info The model being served.", "# TYPE ptflow_model_info gauge",
-                  f"ptflow_model_info{_labels(self.info)} 1"]
-        return "\n".join(lines) + "\n"
+    def set_model(self, sha256: str, architecture: str, name: str) -> None:
+        self.model_info.labels(sha256, architecture, name).set(1)
+
+    def render(self) -> bytes:
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=folder)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This worker is stopping: its live gauges (queue, connections, workers) no longer count."""
+        if multiprocess_dir() is not None:
+            prometheus_multiprocess.mark_process_dead(os.getpid())

@@ -1,6 +1,7 @@
-"""What keeps the server safe to expose: the loopback rule, the API key, the page's CSP.
+"""What keeps the server safe to expose: the loopback rule, the Host check, the API key, the CSPs.
 
-Limits on what a request may carry (body size, inputs, pixels) live with the code that reads it.
+Limits on what a request may carry (body size, inputs, pixels, time) are Settings fields, enforced
+by the code that reads the request (guard.py, connections.py, payloads.py, images.py).
 """
 
 from __future__ import annotations
@@ -27,11 +28,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(host: str, api_key: str | None, insecure: bool) -> None:
-    """Refuse to serve beyond this machine without a key, unless told to."""
-    if not is_loopback(host) and not api_key and not insecure:
+def check_exposure(host: str, api_key: str | None, insecure: bool, allowed_hosts: frozenset[str]) -> None:
+    """Refuse to serve beyond this machine without a key, unless told to, and told under which names."""
+    if is_loopback(host) or api_key:
+        return
+    if not insecure:
         raise UsageError(f"refusing to serve on {host} without an API key: anyone who can reach it could use it; "
                          f"set --api_key or $PTFLOW_API_KEY, or pass --insecure")
+    if not allowed_hosts:
+        raise UsageError(f"serving on {host} without an API key also needs --allowed_hosts: the names clients use "
+                         f"to reach this server (requests naming any other Host are refused), or '*' for any")
+
+
+def host_allowed(host_header: bytes | None, allowed: frozenset[str]) -> bool:
+    """Whether a request without an API key may be answered, from its Host header.
+
+    A page on another site can make a browser send requests to 127.0.0.1 by pointing its own name
+    at that address (DNS rebinding); the browser then sends that name as the Host. Loopback names
+    and addresses are always allowed (browsers resolve *.localhost themselves), other names only
+    when listed.
+    """
+    if host_header is None:
+        return False
+    host = host_header.decode("latin-1").strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if "*" in allowed or host in allowed:
+        return True
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
 
 
 def bearer(api_key: str):
