@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptflow.cli.common import add_train_options, train_values
+from ptflow.cli.common import add_train_options, check_train_outputs, train_values
 from ptflow.config import TrainConfig
 
 OWN_OPTIONS = ("config", "print_config", "resume", "allow_changed_code", "trust_model_code")
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         info(configfile.dump(config.to_dict(), configfile.output_format(args.print_config, args.config)).rstrip())
         return 0
+    check_train_outputs(config)
     from ptflow.training import train
 
     # Code named on this command line is the user's own choice; code named by a run folder's
