@@ -17,11 +17,13 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PRELOAD = ["cli_processes", "ptflow.cli", "torch", "numpy", "safetensors.torch", "PIL.Image",
-           "ptflow.training.train", "ptflow.reports.evaluate", "ptflow.reports.predict", "ptflow.models.export"]
+           "ptflow.training.train", "ptflow.reports.evaluate", "ptflow.reports.predict", "ptflow.models.export",
+           "matplotlib.pyplot"]  # headless here, so Agg, as ptflow.plots sets
 _context = None
 
 
@@ -92,6 +94,11 @@ def _main(argv: list[str], cwd: str, env: dict, out: str, err: str, fault: dict 
         os.dup2(target, fd)
         os.close(target)
     sys.argv = ["ptflow", *argv]
+    import torch
+
+    # One thread: these runs are tiny, and on a loaded machine two threads that spin-wait for
+    # each other made a 1-second run take 10 to 25 seconds.
+    torch.set_num_threads(1)
     if fault:
         _install_fault(**fault)
     from ptflow.cli import main
@@ -102,18 +109,24 @@ def _main(argv: list[str], cwd: str, env: dict, out: str, err: str, fault: dict 
     sys.exit(code)
 
 
-def _install_fault(call: str, index: int, stage: str = "before") -> None:
+def _install_fault(call: str, index: int, stage: str = "before", until: str | None = None) -> None:
     """SIGKILL this process at its index-th (1-based) call of os.replace or os.fsync.
 
     call="replace": stage "before" dies with the new file complete in its temporary name, "after"
     right after it took the target's name. call="fsync": the temporary file is cut to half its
-    size first, then the process dies: a write torn by a crash.
+    size first, then the process dies: a write torn by a crash. stage="pause" does not kill:
+    it waits there until the file `until` exists (to hold a run at a known point).
     """
     original = {"replace": os.replace, "fsync": os.fsync}[call]
     count = [0]
 
     def faulty(*args, **kwargs):
         count[0] += 1
+        if count[0] == index and stage == "pause":
+            deadline = time.monotonic() + 60
+            while not os.path.exists(until) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return original(*args, **kwargs)
         if count[0] == index:
             if call == "fsync" and os.readlink(f"/proc/self/fd/{args[0]}").endswith(".tmp"):
                 os.ftruncate(args[0], os.fstat(args[0]).st_size // 2)  # only a file still being written

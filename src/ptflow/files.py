@@ -48,7 +48,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # a file system turned read-only keeps it: the next resume of a run removes it
+            pass
         if _errno(exc) in FILESYSTEM_ERRORS:
             raise write_error(path, exc) from None
         raise

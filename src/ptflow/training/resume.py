@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -66,13 +65,13 @@ def _resolved_config(run_dir: Path, given: dict) -> TrainConfig:
     saved = {**TrainConfig().to_dict(), **saved}  # options added to ptflow since the run started: defaults
     record = runs.read_json(run_dir / "run.json") or {}
     status = runs.status(record)
-    if status == "running" and record.get("pid") != os.getpid():  # a process of a ptflow without run locks
+    if status == "running":  # its process is alive, yet had no lock: a ptflow from before run locks
         raise PtflowError(f"{run_dir} is still running (pid {record.get('pid')} on {record.get('host')}); "
                           f"stop it first")
     changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
     refused = [k for k in changes if k not in CHANGEABLE]
     if refused:
-        listed = ", ".join(f"--{k} ({_short(saved.get(k))} -> {_short(changes[k])})" for k in refused)
+        listed = ", ".join(f"--{k} ({_brief(saved.get(k))} -> {_brief(changes[k])})" for k in refused)
         raise UsageError(f"--resume continues {run_dir.name} as it was configured and cannot change {listed}; "
                          f"only {', '.join('--' + k for k in CHANGEABLE)} may differ")
     try:
@@ -109,7 +108,7 @@ def _outputs(run_dir: Path, saved: dict, given: dict) -> dict:
     return outputs
 
 
-def _short(value) -> str:
+def _brief(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
