@@ -30,7 +30,15 @@ from pathlib import Path
 from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
-from ptflow.files import append_line, atomic_write_text, lock, overwrite_in_place, unlock, write_json
+from ptflow.files import (
+    append_line,
+    atomic_write_text,
+    lock,
+    overwrite_in_place,
+    remove_temporaries,
+    unlock,
+    write_json,
+)
 
 ENDED = ("finished", "failed", "interrupted", "stopped", "pruned")  # statuses that end a process's hold
 _held: dict[str, int] = {}  # run folders whose lock this process holds: resolved path -> descriptor
@@ -60,6 +68,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
         if name is not None and is_run(path):
             release(path)
             raise PtflowError(f"run folder {path} already exists; choose another --run_name")
+        remove_temporaries(path)  # left by a run killed while it was starting in this folder
         return path
     raise PtflowError(f"cannot find a free run name {stem}-N in {root}")
 
