@@ -82,3 +82,21 @@ def test_every_folder_is_a_documented_layer():
     assert folders == {k for k in LAYERS if k and k not in ("api", "__init__", "__main__")}
     for folder in folders:
         assert ast.get_docstring(ast.parse((ROOT / folder / "__init__.py").read_text())), folder
+
+
+def test_the_resume_fingerprint_covers_every_module_of_every_layer(tmp_path):
+    import shutil
+
+    from ptflow.training.resume import source_fingerprint
+
+    copy = tmp_path / "ptflow"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_fingerprint(copy) == source_fingerprint()
+    for module in ("serve/metrics.py", "data/idx.py", "cli/main.py", "config.py"):
+        edited = copy / module
+        original = edited.read_text()
+        edited.write_text(original + "\n# an edit\n")
+        assert source_fingerprint(copy) != source_fingerprint(), module
+        edited.write_text(original)
+    (copy / "sweep" / "space.py").rename(copy / "sweep" / "space2.py")  # a moved module counts too
+    assert source_fingerprint(copy) != source_fingerprint()

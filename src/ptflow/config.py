@@ -154,7 +154,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        for field in dataclasses.fields(self):
+        for field in dataclasses.fields(self):  # from Python (ptflow.train) values arrive untyped
             _check_type(field.name, getattr(self, field.name))
         for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
             _check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")

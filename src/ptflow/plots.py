@@ -16,20 +16,22 @@ import numpy as np
 from ptflow.files import atomic_write_bytes
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure of its own, from matplotlib's object API: drawing never touches pyplot's global
+    backend, so a notebook's own inline plots keep working after ptflow draws."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def to_png(fig, path: str | Path | None = None) -> bytes:
     """The figure as PNG bytes (closed afterwards), also written to path unless it is None."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    if fig.canvas.manager is not None:  # made through pyplot (Optuna's views): let pyplot forget it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     png = buffer.getvalue()
     if path is not None:
         atomic_write_bytes(path, png)
@@ -38,8 +40,8 @@ def to_png(fig, path: str | Path | None = None) -> bytes:
 
 def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
     """Train and validation loss per epoch; several runs overlay in one figure."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         prefix = f"{name} " if len(histories) > 1 else ""
@@ -61,10 +63,10 @@ def to_display(images: np.ndarray) -> np.ndarray:
 
 def image_grid(images: np.ndarray, titles: list[str], path: str | Path | None, colors: list[str] | None = None,
                columns: int = 10, suptitle: str | None = None) -> bytes:
-    plt = _pyplot()
     n = max(len(images), 1)
     rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.4), squeeze=False)
+    fig = _figure(figsize=(columns * 1.2, rows * 1.4))
+    axes = fig.subplots(rows, columns, squeeze=False)
     shown = to_display(images) if len(images) else []
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -87,9 +89,9 @@ def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: st
 
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | None) -> bytes:
-    plt = _pyplot()
     size = max(4.0, 0.5 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = _figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
     ax.set_yticks(range(len(classes)), classes)

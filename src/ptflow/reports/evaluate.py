@@ -74,18 +74,24 @@ def judge(model_fn: str, data_dir: str | None = None, device: str = "auto",
 def judge_loaded(loaded: LoadedModel, data_dir: str | None = None, batch_size: int = EVAL_BATCH_SIZE,
                  trust_code: bool = False) -> Judgement:
     """Rebuild a loaded model's test split as at training time, predict it and score the predictions."""
-    config = loaded.meta["config"]
-    splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
-                         config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
-                         origin=loaded.meta["path"])
-    if splits.fingerprint != loaded.meta.get("data_fingerprint"):
-        warn(f"the data of {config['dataset']} differ from what the model was trained on")
+    splits = rebuild_splits(loaded, data_dir, trust_code)
     started = time.perf_counter()
     probs = predict_proba(loaded, splits.x_test, batch_size)
     seconds = time.perf_counter() - started
     report = classification_report(splits.y_test, probs.argmax(1), len(loaded.classes))
     report["images_per_second"] = len(probs) / max(seconds, 1e-9)
     return Judgement(loaded, splits, probs, report, seconds)
+
+
+def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code: bool = False) -> Splits:
+    """The splits a model was trained with, rebuilt from the dataset, ratios and seed in its file."""
+    config = loaded.meta["config"]
+    splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
+                         config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
+                         origin=loaded.meta["path"])
+    if splits.fingerprint != loaded.meta.get("data_fingerprint"):
+        warn(f"the data of {config['dataset']} differ from what the model was trained on")
+    return splits
 
 
 def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,

@@ -33,7 +33,7 @@ from ptflow.console import info, warn
 from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
-from ptflow.sweep.space import ParamSpec, parse_specs
+from ptflow.sweep.space import ParamSpec, config_values, parse_specs
 from ptflow.training import resume, runs, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
@@ -130,14 +130,14 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
 
 def objective(base: TrainConfig, specs: list[ParamSpec]):
     def run_trial(trial: optuna.Trial) -> float:
-        values = {spec.name: spec.to_config(suggest(trial, spec)) for spec in specs}
+        sampled = {spec.name: suggest(trial, spec) for spec in specs}
         run_name = f"{trial.study.study_name}-trial{trial.number:03d}"
         run_dir = (Path(base.runs_dir) / run_name).resolve()
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         try:
-            config = TrainConfig.from_dict({**base.to_dict(), **values, "run_name": run_name})
+            config = TrainConfig.from_dict({**config_values(base.to_dict(), specs, sampled), "run_name": run_name})
             metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)
         except PrunedTrial:
             resume.drop_checkpoint(run_dir)
@@ -207,8 +207,8 @@ def summarise(study: optuna.Study, base: TrainConfig, specs: list[ParamSpec], ur
 
 
 def trial_config(base: TrainConfig, specs: list[ParamSpec], trial: optuna.trial.FrozenTrial) -> TrainConfig:
-    values = {s.name: s.to_config(trial.params[s.name]) for s in specs if s.name in trial.params}
-    return TrainConfig.from_dict({**base.to_dict(), **values, "run_name": None, "verbose": TrainConfig().verbose})
+    values = config_values(base.to_dict(), specs, trial.params)
+    return TrainConfig.from_dict({**values, "run_name": None, "verbose": TrainConfig().verbose})
 
 
 def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> float | None:

@@ -5,6 +5,7 @@
     n_layers=int:2:8            an int, LO and HI included; int:32:256:32 steps by 32
     use_dropout=choice:true,false
     channels=choice:16/32,32/64 one of several values; list values join their items with '/'
+    model_args.width=int:32:128 one keyword argument of the model (--model_args), searched alone
 
 Every spec is checked before anything trains: the name must be a TrainConfig field worth tuning,
 the values must have that field's type, and the bounds and every choice must pass the config's
@@ -27,7 +28,7 @@ KINDS = ("float", "loguniform", "int", "choice")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    name: str  # the TrainConfig field
+    name: str  # the TrainConfig field, or model_args.KEY for one of the model's arguments
     kind: str  # one of KINDS
     low: float | int | None = None
     high: float | int | None = None
@@ -49,6 +50,23 @@ class ParamSpec:
         return value
 
 
+MODEL_ARG = "model_args."
+
+
+def config_values(base: dict, specs: list[ParamSpec], sampled: dict) -> dict:
+    """base (a config dict) with the sampled values in: fields replaced, model_args.KEY merged into model_args."""
+    values = dict(base)
+    for spec in specs:
+        if spec.name not in sampled:
+            continue
+        value = spec.to_config(sampled[spec.name])
+        if spec.name.startswith(MODEL_ARG):
+            values["model_args"] = {**values.get("model_args", {}), spec.name[len(MODEL_ARG):]: value}
+        else:
+            values[spec.name] = value
+    return values
+
+
 def parse_specs(texts: list[str], base: TrainConfig, fixed: set[str] = frozenset()) -> list[ParamSpec]:
     """Parse and check every --param; `fixed` holds the fields also given as flags (a contradiction)."""
     specs = [parse_spec(text, base) for text in texts]
@@ -68,7 +86,7 @@ def parse_spec(text: str, base: TrainConfig) -> ParamSpec:
     if not eq or not colon or kind not in KINDS:
         raise UsageError(f"--param {text!r}: expected NAME=KIND:VALUES with KIND one of {', '.join(KINDS)}, "
                          f"e.g. lr=loguniform:1e-4:1e-2")
-    field_type = _field_type(name, text)
+    field_type = _field_type(name, text, kind, args)
     spec = _parse_choice(name, args, field_type, text) if kind == "choice" else \
         _parse_range(name, kind, args, field_type, text)
     for value in _extremes(spec):
@@ -76,8 +94,15 @@ def parse_spec(text: str, base: TrainConfig) -> ParamSpec:
     return spec
 
 
-def _field_type(name: str, text: str) -> type:
-    """The field's value type: int, float, bool, str, or list (of ints); Optional is unwrapped."""
+def _field_type(name: str, text: str, kind: str = "", args: str = "") -> type:
+    """The field's value type: int, float, bool, str, or list (of ints); Optional is unwrapped.
+    A model argument has no declared type: the spec's kind and values say it."""
+    if name.startswith(MODEL_ARG):
+        if not name[len(MODEL_ARG):].isidentifier():
+            raise UsageError(f"--param {text!r}: expected model_args.KEY with KEY a keyword argument name")
+        if kind == "int" or (kind == "loguniform" and all(p.strip().lstrip("+-").isdigit() for p in args.split(":"))):
+            return int
+        return float if kind in ("float", "loguniform") else _model_arg_choice_type(args)
     if name not in {f.name for f in dataclasses.fields(TrainConfig)}:
         raise UsageError(f"--param {text!r}: unknown hyperparameter {name!r} (tunable: "
                          f"{', '.join(sorted(tunable()))})")
@@ -86,6 +111,18 @@ def _field_type(name: str, text: str) -> type:
                          f"or only where output goes)")
     kind, _ = field_type(name)
     return typing.get_origin(kind) or kind
+
+
+def _model_arg_choice_type(args: str) -> type:
+    """The type of a model argument's choices: the narrowest that reads every one of them."""
+    words = [w.strip() for w in args.split(",")]
+    for kind in (int, float):
+        try:
+            [kind(w) for w in words]
+            return kind
+        except ValueError:
+            pass
+    return bool if all(w.lower() in ("true", "false") for w in words) else str
 
 
 def tunable() -> set[str]:
@@ -130,7 +167,7 @@ def _parse_choice(name: str, args: str, field_type: type, text: str) -> ParamSpe
 
 def _parse_value(word: str, field_type: type, name: str, text: str):
     """One choice as Optuna stores it: bool, int, float, str, None, or a list as 'a/b/c'."""
-    if word.lower() == "none" and getattr(TrainConfig(), name) is None:
+    if word.lower() == "none" and getattr(TrainConfig(), name, 0) is None:
         return None  # an optional field's "not set", e.g. hidden_sizes (then n_layers decides)
     try:
         if field_type is bool:
@@ -151,7 +188,7 @@ def _extremes(spec: ParamSpec) -> list[Any]:
 def _check_value(spec: ParamSpec, value, base: TrainConfig, text: str) -> None:
     """The config's own validation, for a bound or a choice: n_layers=int:0:4 fails here, not in trial 3."""
     try:
-        TrainConfig.from_dict({**base.to_dict(), spec.name: spec.to_config(value)})
+        TrainConfig.from_dict(config_values(base.to_dict(), [spec], {spec.name: value}))
     except UsageError as exc:
         raise UsageError(f"--param {text!r}: {exc}") from None
 

@@ -122,9 +122,9 @@ def identity(model: str, model_args: dict, data_fingerprint: str) -> dict:
                      "git_commit": runs.git_commit()}}
 
 
-def source_fingerprint() -> str:
+def source_fingerprint(root: Path | None = None) -> str:
     """sha256 of ptflow's own source files: catches edits that a git commit (or none) would miss."""
-    root = Path(ptflow.__file__).parent  # every module of every layer, named by its path in the package
+    root = root or Path(ptflow.__file__).parent  # every module of every layer, named by its path in the package
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
     """A new run folder, locked by this process; an explicit name that already holds a run is an
     error, not an overwrite (a folder left empty by a run killed while starting is reused)."""
     root = Path(runs_dir)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{model}"
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
     if not is_main_process():  # the main process makes the folder; the others only need its name
         return root / (name or stem)
     for n in range(1, 10_000):
@@ -128,9 +129,14 @@ def list_runs(runs_dir: str) -> list[Path]:
     return sorted(runs, key=lambda p: ((read_json(p / "run.json") or {}).get("started") or 0, p.name))
 
 
-def _slug(dataset: str) -> str:
-    kind, _, path = dataset.partition(":")
-    return Path(path).stem if path else kind
+def _slug(name: str) -> str:
+    """A dataset or model name as a folder-name part: csv:data/x.csv -> x, my_pkg.nets:Wide -> Wide."""
+    kind, _, path = name.partition(":")
+    if path and kind in ("csv", "npz", "folder"):
+        name = Path(path).stem
+    elif path:  # an import path: its attribute names it
+        name = path.rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "data"
 
 
 def write_status(run: Path, **fields) -> None:

@@ -69,7 +69,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, trust
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
         evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
         resume_hint: bool = True, trust_code: bool = True) -> dict:
-    """Train one model as the config says; returns the run's summary (also in run.json).
+    """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
     one that raises RunStopped ends the run with that status. Sweep trials pass
@@ -136,7 +136,7 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
         raise PtflowError("training diverged (the validation loss was never finite); try a lower --lr")
     metrics = _finish(config, splits, prep, args, state, preprocess, data, run_dir, clock, evaluate_test)
     tracking.close(trackers, "finished", metrics)
-    return metrics
+    return {**metrics, "run_dir": str(run_dir)}
 
 
 def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, started: float, state: TrainState,
