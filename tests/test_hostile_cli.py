@@ -151,7 +151,6 @@ def build_inputs(root: Path, trained: dict) -> None:
             return (print, ("code ran",))
 
     torch.save({"model": {}, "config": Exploit()}, root / "exploit.pth")
-    state = None
     _model_variant(good, root / "classes_int.safetensors", classes=5)
     _model_variant(good, root / "classes_short.safetensors", classes=["a", "b"])
     _model_variant(good, root / "classes_twice.safetensors", classes=["a", "a", "b"])
@@ -166,9 +165,11 @@ def build_inputs(root: Path, trained: dict) -> None:
     _model_variant(good, root / "import_path.safetensors", model="os:system")
     _model_variant(good, root / "newer.safetensors", format_version=99)
     _model_variant(good, root / "bad_config.safetensors", config={"dataset": 3})
-    _model_variant(good, root / "deep_meta.safetensors", extra=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]])
+    deep: list = []
+    for _ in range(40):
+        deep = [deep]
+    _model_variant(good, root / "deep_meta.safetensors", extra=deep)
     _model_variant(good, root / "other_weights.safetensors", state={"w": torch.zeros(3)})
-    del state
     # --- run folders ---
     hostile_run = root / "runs" / "hostile"
     hostile_run.mkdir(parents=True)

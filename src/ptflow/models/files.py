@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from ptflow.errors import PtflowError, first_line
 from ptflow.files import atomic_write, atomic_write_bytes
-from ptflow.sizes import MAX_HEADER_BYTES, check_declared, check_zip
 from ptflow.models import registry, schema
 from ptflow.models.networks import Preprocess
+from ptflow.sizes import MAX_HEADER_BYTES, check_declared, check_zip
 
 FORMAT = "ptflow.model"
 FORMAT_VERSION = 1
