@@ -336,3 +336,19 @@ def test_a_good_download_is_cached_and_a_damaged_cache_is_fetched_again(tmp_path
         victim = next(iter(paths.values()))
         victim.write_bytes(body[:100])  # a cache file damaged after the fact
         assert idx.locate(spec, None)[next(iter(paths))].read_bytes() == body
+
+
+def test_a_checkpoint_with_foreign_optimizer_state_is_refused_before_training(tmp_path, cli):
+    from ptflow.training.checkpoint import save_checkpoint
+
+    run_dir = interrupted_run(tmp_path, "tampered", 3)
+    tensors, meta = read_checkpoint(run_dir / "checkpoint.safetensors")
+    key = next(k for k in tensors if k.startswith("optimizer/") and k.endswith("exp_avg"))
+    tensors[key] = torch.zeros(tensors[key].numel() + 1)
+    save_checkpoint(run_dir / "checkpoint.safetensors", tensors, {k: v for k, v in meta.items()
+                                                                 if k not in ("format", "format_version")})
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code, _, err = cli("train", "--resume", run_dir)
+    assert code == 1 and "corrupt checkpoint" in err and "exp_avg" in err
+    assert err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before  # a refusal changes nothing

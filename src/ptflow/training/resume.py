@@ -195,6 +195,7 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     for index, values in meta["optimizer"]["scalars"].items():
         optimizer_state.setdefault(int(index), {}).update(values)
     state.optimizer.load_state_dict({"state": optimizer_state, "param_groups": meta["optimizer"]["param_groups"]})
+    _check_optimizer_shapes(state.optimizer)
     _match_layouts(state.optimizer)
     if state.scheduler is not None:
         state.scheduler.load_state_dict(meta["scheduler"])
@@ -241,6 +242,16 @@ def _json_only(values: dict) -> dict:
             continue
         kept[key] = value
     return kept
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Moment buffers shaped like their parameters: the optimizer itself would only fail at its
+    first step, mid-epoch, on a damaged or foreign checkpoint."""
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise ValueError(f"optimizer {name} of shape {tuple(value.shape)} for a parameter of "
+                                 f"shape {tuple(param.shape)}")
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
