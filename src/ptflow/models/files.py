@@ -188,8 +188,8 @@ def check_version(path: Path, meta: dict) -> None:
 
 
 def check_architecture(path, skeleton: nn.Module, state: dict[str, torch.Tensor], meta: dict) -> None:
-    """The model the description builds (on the meta device) against the file's tensors, input
-    shape and class names: a mismatch is refused before the real model is allocated."""
+    """The model the description builds (on the meta device) against the file's tensors: a
+    mismatch is refused before the real model is allocated."""
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     wrong = [f"{k} {found[k]} in the file, {expected[k]} by its model_args" for k in expected
@@ -200,19 +200,24 @@ def check_architecture(path, skeleton: nn.Module, state: dict[str, torch.Tensor]
     if problem:
         raise PtflowError(f"{path}: the weights do not match the {meta['model']} architecture described in the "
                           f"file ({problem[0]})")
+
+
+def check_output(path, model: nn.Module, preprocess: Preprocess, meta: dict) -> None:
+    """One example of the described input shape through the loaded model: it must give one score
+    per class name. (A forward pass on the meta device would avoid even this, but its first use
+    imports ~3 s of torch's decompositions; schema.py bounds an example's size instead.)"""
+    shape = tuple(meta["input_shape"])
+    x = torch.zeros((1, *shape), dtype=torch.uint8 if len(shape) == 3 else torch.float32,
+                    device=next(iter(model.parameters()), torch.empty(0)).device)
     try:
-        out = skeleton.eval()(torch.empty((2, *meta["input_shape"]), device="meta"))
-    except NotImplementedError:  # an operation without a meta kernel (plugin code): nothing to compare
-        out = None
-    except (RuntimeError, ValueError, TypeError) as exc:
-        if "meta" in str(exc):  # .item() and friends cannot run on the meta device
-            out = None
-        else:
-            raise PtflowError(f"{path}: the model described cannot take inputs of shape "
-                              f"{tuple(meta['input_shape'])} ({first_line(exc)[:120]}): corrupt description") from None
-    if out is not None and tuple(out.shape) != (2, len(meta["classes"])):
-        raise PtflowError(f"{path}: the model maps inputs {tuple(meta['input_shape'])} to {tuple(out.shape[1:])} "
-                          f"scores, but the file names {len(meta['classes'])} classes: corrupt description")
+        with torch.inference_mode():
+            out = model(preprocess(x))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise PtflowError(f"{path}: the model described cannot take inputs of shape {shape} "
+                          f"({first_line(exc)[:120]}): corrupt description") from None
+    if tuple(out.shape) != (1, len(meta["classes"])):
+        raise PtflowError(f"{path}: the model maps inputs {shape} to {tuple(out.shape[1:])} scores, but the file "
+                          f"names {len(meta['classes'])} classes: corrupt description")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> LoadedModel:
@@ -232,4 +237,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code:
                           f"in the file ({first})") from None
     prep = meta["preprocessing"]
     preprocess = Preprocess(meta["input_shape"], prep["scale"], prep.get("mean"), prep.get("std"))
-    return LoadedModel(model.to(device).eval(), preprocess.to(device), meta)
+    loaded = LoadedModel(model.to(device).eval(), preprocess.to(device), meta)
+    check_output(path, loaded.model, loaded.preprocess, meta)
+    return loaded

@@ -6,8 +6,8 @@ missing key or a value out of range is a one-line error naming the key, never a 
 inside prediction. Keys not declared here are accepted and kept (newer ptflows and other tools
 may add optional keys), and optional keys may be absent (older files).
 
-What must also agree with the weights (class names with the output size, the input shape and
-the architecture's tensors) is checked in files.py, on the meta device, before the model is built.
+What must also agree with the weights is checked in files.py: the architecture's tensors on the
+meta device before the model is built, then the output size with the class names.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import math
 from typing import Callable
 
 from ptflow.errors import PtflowError
-from ptflow.sizes import MAX_ARRAY_BYTES, check_structure
+from ptflow.sizes import check_structure
 
 IMAGE_STYLES = ("digit", "object", "resize")  # data/imaging.py
 MAX_CLASSES = 1_000_000
+MAX_EXAMPLE = 1 << 26  # values in one example (a 4730x4730 RGB image): loading runs one through the model
 
 
 def _is_int(value) -> bool:
@@ -36,7 +37,7 @@ def _numbers(value) -> bool:
 
 def _shape(value) -> bool:
     return isinstance(value, list) and len(value) in (1, 3) and all(_is_int(v) and v >= 1 for v in value) \
-        and math.prod(value) <= MAX_ARRAY_BYTES
+        and math.prod(value) <= MAX_EXAMPLE
 
 
 def _classes(value) -> bool:
@@ -69,7 +70,8 @@ FIELDS: dict[str, tuple[bool, str, Callable]] = {
     "model_args": (True, "a JSON object of keyword arguments", lambda v: isinstance(v, dict)),
     "model_source": (False, "an object or null", _optional(lambda v: isinstance(v, dict))),
     "classes": (True, f"a list of 1 to {MAX_CLASSES:,} distinct class names", _classes),
-    "input_shape": (True, "[features] or [channels, height, width], positive integers", _shape),
+    "input_shape": (True, f"[features] or [channels, height, width], positive integers, at most "
+                          f"{MAX_EXAMPLE:,} values", _shape),
     "preprocessing": (True, "{scale > 0, mean and std: equal-length lists of numbers, std > 0, or null}",
                       _preprocessing),
     "image_style": (False, " or ".join(IMAGE_STYLES), _optional(lambda v: v in IMAGE_STYLES)),
