@@ -32,3 +32,20 @@ fi
     --data_dir "$MNIST" --seed_code "$SEED_CODE" --out "$OUT/train_bench_$DEVICE.json"
 "$PYTHON" bench/recipes.py --device "$DEVICE" --only fast,accurate --mnist_dir "$MNIST" \
     --out "$OUT/recipes_$DEVICE.json"
+
+# Several GPUs (issue 11): the article's configuration on every GPU of the machine as one
+# data-parallel job (NCCL, one process per GPU, global batch 256), against one GPU; then the
+# same job with SyncBatchNorm, which only GPUs run. Skipped on a machine with fewer than 2 GPUs.
+NGPU=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+if [ "$DEVICE" = cuda ] && [ "$NGPU" -ge 2 ]; then
+    for NPROC in 1 "$NGPU"; do
+        "$PYTHON" -m ptflow train --dataset mnist --data_dir "$MNIST" --n_epochs "$EPOCHS" --batch_size 256 \
+            --n_layers 5 --device cuda --nproc_per_node "$NPROC" --runs_dir "$OUT/ddp_runs" \
+            --run_name "ddp-$NPROC" --verbose 1 | tee "$OUT/ddp_$NPROC.log"
+    done
+    "$PYTHON" -m ptflow train --dataset mnist --data_dir "$MNIST" --n_epochs "$EPOCHS" --batch_size 256 \
+        --n_layers 5 --device cuda --nproc_per_node "$NGPU" --sync_bn --runs_dir "$OUT/ddp_runs" \
+        --run_name "ddp-$NGPU-sync_bn" --verbose 1 | tee "$OUT/ddp_${NGPU}_sync_bn.log"
+else
+    echo "several GPUs: skipped ($NGPU GPU(s) visible)"
+fi

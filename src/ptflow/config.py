@@ -121,6 +121,9 @@ class TrainConfig:
         "fp32", group="hardware", choices=PRECISIONS, help="bf16 runs matmuls under autocast")
     compile: bool = option(  # slower start, sometimes faster epochs: how it runs, not what is trained
         False, group="hardware", role=RUNTIME, help="torch.compile the model")
+    sync_bn: bool = option(  # several processes: BatchNorm over the global batch, not each process's slice
+        False, group="hardware",
+        help="with several processes on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     # --- output ---
     model_fn: str | None = option(  # .pth gives the article's layout
         group="output", role=RUNTIME, resume=True, metavar="FILE", writes=True,

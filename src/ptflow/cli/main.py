@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ptflow import dist
 from ptflow.cli import data, evaluate, export, predict, report, runs, serve, sweep, train
 from ptflow.cli.common import Parser
 from ptflow.errors import PtflowError
@@ -52,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except PtflowError as exc:
-        print(f"ptflow {args.command}: error: {exc}", file=sys.stderr)
+        if dist.is_main_process() or not getattr(exc, "shared", False):  # an error all processes share: once
+            where = f"process {dist.rank()}: " if dist.is_distributed() and not dist.is_main_process() else ""
+            print(f"ptflow {args.command}: error: {where}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        print(f"ptflow {args.command}: interrupted", file=sys.stderr)
+        if dist.is_main_process():
+            print(f"ptflow {args.command}: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)  # 143 after SIGTERM (interrupt.Interrupted)
     except BrokenPipeError:  # output piped into `head` and friends: not an error worth a traceback
         sys.stdout = open(os.devnull, "w")

@@ -42,6 +42,11 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ptflow import dist
+
+    if dist.is_distributed():  # README: "Several processes"
+        raise UsageError("ptflow sweep runs each trial in one process; to use more cores or machines, start "
+                         "several sweep commands on one --storage instead of torchrun")
     values = train_values(args, OWN_OPTIONS)
     # Trials are quiet unless asked: one summary line each reads better than every epoch of every trial.
     base = TrainConfig.from_dict({"verbose": 0, **values})

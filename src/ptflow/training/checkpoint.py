@@ -37,7 +37,11 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata) of a training checkpoint, on the CPU; never unpickles."""
     path = Path(path)
-    data = read_bytes(path, "checkpoint")
+    return parse_checkpoint(path, read_bytes(path, "checkpoint"))
+
+
+def parse_checkpoint(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
+    """read_checkpoint for a checkpoint's bytes (read by one process and shared with the others)."""
     if detect_format(path, data, "training checkpoint") != "safetensors":
         raise PtflowError(f"{path}: not a ptflow training checkpoint")
     tensors, meta = read_safetensors(path, data, "training checkpoint")

@@ -8,6 +8,12 @@ resume exact without the loop having to save and restore its position inside an 
 
 A second signal raises at once, wherever the program is: every file is written atomically, so
 the last checkpoint stays intact (as it does under `kill -9`).
+
+Several processes (torch.distributed) stop together: `check()` is then an all-reduce of every
+process's flag, so a signal to any one of them stops all at the same step boundary, with the
+same exit status. There a second signal does not raise at once: torchrun forwards the signals
+it receives, so a Ctrl-C in a terminal reaches each worker twice (from the terminal and from
+torchrun); a worker that does not stop is killed by torchrun after its shutdown timeout.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from ptflow import dist
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _requested: int | None = None  # the signal number that asked training to stop, if any
+_collective = False  # several processes: check() agrees with the others (an all-reduce)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -32,14 +41,18 @@ class Interrupted(KeyboardInterrupt):
 
 def _handle(signum: int, frame) -> None:
     global _requested
-    if _requested is not None:  # asked twice: stop now, not after the step
+    if _requested is not None and not _collective:  # asked twice: stop now, not after the step
         raise Interrupted(signum)
-    _requested = signum
+    _requested = _requested or signum
 
 
 def check() -> None:
-    """Raise `Interrupted` if a signal asked training to stop."""
-    if _requested is not None:
+    """Raise `Interrupted` if a signal asked training to stop (any process's, with several)."""
+    if _collective:
+        signum = dist.agree_max(_requested or 0)  # every process calls check() at the same points
+        if signum:
+            raise Interrupted(signum)
+    elif _requested is not None:
         raise Interrupted(_requested)
 
 
@@ -50,11 +63,11 @@ def stop_gracefully():
     Handlers can only be installed from the main thread; elsewhere (a sweep running trials in
     threads, say) the signals keep their usual behaviour.
     """
-    global _requested
+    global _requested, _collective
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _requested = None
+    _requested, _collective = None, dist.is_distributed()
     previous = {s: signal.signal(s, _handle) for s in SIGNALS}
     try:
         yield
@@ -62,4 +75,4 @@ def stop_gracefully():
         for s, handler in previous.items():
             if handler is not None:  # None: a handler installed from C, which Python cannot restore
                 signal.signal(s, handler)
-        _requested = None
+        _requested, _collective = None, False

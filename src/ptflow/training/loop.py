@@ -7,6 +7,12 @@ Why it is fast: inputs stay uint8 on the device and are turned into floats one b
 (no 4x float copy of the dataset); shuffling permutes indices, not the data; the loss is summed
 on the device and read once per epoch, so no step waits for the host.
 
+With several processes (DDP), every process holds the whole dataset and draws the same shuffled
+order (same generator, same seed); each global batch of `batch_size` examples is cut into one
+near-equal slice per process (`shard`), and evaluation hands out whole evaluation batches in
+turn. Sums of loss, correct answers and counts are then added over the processes, so every
+metric is the single-process one: no example is counted twice and none is dropped.
+
 All state a run needs to continue exactly lives in `TrainState`, saved at every epoch end.
 """
 
@@ -22,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ptflow import dist
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.data.augment import draw_shifts, random_shift
@@ -54,6 +61,8 @@ class LoopSettings:
     precision: str = "fp32"
     verbose: int = 1
     augment_shift: int = 0  # random shifts of up to this many pixels, training batches only
+    rank: int = 0  # this process's share of each batch, with several processes (DDP)
+    world: int = 1
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -77,16 +86,27 @@ def build_scheduler(optimizer, name: str, lr: float, total_steps: int):
     return None
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return len(batch_starts(n, batch_size))
+def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return len(batch_starts(n, batch_size, world))
 
 
-def batch_starts(n: int, batch_size: int) -> list[int]:
-    """Batch offsets; a last batch of one example is dropped (BatchNorm cannot train on it)."""
+def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """Global batch offsets. A last batch that would leave a process fewer than two examples is
+    dropped (BatchNorm cannot train on one): with one process, a last batch of one example."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if len(starts) > 1 and n - starts[-1] < 2 * world:
         starts.pop()
     return starts
+
+
+def shard(start: int, stop: int, rank: int, world: int) -> tuple[int, int, float]:
+    """This process's slice [lo, hi) of the global batch [start, stop), and the factor its mean
+    loss is scaled by so that DDP's average of the processes' gradients is the gradient of the
+    whole batch's mean loss: (hi - lo) * world / (stop - start), 1.0 when the batch divides evenly.
+    """
+    size = stop - start
+    lo, hi = start + rank * size // world, start + (rank + 1) * size // world
+    return lo, hi, (hi - lo) * world / size
 
 
 def autocast(device: torch.device, precision: str):
@@ -97,26 +117,27 @@ def autocast(device: torch.device, precision: str):
 
 def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.Tensor,
                 settings: LoopSettings, progress=None) -> float:
-    """One pass over the shuffled training data; returns the per-sample mean loss."""
+    """One pass over the shuffled training data; returns the per-sample mean loss (over all processes)."""
     state.model.train()
-    order = torch.randperm(len(x), generator=state.generator).to(x.device)
+    order = torch.randperm(len(x), generator=state.generator).to(x.device)  # the same on every process
     shift = settings.augment_shift
     shifts = draw_shifts(len(x), shift, state.generator, x.device) if shift else None
-    starts = batch_starts(len(x), settings.batch_size)
+    starts = batch_starts(len(x), settings.batch_size, settings.world)
     total = torch.zeros((), device=x.device)  # summed on the device: float() here would sync every step
     seen = 0
     for i, start in enumerate(starts):
-        index = order[start:start + settings.batch_size]
+        lo, hi, weight = shard(start, min(start + settings.batch_size, len(x)), settings.rank, settings.world)
+        index = order[lo:hi]
         # index_select, not x[index]: for uint8 rows it is ~10x faster on CPU (7 vs 76 us per batch)
-        x_i, y_i = x.index_select(0, index), y.index_select(0, index)  # |x_i| = (batch_size, *input_shape), uint8
+        x_i, y_i = x.index_select(0, index), y.index_select(0, index)  # |x_i| = (hi - lo, *input_shape), uint8
         if shifts is not None:
-            x_i = random_shift(x_i, shift, shifts[:, start:start + settings.batch_size])
+            x_i = random_shift(x_i, shift, shifts[:, lo:hi])
         with autocast(x.device, settings.precision):
             # Cross-entropy: right for logits and for log-probabilities alike (log-softmax leaves
             # log-probabilities as they are), so a model may end in either.
             loss = F.cross_entropy(forward(x_i), y_i)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
         state.optimizer.step()
         if state.scheduler is not None:
             state.scheduler.step()
@@ -128,22 +149,32 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
             progress(i + 1, len(starts))
         interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume restarts the epoch
     state.optimizer.zero_grad(set_to_none=True)  # the last step's gradients: free for validation to reuse
-    return float(total) / seen
+    if settings.world == 1:
+        return float(total) / seen
+    sums = dist.all_sum(torch.stack([total.double(), torch.tensor(float(seen), device=x.device).double()]))
+    return float(sums[0]) / float(sums[1])
 
 
 @torch.inference_mode()
 def evaluate(forward: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = EVAL_BATCH_SIZE, precision: str = "fp32") -> tuple[float, float]:
-    """(per-sample mean loss, accuracy) over x, y in eval mode, batch_size examples at a time."""
+             batch_size: int = EVAL_BATCH_SIZE, precision: str = "fp32", rank: int = 0,
+             world: int = 1) -> tuple[float, float]:
+    """(per-sample mean loss, accuracy) over x, y in eval mode, batch_size examples at a time.
+
+    With several processes each takes every world-th batch (the batches a single process would
+    make, so each batch's loss is the same) and the sums are added over the processes.
+    """
     model.eval()
     total_loss = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(x), batch_size):
+    for start in range(rank * batch_size, len(x), world * batch_size):
         x_i, y_i = x[start:start + batch_size], y[start:start + batch_size]
         with autocast(x.device, precision):
             scores = forward(x_i).float()  # logits or log-probabilities
         total_loss += F.cross_entropy(scores, y_i, reduction="sum")
         correct += (scores.argmax(-1) == y_i).sum()
+    if world > 1:  # one all-reduce; counts up to 2**53 are exact in float64
+        total_loss, correct = dist.all_sum(torch.stack([total_loss, correct.double()]))
     return float(total_loss) / len(x), int(correct) / len(x)
 
 
@@ -160,6 +191,9 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     def forward(x):
         return net(preprocess(x))
 
+    def forward_eval(x):  # not through DDP: its forward may start collectives, and processes evaluate unequal shares
+        return (state.model if settings.world > 1 else net)(preprocess(x))
+
     for epoch in range(state.epoch, settings.n_epochs):
         if stopped(state, settings.early_stop):  # checked first, so a resumed run that had stopped stays so
             break
@@ -168,9 +202,11 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         with progress or nullcontext():
             train_loss = train_epoch(state, forward, data["x_train"], data["y_train"], settings,
                                      progress.update if progress else None)
-        valid_loss, valid_acc = evaluate(forward, state.model, data["x_val"], data["y_val"],
+        if settings.world > 1:  # each process updated BatchNorm statistics on its own slices
+            dist.broadcast_buffers(state.model)
+        valid_loss, valid_acc = evaluate(forward_eval, state.model, data["x_val"], data["y_val"],
                                          batch_size=eval_batch_size(settings.batch_size),
-                                         precision=settings.precision)
+                                         precision=settings.precision, rank=settings.rank, world=settings.world)
         record_epoch(state, train_loss, valid_loss, valid_acc, time.perf_counter() - started)
         if settings.verbose >= 1:
             log(format_epoch(state, settings.n_epochs))

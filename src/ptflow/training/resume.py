@@ -10,6 +10,12 @@ the same weights, bit for bit, as the same run left alone.
 
 The resume point is the end of the last completed epoch (see interrupt.py for why a Ctrl-C
 mid-epoch discards the partial epoch rather than saving it).
+
+With several processes the main process writes the checkpoint, holding every process's random
+generators (gathered to it: each draws its own dropout masks); the weights, optimizer and
+shuffling are the same on all. On resume the main process reads it and shares its bytes, and
+each process takes back its own generators: with the same number of processes the run goes on
+bit for bit on CPU; with another number it goes on with a warning that the numbers will differ.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import torch
 
 import ptflow
-from ptflow import __version__
+from ptflow import __version__, dist
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import warn
 from ptflow.dist import is_main_process
@@ -40,32 +46,33 @@ CHANGEABLE = tuple(sorted(fields_where(resume=True)))
 
 # --- which run, with which config ---------------------------------------------------------------
 
-def resolve(spec: str, given: dict) -> tuple[Path, TrainConfig]:
+def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, TrainConfig]:
     """The run folder to resume and its config, with the flags (or config-file values) `given`.
 
     Values equal to the saved ones are fine (the original command line with --resume added
-    works); a changed value is refused unless it is in CHANGEABLE. The run's lock is taken
-    first and kept for the resumed run: a second resume of the same run is refused, never
-    interleaved with the first.
+    works); a changed value is refused unless it is in CHANGEABLE. `restarting`: torchrun
+    restarted this job after a process failed, so a run still marked "running" is this job's own.
+    The run's lock is taken first and kept for the resumed run: a second resume of the same run
+    is refused, never interleaved with the first.
     """
     run_dir = runs.find(spec, given.get("runs_dir", TrainConfig.runs_dir))
     if is_main_process():
         runs.claim_or_refuse(run_dir)
     try:
-        return run_dir, _resolved_config(run_dir, given)
+        return run_dir, _resolved_config(run_dir, given, restarting)
     except BaseException:
         runs.release(run_dir)
         raise
 
 
-def _resolved_config(run_dir: Path, given: dict) -> TrainConfig:
+def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfig:
     saved = runs.read_json(run_dir / "config.json")
     if not isinstance(saved, dict):
         raise PtflowError(f"{run_dir}: no readable config.json, so it cannot be resumed")
     saved = {**TrainConfig().to_dict(), **saved}  # options added to ptflow since the run started: defaults
     record = runs.read_json(run_dir / "run.json") or {}
     status = runs.status(record)
-    if status == "running":  # its process is alive, yet had no lock: a ptflow from before run locks
+    if status == "running" and not restarting:  # alive, yet unlocked: a ptflow from before run locks
         raise PtflowError(f"{run_dir} is still running (pid {record.get('pid')} on {record.get('host')}); "
                           f"stop it first")
     changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
@@ -202,25 +209,37 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     state.epoch, state.best_epoch, state.bad_epochs = meta["epoch"], meta["best_epoch"], meta["bad_epochs"]
     state.best_loss = float(meta["best_loss"])
     state.history = meta["history"]
-    set_rng_states(state.generator, _unprefixed("rng/", tensors), device)
+    set_rng_states(state.generator, _unprefixed("rng/", tensors), device)  # a missing process's: warned of
 
 
 def rng_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    states = {"cpu": torch.get_rng_state(), "shuffle": generator.get_state()}
+    """Every generator in use: the shuffling one (shared by all processes) and each process's own,
+    under "cpu" and "cuda" for the main process and "rankN/cpu", "rankN/cuda" for process N.
+    A collective with several processes: every process calls it."""
+    states = {"shuffle": generator.get_state()}
+    own = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)  # dropout masks drawn on the GPU
+        own["cuda"] = torch.cuda.get_rng_state(device)  # dropout masks drawn on the GPU
     elif device.type == "mps":
-        states["mps"] = torch.mps.get_rng_state()
+        own["mps"] = torch.mps.get_rng_state()
+    for name, value in own.items():
+        for rank, part in enumerate(dist.gather_to_main(value) or []):
+            states[f"rank{rank}/{name}" if rank else name] = part
     return states
 
 
-def set_rng_states(generator: torch.Generator, states: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(states["cpu"])
+def set_rng_states(generator: torch.Generator, states: dict[str, torch.Tensor], device: torch.device) -> bool:
+    """Restore the generators; False when this process has none saved (the run had fewer processes)."""
     generator.set_state(states["shuffle"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-    elif device.type == "mps" and "mps" in states:
-        torch.mps.set_rng_state(states["mps"])
+    prefix = f"rank{dist.rank()}/" if dist.rank() else ""
+    if prefix + "cpu" not in states:
+        return False
+    torch.set_rng_state(states[prefix + "cpu"])
+    if device.type == "cuda" and prefix + "cuda" in states:
+        torch.cuda.set_rng_state(states[prefix + "cuda"], device)
+    elif device.type == "mps" and prefix + "mps" in states:
+        torch.mps.set_rng_state(states[prefix + "mps"])
+    return True
 
 
 def _prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -276,11 +295,13 @@ def drop_checkpoint(run_dir: Path) -> None:
 
 
 def save(run_dir: Path, state: TrainState, ident: dict, device: torch.device) -> None:
-    """Write the checkpoint (atomically: a kill at any moment leaves the previous one intact)."""
+    """Write the checkpoint (atomically: a kill at any moment leaves the previous one intact).
+    Every process calls it (the random generators are gathered); the main process writes."""
+    tensors, meta = state_dict(state, device)
     if not is_main_process():
         return
-    tensors, meta = state_dict(state, device)
-    meta = {"identity": ident, "device": str(device), "tensors": sorted(tensors), **meta}
+    meta = {"identity": ident, "device": str(device), "world_size": dist.world_size(), "tensors": sorted(tensors),
+            **meta}
     checkpoint.save_checkpoint(run_dir / CHECKPOINT, tensors, meta)
 
 
@@ -291,9 +312,11 @@ def restore(run_dir: Path, state: TrainState, ident: dict, device: torch.device,
     Checks everything first: a refusal leaves the run folder as it was.
     """
     path = run_dir / CHECKPOINT
-    if not path.exists():  # it stopped before completing an epoch: nothing to restore
+    # Read by the main process alone (another machine may not see the run folder) and shared.
+    data = dist.share_from_main(lambda: checkpoint.read_bytes(path, "checkpoint") if path.exists() else b"")
+    if not data:  # it stopped before completing an epoch: nothing to restore
         return False
-    tensors, meta = checkpoint.read_checkpoint(path)
+    tensors, meta = checkpoint.parse_checkpoint(path, data)
     try:
         missing = sorted(set(meta["tensors"]) - set(tensors))  # an optimizer would only fail steps later
         if missing:
@@ -307,6 +330,10 @@ def restore(run_dir: Path, state: TrainState, ident: dict, device: torch.device,
     if torch.device(meta.get("device", "cpu")).type != device.type:
         warn(f"{run_dir.name} ran on {meta.get('device')} and continues on {device}: the numbers will differ "
              f"from an uninterrupted run")
+    if meta.get("world_size", 1) != dist.world_size():
+        warn(f"{run_dir.name} ran on {meta.get('world_size', 1)} process(es) and continues on {dist.world_size()}: "
+             f"the numbers will differ from an uninterrupted run (--nproc_per_node {meta.get('world_size', 1)} "
+             f"would continue it exactly)")
     return True
 
 

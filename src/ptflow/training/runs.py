@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from ptflow import dist
 from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
@@ -51,7 +52,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
     root = Path(runs_dir)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
     if not is_main_process():  # the main process makes the folder; the others only need its name
-        return root / (name or stem)
+        return root / (name or default_name(runs_dir, dataset, model))
     for n in range(1, 10_000):
         path = root / (name or (stem if n == 1 else f"{stem}-{n}"))
         try:
@@ -68,7 +69,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
             raise PtflowError(f"run folder {path} is in use ({_holder(path)}); choose another --run_name")
         if name is not None and is_run(path):
             release(path)
-            raise PtflowError(f"run folder {path} already exists; choose another --run_name")
+            raise taken(path)
         remove_temporaries(path)  # left by a run killed while it was starting in this folder
         return path
     raise PtflowError(f"cannot find a free run name {stem}-N in {root}")
@@ -102,6 +103,19 @@ def claim_or_refuse(run: Path) -> None:
 def _holder(run: Path) -> str:
     owner = read_json(Path(run) / "run.json") or {}
     return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}" if owner else "starting"
+
+
+def taken(path: Path) -> PtflowError:
+    return PtflowError(f"run folder {path} already exists; choose another --run_name")
+
+
+def default_name(runs_dir: str, dataset: str, model: str) -> str:
+    """timestamp-dataset-model, with -2, -3... when that folder exists already."""
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
+    name, n = stem, 2
+    while (Path(runs_dir) / name).exists():
+        name, n = f"{stem}-{n}", n + 1
+    return name
 
 
 def find(spec: str, runs_dir: str = "runs") -> Path:
@@ -223,8 +237,14 @@ def environment(seed: int, fingerprint: str, device: str) -> dict:
     from ptflow.models.files import versions
 
     return {"versions": versions(), "seed": seed, "data_fingerprint": fingerprint, "device": device,
-            "git_commit": git_commit(), "command": sys.argv, "cwd": os.getcwd(),
+            **processes(device), "git_commit": git_commit(), "command": sys.argv, "cwd": os.getcwd(),
             "host": platform.node(), "platform": platform.platform()}
+
+
+def processes(device: str) -> dict:
+    """How many processes train the run, and the backend that carries their gradients."""
+    world = dist.world_size()
+    return {"world_size": world, "backend": dist.backend_of(device.split(":")[0]) if world > 1 else None}
 
 
 def git_commit() -> str | None:

@@ -2,6 +2,10 @@
 
 Takes a validated TrainConfig; everything below gets plain values from it. Every epoch ends
 with a training checkpoint in the run folder, so a stopped run can continue (resume.py).
+
+Under torchrun every process runs this same function (ddp.py says what changes): each loads
+the data and builds the model; the main process alone opens the run folder, writes files and
+prints, and shares what it decided (the folder, the checkpoint it read) with the others.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import plots
+from ptflow import dist, plots
 from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
@@ -25,7 +29,7 @@ from ptflow.files import remove_temporaries, write_json
 from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import interrupt, resume, runs, tracking
+from ptflow.training import ddp, interrupt, resume, runs, tracking
 from ptflow.training.loop import (
     LoopSettings,
     TrainState,
@@ -56,19 +60,28 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, trust
                                      n_layers=config.n_layers, hidden_sizes=config.hidden_sizes,
                                      use_dropout=config.use_dropout, dropout_p=config.dropout_p,
                                      channels=config.channels)
-    model = registry.build(config.model, args, trust_code, origin).to(device)
+    model = ddp.prepare(registry.build(config.model, args, trust_code, origin), config).to(device)
     if splits.is_image and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    total_steps = config.n_epochs * steps_per_epoch(len(splits.y_train), config.batch_size)
+    total_steps = config.n_epochs * steps_per_epoch(len(splits.y_train), config.batch_size, dist.world_size())
     scheduler = build_scheduler(optimizer, config.scheduler, config.lr, total_steps)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # the same shuffled order on every process
+    ddp.seed_process(config.seed)
     return TrainState(model, optimizer, scheduler, generator), args
+
+
+def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """What each training step calls, when it is not the model itself: DDP, torch.compile, or both."""
+    net = ddp.wrap(model, device) if dist.is_distributed() else None
+    if config.compile:
+        net = torch.compile(net if net is not None else model)
+    return net
 
 
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
         evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True, trust_code: bool = True) -> dict:
+        resume_hint: bool = True, trust_code: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -79,15 +92,33 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     last checkpoint, provided the data, the model and the code still match. Model and dataset
     code that the config names by import path is imported only with trust_code when the config was
     read from a run folder (resume_from), as it is then chosen by the file, not the user.
+    Under torchrun, every process calls it; dist_timeout bounds how long one waits for the others.
     """
+    with dist.process_group(dist_timeout):
+        try:
+            return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
+        except Exception as exc:
+            if dist.lost_peer(exc):  # a dead or hung process: one line, not a traceback from a collective
+                raise dist.lost_peer_error(exc) from None
+            raise
+
+
+def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None, allow_changed_code: bool,
+         resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
-    device = resolve_device(config.device_name())
+    device = ddp.device_for_process(resolve_device(config.device_name()))
+    ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin)
+    dist.check_same("data", splits.fingerprint)
+    ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
+        processes = ""
+        if dist.is_distributed():
+            processes = f"  processes: {dist.world_size()} ({dist.backend_of(device.type)})"
         info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
-             f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}")
+             f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}{processes}")
     if config.precision == "bf16" and not has_native_bf16(device):
         warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
              f"and runs several times slower than fp32")
@@ -102,23 +133,26 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     if resume_from is not None:  # before anything is written: a refusal leaves the run folder as it was
         resume.restore(Path(resume_from), state, identity, device, config.n_epochs, allow_changed_code)
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
-    run_dir = _open_run(config, splits.fingerprint, device, started, state, resume_from)
+    run_dir = Path(dist.share_json_from_main(
+        lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from))))
     data = to_device(splits, device)
-    forward_model = torch.compile(state.model) if config.compile else None
+    net = forward_model(state.model, config, device)
 
     def on_epoch_end(s: TrainState) -> None:
         resume.save(run_dir, s, identity, device)  # first, so that nothing below can lose this epoch
         runs.append_metrics(run_dir, s.history[-1])
         for callback in (*callbacks, *trackers):
             callback(s, run_dir)
-        interrupt.check()  # a signal during validation or a callback: stop here, this epoch saved
+        # A signal during validation or a callback: stop here, this epoch saved. With several
+        # processes an all-reduce, so also the barrier after the main process's writes.
+        interrupt.check()
 
     settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
-                            config.augment_shift)
+                            config.augment_shift, dist.rank(), dist.world_size())
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
-            fit(state, preprocess, data, settings, forward_model,
+            fit(state, preprocess, data, settings, net,
                 on_epoch_end=on_epoch_end,
                 progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
     except BaseException as exc:
@@ -133,7 +167,7 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     if state.best_weights is None:
         runs.write_status(run_dir, status="failed", finished=time.time(), error="diverged")
         tracking.close(trackers, "failed")
-        raise PtflowError("training diverged (the validation loss was never finite); try a lower --lr")
+        raise dist.shared(PtflowError("training diverged (the validation loss was never finite); try a lower --lr"))
     metrics = _finish(config, splits, prep, args, state, preprocess, data, run_dir, clock, evaluate_test)
     tracking.close(trackers, "finished", metrics)
     return {**metrics, "run_dir": str(run_dir)}
@@ -141,20 +175,20 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
 
 def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, started: float, state: TrainState,
               resume_from: Path | None) -> Path:
-    """A new run folder; or the resumed one, brought back to its checkpoint's epoch."""
+    """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only)."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
         # config.json first: a kill at any moment after it leaves a run that --resume can continue
         write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "env.json", runs.environment(config.seed, fingerprint, str(device)))
         runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
-                          **runs.process())
+                          **runs.process(), **runs.processes(str(device)))
         return run_dir
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}
     resumed = [*previous.get("resumed", []), {"at": started, "after_epoch": state.epoch}]
     runs.write_status(run_dir, status="running", finished=None, error=None, test_loss=None, test_acc=None,
-                      resumed=resumed, **runs.process())
+                      resumed=resumed, **runs.process(), **runs.processes(str(device)))
     write_json(run_dir / "config.json", config.to_dict())  # --n_epochs or --early_stop may have changed
     runs.write_metrics(run_dir, state.history)  # a kill between checkpoint and metrics line: the checkpoint wins
     remove_temporaries(run_dir)  # left by a writer killed mid-write
@@ -166,7 +200,11 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
 def _say_how_to_resume(run_dir: Path, state: TrainState, exc: BaseException) -> None:
     cause = f" by {exc}" if isinstance(exc, interrupt.Interrupted) else ""
     kept = f"the checkpoint after epoch {state.epoch} is kept" if state.epoch else "no epoch had completed"
-    info(f"Interrupted{cause}: {kept}. Continue with: ptflow train --resume {shlex.quote(str(run_dir))}")
+    command = f"ptflow train --resume {shlex.quote(str(run_dir))}"
+    if dist.is_distributed():  # the same processes continue it exactly
+        command += (f" --nproc_per_node {dist.world_size()}" if dist.world_size() == dist.local_world_size()
+                    else f" with the same {dist.world_size()} processes (torchrun flags)")
+    info(f"Interrupted{cause}: {kept}. Continue with: {command}")
 
 
 def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, started: float,
@@ -176,7 +214,7 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     if evaluate_test:
         test_loss, test_acc = evaluate(lambda x: state.model(preprocess(x)), state.model, data["x_test"],
                                        data["y_test"], batch_size=eval_batch_size(config.batch_size),
-                                       precision=config.precision)
+                                       precision=config.precision, rank=dist.rank(), world=dist.world_size())
     # The data is no longer needed: letting it go before matplotlib is imported for the plots
     # keeps the run's peak memory at its training peak (about 25 MB lower for MNIST).
     data.clear()
@@ -191,11 +229,13 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
             "image_style": splits.image_style, "dataset": config.dataset,
             "data_fingerprint": splits.fingerprint, "config": config.to_dict(), "metrics": metrics,
             "versions": versions(), "run": str(run_dir)}
-    save_model(run_dir / "model.safetensors", state.model, meta)
-    if config.model_fn:
-        save_model(config.model_fn, state.model, meta, state.optimizer)
-    plots.learning_curve({run_dir.name: state.history}, run_dir / "learning_curve.png")
-    runs.write_status(run_dir, status="finished", finished=time.time(), **metrics)
+    if dist.is_main_process():  # the model file of a single-process run: plain weights, no DDP
+        save_model(run_dir / "model.safetensors", state.model, meta)
+        if config.model_fn:
+            save_model(config.model_fn, state.model, meta, state.optimizer)
+        plots.learning_curve({run_dir.name: state.history}, run_dir / "learning_curve.png")
+        runs.write_status(run_dir, status="finished", finished=time.time(), **metrics)
+    dist.barrier()  # no process reports success before the files are written
     if config.verbose >= 1:
         info(f"Best epoch {state.best_epoch}: valid_loss={state.best_loss:.4e}  valid_acc={best['valid_acc']:.4f}")
     if test_acc is not None:

@@ -1,0 +1,146 @@
+"""`ptflow train --nproc_per_node N`: start the training processes through torch.distributed.run.
+
+This is `torchrun --nproc_per_node N -m ptflow train ...` run for the user, inside this process,
+so that a failure ends in one line that says which process failed and how, rather than
+torchrun's report. torchrun's own agent does the work: it starts the processes, sets their
+RANK, LOCAL_RANK and WORLD_SIZE, meets the other machines (--nnodes) at a rendezvous, restarts
+every process after a failure (--max_restarts), and forwards Ctrl-C and SIGTERM.
+
+One machine uses a standalone rendezvous on a free local port. Several machines meet at
+--rdzv_endpoint: c10d's dynamic rendezvous (any machine may host rank 0), or, with --node_rank,
+a fixed one in which machine 0 hosts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptflow.errors import PtflowError, UsageError, first_line
+
+RDZV_ID = "ptflow"  # the same on every machine of a job; the endpoint tells jobs apart
+
+
+@dataclass
+class Plan:
+    nproc_per_node: int
+    nnodes: int = 1
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    max_restarts: int = 0
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def check(self) -> None:
+        if self.nproc_per_node < 1:
+            raise UsageError(f"--nproc_per_node must be >= 1, got {self.nproc_per_node}")
+        if self.nnodes < 1:
+            raise UsageError(f"--nnodes must be >= 1, got {self.nnodes}")
+        if self.max_restarts < 0:
+            raise UsageError(f"--max_restarts must be >= 0, got {self.max_restarts}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UsageError("--nnodes > 1 needs --rdzv_endpoint HOST:PORT, where the machines meet")
+        if self.node_rank is not None and not 0 <= self.node_rank < self.nnodes:
+            raise UsageError(f"--node_rank must be in 0..{self.nnodes - 1}, got {self.node_rank}")
+        if self.rdzv_endpoint is not None:
+            host, _, port = self.rdzv_endpoint.rpartition(":")
+            if not host or not port.isdigit():
+                raise UsageError(f"--rdzv_endpoint must be HOST:PORT, got {self.rdzv_endpoint!r}")
+
+    def torchrun_args(self, worker_args: list[str]) -> list[str]:
+        """torch.distributed.run's command line for `python -m ptflow WORKER_ARGS...`."""
+        args = [f"--nproc_per_node={self.nproc_per_node}", f"--nnodes={self.nnodes}",
+                f"--max_restarts={self.max_restarts}"]
+        if self.rdzv_endpoint is None:
+            args.append("--standalone")
+        elif self.node_rank is not None:
+            args += ["--rdzv_backend=static", f"--rdzv_endpoint={self.rdzv_endpoint}", f"--node_rank={self.node_rank}"]
+        else:
+            args += ["--rdzv_backend=c10d", f"--rdzv_endpoint={self.rdzv_endpoint}", f"--rdzv_id={RDZV_ID}"]
+        return [*args, "--module", "ptflow", *worker_args]
+
+
+def threads_per_process(nproc_per_node: int) -> int:
+    """Intra-op threads per process: this machine's cores shared out (torchrun would give each 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // nproc_per_node)
+
+
+def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
+    """Start the processes and wait for them; the exit status of the job. run_dir: the run's
+    folder, named in the message that says how to continue a failed job."""
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
+    from torch.distributed.run import get_args_parser
+    from torch.distributed.run import run as torchrun
+
+    _quiet_torchrun()
+    try:
+        with _environment(plan):
+            torchrun(get_args_parser().parse_args(plan.torchrun_args(worker_args)))
+    except ChildFailedError as exc:
+        return _report(exc, plan, run_dir)
+    except RendezvousError as exc:
+        raise PtflowError(f"the {plan.nnodes} machines did not meet at {plan.rdzv_endpoint}: "
+                          f"{first_line(exc)}") from None
+    except SignalException as exc:  # Ctrl-C or SIGTERM here: torchrun stopped the processes with it,
+        return 128 + int(exc.sigval)  # and the main one said how to continue
+    return 0
+
+
+@contextmanager
+def _environment(plan: Plan):
+    """What torchrun passes on to the processes, set while it runs (unless the user set it)."""
+    values = {
+        "OMP_NUM_THREADS": str(threads_per_process(plan.nproc_per_node)),
+        # torchrun's agent shares its rendezvous store with the processes by default, and processes
+        # restarted after a failure then read their predecessors' addresses from it and cannot
+        # connect (pytorch/pytorch#135712, still so in torch 2.13): give each attempt its own store.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _quiet_torchrun() -> None:
+    """torchrun logs each step of its agent and each failure, as warnings and errors on loggers of
+    their own levels; the failure is summed up in one line instead."""
+    import torch.distributed.elastic.agent.server.local_elastic_agent  # noqa: F401  (creates its loggers)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _report(exc, plan: Plan, run_dir: Path) -> int:
+    """One line for a failed job: which process failed first, and how."""
+    rank, failure = exc.get_first_failure()
+    stopped = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+    if all(f.exitcode in stopped for f in exc.failures.values()):  # a signal to one process stopped them all,
+        return failure.exitcode  # and the main one said how to continue
+    if failure.exitcode < 0:
+        how = f"was killed by {signal.Signals(-failure.exitcode).name}"
+    else:
+        how = f"exited with status {failure.exitcode}"
+    restarts = f" after {plan.max_restarts} restart(s)" if plan.max_restarts else " (no --max_restarts)"
+    hint = ""
+    if (run_dir / "checkpoint.safetensors").is_file():
+        hint = (f"; its last checkpoint is kept: ptflow train --resume {shlex.quote(str(run_dir))} "
+                f"--nproc_per_node {plan.nproc_per_node}")
+    print(f"ptflow train: error: process {rank} of {plan.world_size} (pid {failure.pid}) {how}{restarts}{hint}",
+          file=sys.stderr)
+    return failure.exitcode if failure.exitcode > 0 else 1
