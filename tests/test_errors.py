@@ -33,7 +33,7 @@ def test_unknown_dataset_exits_2(cli, tmp_path):
 def test_missing_dataset_files_say_where_they_were_looked_for(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PTFLOW_DATA_DIR", raising=False)
-    monkeypatch.setattr("ptflow.data.idx._fetch", lambda url: (_ for _ in ()).throw(OSError("network unreachable")))
+    monkeypatch.setattr("ptflow.data.idx._fetch", lambda *a: (_ for _ in ()).throw(OSError("network unreachable")))
     code, _, err = cli("train", "--dataset", "kmnist", "--data_dir", tmp_path / "nowhere", "--runs_dir", tmp_path)
     assert code == 1
     assert_one_line_error(err)

@@ -11,6 +11,8 @@ other module keeps its own list of names:
 - role "runtime": where and how a run executes and what it prints or writes. Never tuned, may
   differ between the workers of a study, hidden from `ptflow runs`' comparisons.
 - resume=True: `--resume` may change it (how long to train, where files go, the device).
+- writes=True: it names where files are written. A resumed run never takes these from the run
+  folder's config (which may come from elsewhere): only from the flags given with --resume.
 
 This module must stay free of heavy imports: `ptflow --help` reads the defaults and help here.
 """
@@ -20,20 +22,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
 
 from ptflow.errors import UsageError
+from ptflow.sizes import check_structure
 
 HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
 TRACKERS = ("tensorboard", "mlflow")
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")  # what --device accepts; --gpu_id is 0..9999 the same way
+MAX_EPOCHS = 1_000_000  # larger values are typos (a run of a million epochs is already years)
+MAX_DEPTH = 1_000  # entries of --hidden_sizes and --channels, and --n_layers
+MAX_SEED = 2 ** 63 - 1  # torch and numpy both take seeds up to here
 
 # Examples per forward pass when evaluating and predicting. On CPU, 1024 rows of the article's MLP
 # keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
@@ -42,10 +50,10 @@ EVAL_BATCH_SIZE = 1024
 
 
 def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
-           choices: tuple[str, ...] = (), metavar: str | None = None, factory=None):
+           choices: tuple[str, ...] = (), metavar: str | None = None, factory=None, writes: bool = False):
     """A TrainConfig field with what the CLI, sweeps, resume and run history need to know about it."""
     metadata = {"help": help, "group": group, "role": role, "resume": resume, "choices": choices,
-                "metavar": metavar}
+                "metavar": metavar, "writes": writes}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -130,12 +138,12 @@ class TrainConfig:
         help="with several processes on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     # --- output ---
     model_fn: str | None = option(  # .pth gives the article's layout
-        group="output", role=RUNTIME, resume=True, metavar="FILE",
+        group="output", role=RUNTIME, resume=True, metavar="FILE", writes=True,
         help="also write the model file here (.pth: the article's layout)")
     runs_dir: str = option(  # every run gets a folder here with its config, metrics, model and plots
-        "runs", group="output", role=RUNTIME, metavar="DIR", help="folder of run folders")
+        "runs", group="output", role=RUNTIME, metavar="DIR", writes=True, help="folder of run folders")
     run_name: str | None = option(  # default: a timestamp with dataset and model
-        group="output", role=RUNTIME, help="name of this run's folder (default: timestamp-dataset-model)")
+        group="output", role=RUNTIME, writes=True, help="name of this run's folder (default: timestamp-dataset-model)")
     verbose: int = option(  # as in the article
         1, group="output", role=RUNTIME, resume=True, choices=(0, 1, 2),
         help="0 quiet, 1 a line per epoch, 2 a line per iteration")
@@ -144,7 +152,7 @@ class TrainConfig:
         group="tracking (optional extras)", role=RUNTIME, resume=True, factory=list, metavar="NAME,...",
         help="also log to tensorboard and/or mlflow, e.g. tensorboard,mlflow")
     mlflow_uri: str | None = option(  # default: SQLite in runs_dir, nothing leaves the machine
-        group="tracking (optional extras)", role=RUNTIME, resume=True, metavar="URI",
+        group="tracking (optional extras)", role=RUNTIME, resume=True, metavar="URI", writes=True,
         help="MLflow tracking server (default: sqlite:///RUNS_DIR/mlflow.db)")
 
     @classmethod
@@ -162,13 +170,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):  # from Python (ptflow.train) values arrive untyped
-            _check(_has_type(getattr(self, field.name), *field_type(field.name)),
-                   f"--{field.name} must be {_type_name(field_type(field.name)[0])}, "
-                   f"got {getattr(self, field.name)!r}")
+            _check_type(field.name, getattr(self, field.name))
         for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
-            _check(isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name)),
-                   f"--{name} must be a finite number, got {getattr(self, name)!r}")
+            _check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
         _check(self.n_layers >= 1, f"--n_layers must be >= 1, got {self.n_layers}")
+        _check(self.n_layers <= MAX_DEPTH, f"--n_layers must be <= {MAX_DEPTH}, got {self.n_layers}")
+        _check(0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
         _check(0 <= self.dropout_p < 1, f"--dropout_p must be in [0, 1), got {self.dropout_p}")
         _check(0 < self.train_ratio < 1, f"--train_ratio must be in (0, 1), got {self.train_ratio}")
         _check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
@@ -177,6 +184,7 @@ class TrainConfig:
         _check(self.batch_size >= 2 or not batch_norm,
                "--batch_size 1 cannot train BatchNorm layers (the cnn, or the mlp without --use_dropout): use >= 2")
         _check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
+        _check(self.n_epochs <= MAX_EPOCHS, f"--n_epochs must be <= {MAX_EPOCHS:,}, got {self.n_epochs}")
         _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
@@ -185,19 +193,23 @@ class TrainConfig:
                f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
                "--fold needs --folds K")
         _check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
-        _check(self.hidden_sizes is None or (len(self.hidden_sizes) > 0 and min(self.hidden_sizes) >= 1),
-               f"--hidden_sizes must be positive integers, got {self.hidden_sizes}")
-        _check(len(self.channels) > 0 and min(self.channels) >= 1,
-               f"--channels must be positive integers, got {self.channels}")
-        _check(self.gpu_id is None or self.gpu_id >= -1, f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
-        _check(isinstance(self.model_args, dict), f"--model_args must be a JSON object, got {self.model_args!r}")
+        for name in ("hidden_sizes", "channels"):
+            sizes = getattr(self, name)
+            _check(sizes is None or (0 < len(sizes) <= MAX_DEPTH and min(sizes) >= 1),
+                   f"--{name} must be 1 to {MAX_DEPTH} positive integers, got {_short(sizes)}")
+        _check(self.gpu_id is None or -1 <= self.gpu_id <= 9999,
+               f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
+        _check(DEVICE.fullmatch(self.device) is not None,
+               f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_structure(self.model_args, "--model_args")
         _check(_is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
         _check(bool(self.model.strip()), "--model must name a model")
         _check(bool(self.dataset.strip()), "--dataset must name a dataset")
         for field in dataclasses.fields(self):
             if field.metadata["choices"]:
                 _check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
-        _check_choice("device", self.device.split(":")[0], DEVICES)
+        _check(self.run_name is None or _is_file_name(self.run_name),
+               f"--run_name must be a folder name, not a path, got {self.run_name!r}")
         for name in self.log:
             _check_choice("log", name, TRACKERS)
         _check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
@@ -218,10 +230,12 @@ def help_of(name: str) -> str:
     return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
-def fields_where(role: str | None = None, resume: bool | None = None) -> set[str]:
-    """The fields of a role, and/or those --resume may (resume=True) or may not change."""
+def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None) -> set[str]:
+    """The fields of a role, and/or those --resume may (resume=True) or may not change, and/or
+    those that name where files are written (writes=True)."""
     return {f.name for f in dataclasses.fields(TrainConfig)
-            if (role is None or f.metadata["role"] == role) and (resume is None or f.metadata["resume"] == resume)}
+            if (role is None or f.metadata["role"] == role) and (resume is None or f.metadata["resume"] == resume)
+            and (writes is None or f.metadata["writes"] == writes)}
 
 
 def field_type(name: str) -> tuple[typing.Any, bool]:
@@ -233,24 +247,46 @@ def field_type(name: str) -> tuple[typing.Any, bool]:
     return next(t for t in options if t is not type(None)), type(None) in options
 
 
-def _has_type(value, kind, optional: bool) -> bool:
+def _check_type(name: str, value) -> None:
+    """Values of the field's declared type (from a config file or Python, flags are typed already)."""
+    kind, optional = field_type(name)
     if value is None:
-        return optional
+        _check(optional, f"--{name} needs a value")
+        return
     if typing.get_origin(kind) is list:
         item = typing.get_args(kind)[0]
-        return isinstance(value, list) and all(_has_type(v, item, False) for v in value)
+        ok = isinstance(value, list) and all(_is_type(v, item) for v in value)
+    else:
+        ok = _is_type(value, kind)
+    _check(ok, f"--{name} must be {describe_type(kind)}, got {_short(value)}")
+    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
+        _check(all("\0" not in v for v in ([value] if isinstance(value, str) else value)),
+               f"--{name} contains a NUL character")
+
+
+def describe_type(kind) -> str:
+    """A field type in words, for errors about values read from files and flags."""
+    if typing.get_origin(kind) is list:
+        return {int: "a list of integers", str: "a list of strings"}.get(typing.get_args(kind)[0], str(kind))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping (or its JSON text)"}.get(kind, str(kind))
+
+
+def _is_type(value, kind) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not here
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
-def _type_name(kind) -> str:
-    if typing.get_origin(kind) is list:
-        return {int: "a list of integers", str: "a list of strings"}[typing.get_args(kind)[0]]
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            dict: "a JSON object (a dict)"}.get(kind, str(kind))
+def _is_file_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and len(name) <= 255
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_json(value) -> bool:

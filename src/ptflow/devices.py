@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ptflow.errors import PtflowError
+from ptflow.errors import PtflowError, UsageError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -14,7 +14,10 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # "cuda:abc", "cuda:-1": the CLI checks too, this is for Python callers
+        raise UsageError(f"not a device: {name!r} (expected auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise PtflowError(f"{name} was asked for, but this PyTorch build sees no CUDA GPU "

@@ -1,18 +1,27 @@
-"""Writing files so that a crash never leaves half a file behind.
+"""Writing files so that a crash never leaves half a file behind, and locking them.
 
 Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over
 the target: readers see the old file or the new one, never a mix. Only the main process writes.
+A write that the file system refuses (disk full, read-only, a folder where the file should go)
+is a one-line PtflowError naming the file, with the temporary file removed and the target as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from ptflow.dist import is_main_process
+from ptflow.errors import PtflowError
+
+# Errors of the file system itself, as opposed to a writer's own (a download's network error).
+FILESYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                     errno.ENOTDIR, errno.EEXIST, errno.EIO, errno.EFBIG, errno.ENAMETOOLONG, errno.ENOENT}
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -24,8 +33,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     if not is_main_process():
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual mode
         os.close(fd)
@@ -33,9 +47,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # a file system turned read-only keeps it: the next resume of a run removes it
+            pass
+        if _errno(exc) in FILESYSTEM_ERRORS:
+            raise write_error(path, exc) from None
         raise
+
+
+def write_error(path: Path, exc: BaseException) -> PtflowError:
+    """A file-system error while writing path, as one line: what, where, and why."""
+    number = _errno(exc)
+    reason = os.strerror(number) if number else str(exc)
+    if number == errno.EISDIR or (number == errno.EEXIST and path.is_dir()):
+        reason = "a folder is in the way"
+    elif number in (errno.ENOTDIR, errno.EEXIST):
+        reason = "a file is in the way where a folder should be"
+    return PtflowError(f"cannot write {path}: {reason}")
+
+
+def _errno(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError):
+        return exc.errno
+    found = re.search(r"os error (\d+)", str(exc))  # safetensors reports I/O errors as "(os error 28)"
+    return int(found.group(1)) if found else None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -60,15 +97,62 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line (JSONL metrics): a torn last line is the worst a crash can do, and readers skip it."""
     if not is_main_process():
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line.rstrip("\n") + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line.rstrip("\n") + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise write_error(Path(path), exc) from None
+
+
+def overwrite_in_place(path: str | os.PathLike, text: str) -> None:
+    """Rewrite a small file in place, without a temporary file: the last resort when the disk is
+    full (the file's own blocks are reused). Not atomic: a crash meanwhile can leave it torn."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock(path: str | os.PathLike) -> int | None:
+    """Take an exclusive lock on a folder (or an existing file), or None if another holder has it.
+
+    Nothing is written: the lock lives in the kernel (flock on a read-only descriptor), and the
+    operating system drops it when the holder closes it or dies (kill -9 included), so a lock
+    is never left stale. Without flock (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return -1
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise PtflowError(f"cannot open {path} to lock it: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held elsewhere
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)  # closing the descriptor drops the flock
 
 
 def remove_temporaries(folder: str | os.PathLike) -> None:
     """Delete the temporary files a writer killed mid-write left in folder (never a finished file)."""
     if not is_main_process():
         return
-    for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    # ".NAME.XXXX.tmp" are atomic_write's; ".tmpXXXXXX" the safetensors library's own, which it
+    # writes first and renames onto ours.
+    for tmp in [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".tmp??????")]:
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)

@@ -83,7 +83,7 @@ def load(source: Source, trust_code: bool, origin: str | None, what: str) -> Cal
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f" (from package {source.package} {source.version or ''})".rstrip() if source.package else ""
+        hint = f" (from package {source.package} {source.version or ''}".rstrip() + ")" if source.package else ""
         raise PtflowError(f"{what} {source.name!r}: cannot import {module_name}{hint}: {exc}") from None
     for part in attribute.split("."):
         try:

@@ -11,9 +11,11 @@ import argparse
 import dataclasses
 import json
 import typing
+from pathlib import Path
 
-from ptflow.config import PRESETS, TrainConfig, field_type, preset_values
+from ptflow.config import DEVICE, PRESETS, TrainConfig, field_type, preset_values
 from ptflow.errors import UsageError
+from ptflow.sizes import MAX_NESTING, check_structure
 
 DEFAULTS = TrainConfig()
 
@@ -30,7 +32,7 @@ def parse_int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_short(text)}") from None
 
 
 def parse_names(text: str) -> list[str]:
@@ -42,11 +44,25 @@ def parse_json_object(text: str) -> dict:
     """'{"width": 64}' -> {'width': 64}, for --model_args."""
     try:
         value = json.loads(text)
+        check_structure(value, "--model_args", argparse.ArgumentTypeError)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {_short(text)} ({exc.msg})") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"nested more than {MAX_NESTING} levels deep") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 64}}', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 64}}', got {_short(text)}")
     return value
+
+
+def parse_device(text: str) -> str:
+    """--device: auto, cpu, cuda, cuda:N or mps (checked here, before torch ever sees the string)."""
+    if DEVICE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {_short(text)}")
+    return text
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def _flag_type(name: str):
@@ -54,6 +70,8 @@ def _flag_type(name: str):
     kind, _ = field_type(name)
     if typing.get_origin(kind) is list:
         return parse_int_list if typing.get_args(kind)[0] is int else parse_names
+    if name == "device":
+        return parse_device
     return {dict: parse_json_object}.get(kind, kind)
 
 
@@ -99,7 +117,8 @@ def train_values(args, own_options: tuple[str, ...]) -> dict:
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--device", type=parse_device, default="auto",
+                        help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--gpu_id", type=int, default=None, help="-1 for CPU, N for cuda:N (overrides --device)")
 
 
@@ -112,9 +131,36 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
 def device_of(args) -> str:
     if args.gpu_id is None:
         return args.device
+    if not -1 <= args.gpu_id <= 9999:
+        raise UsageError(f"--gpu_id must be -1 or a GPU index, got {args.gpu_id}")
     return "cpu" if args.gpu_id < 0 else f"cuda:{args.gpu_id}"
 
 
 def check_batch_size(value: int) -> None:
     if value < 1:
         raise UsageError(f"--batch_size must be >= 1, got {value}")
+
+
+def check_output(path: str | None, flag: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output path that collides with what is there: a folder where
+    a file will be written, a file where a folder will be made (or where one of its parents is)."""
+    if path is None:
+        return
+    if "\0" in str(path):
+        raise UsageError(f"{flag} contains a NUL character")
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise UsageError(f"{flag} {path}: a file is in the way; give a folder")
+    if not folder and target.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+
+
+def check_train_outputs(config: TrainConfig) -> None:
+    """The outputs of `ptflow train` and `ptflow sweep`, before data is loaded or anything trains."""
+    check_output(config.model_fn, "--model_fn")
+    check_output(config.runs_dir, "--runs_dir", folder=True)

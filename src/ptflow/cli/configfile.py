@@ -26,8 +26,9 @@ import math
 import typing
 from pathlib import Path
 
-from ptflow.config import TrainConfig, field_type
+from ptflow.config import TrainConfig, describe_type, field_type
 from ptflow.errors import PtflowError, UsageError
+from ptflow.sizes import MAX_CONFIG_BYTES, check_structure
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
 
@@ -36,15 +37,25 @@ def read(path: str) -> dict:
     """The train options in a YAML or TOML file, converted to TrainConfig's types."""
     kind = _format(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).is_dir():
+            raise UsageError(f"{path}: is a folder; --config needs a YAML or TOML file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PtflowError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    values = _parse_yaml(text, path) if kind == "yaml" else _parse_toml(text, path)
-    if values is None:
-        return {}  # an empty YAML file
-    if not isinstance(values, dict):
-        raise UsageError(f"{path}: expected a mapping of train options (key: value), got {type(values).__name__}")
-    return convert({str(k).replace("-", "_"): v for k, v in values.items()}, path)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; a config file is a flat mapping of options")
+    try:
+        values = _parse_yaml(text, path) if kind == "yaml" else _parse_toml(text, path)
+        if values is None:
+            return {}  # an empty YAML file
+        check_structure(values, path)  # before anything walks it: YAML aliases can multiply a few lines
+        if not isinstance(values, dict):
+            raise UsageError(f"{path}: expected a mapping of train options (key: value), got {type(values).__name__}")
+        return convert({str(k).replace("-", "_"): v for k, v in values.items()}, path)
+    except RecursionError:  # the parsers recurse once per level of nesting
+        raise UsageError(f"{path}: nested too deeply to be a config file") from None
 
 
 def _format(path: str) -> str:
@@ -99,7 +110,7 @@ def _convert(key: str, value, source: str):
     try:
         return _as(kind, value)
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: {key} must be {_describe(kind)}, got {value!r}") from None
+        raise UsageError(f"{source}: {key} must be {describe_type(kind)}, got {_short(value)}") from None
 
 
 def _as(kind, value):
@@ -131,11 +142,9 @@ def _as(kind, value):
     raise TypeError
 
 
-def _describe(kind) -> str:
-    if typing.get_origin(kind) is list:
-        return {int: "a list of integers", str: "a list of strings"}.get(typing.get_args(kind)[0], str(kind))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            dict: "a mapping (or its JSON text)"}.get(kind, str(kind))
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def output_format(asked: str, config_file: str | None) -> str:

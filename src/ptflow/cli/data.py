@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ptflow.cli.common import check_output
 from ptflow.config import TrainConfig, help_of
 
 DEFAULTS = TrainConfig()
@@ -22,6 +23,7 @@ def register(commands) -> None:
 def run(args) -> int:
     config = TrainConfig.from_dict({"dataset": args.name, "train_ratio": args.train_ratio,
                                     "test_ratio": args.test_ratio, "seed": args.seed})
+    check_output(args.out, "--out")
     from ptflow.reports import explore
 
     explore.run(config.dataset, args.data_dir, args.target, config.train_ratio, config.test_ratio,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, device_of
+from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, check_output, device_of
 from ptflow.config import EVAL_BATCH_SIZE
 
 
@@ -21,6 +21,7 @@ def register(commands) -> None:
 
 def run(args) -> int:
     check_batch_size(args.batch_size)
+    check_output(args.out_dir, "--out_dir", folder=True)
     from ptflow.reports import evaluate
 
     evaluate.run(args.model_fn, args.data_dir, device_of(args), args.out_dir, args.batch_size,

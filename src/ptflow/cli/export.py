@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_trust_option
+from ptflow.cli.common import add_trust_option, check_output
+from ptflow.errors import UsageError
 
 
 def register(commands) -> None:
@@ -18,6 +19,9 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    check_output(args.out, "--out")
+    if not 7 <= args.opset <= 99:
+        raise UsageError(f"--opset must be an ONNX opset version (7 to the newest), got {args.opset}")
     from ptflow.models import export
 
     export.run(args.model_fn, args.format, args.out, args.opset, trust_code=args.trust_model_code)

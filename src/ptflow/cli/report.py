@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, device_of
+from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, check_output, device_of
 from ptflow.cli.runs import RUNS_DIR_HELP
 from ptflow.config import EVAL_BATCH_SIZE
 
@@ -25,6 +25,7 @@ def register(commands) -> None:
 
 def run(args) -> int:
     check_batch_size(args.batch_size)
+    check_output(args.out, "--out")
     from ptflow.reports import report
 
     report.run(args.run, args.runs_dir, args.out, args.data_dir, device_of(args), args.batch_size,

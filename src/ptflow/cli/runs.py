@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptflow.cli.common import Parser
+from ptflow.cli.common import Parser, check_output
 
 RUNS_DIR_HELP = "folder of run folders (default: runs)"
 
@@ -32,6 +32,7 @@ def run(args) -> int:
     if args.runs_command == "show":
         history.show(args.run, args.runs_dir)
     elif args.runs_command == "compare":
+        check_output(args.out, "--out")
         history.compare(args.runs, args.runs_dir, args.out)
     else:
         history.table(args.runs_dir)

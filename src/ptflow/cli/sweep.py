@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptflow.cli.common import add_train_options, train_values
+from ptflow.cli.common import add_train_options, check_train_outputs, train_values
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 
@@ -50,6 +50,7 @@ def run(args) -> int:
     values = train_values(args, OWN_OPTIONS)
     # Trials are quiet unless asked: one summary line each reads better than every epoch of every trial.
     base = TrainConfig.from_dict({"verbose": 0, **values})
+    check_train_outputs(base)
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
     if min(args.prune_after, args.prune_warmup) < 0:

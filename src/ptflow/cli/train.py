@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ptflow import dist
-from ptflow.cli.common import add_train_options, train_values
+from ptflow.cli.common import add_train_options, check_train_outputs, train_values
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
             info(configfile.dump(config.to_dict(), configfile.output_format(args.print_config, args.config)).rstrip())
             return 0
+        check_train_outputs(config)
         from ptflow.training import train
 
         run_dir = Path(decided["run_dir"]) if decided["run_dir"] else None
@@ -137,7 +138,10 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     plan = launch.Plan(**launcher)
     plan.check()
     decided = decide(args)  # a usage error is said once, here, rather than by every process
+    if decided.get("run_dir"):
+        runs.release(Path(decided["run_dir"]))  # the run's lock is for the process that will train it
     config = TrainConfig.from_dict(decided["config"])
+    check_train_outputs(config)
     device = resolve_device(config.device_name())
     ddp.check(config, device.type, plan.world_size)
     if device.type == "cuda":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
 import struct
 import urllib.request
@@ -18,7 +20,8 @@ import numpy as np
 
 from ptflow.data.registry import IdxSpec
 from ptflow.errors import PtflowError
-from ptflow.files import atomic_write_bytes
+from ptflow.files import atomic_write
+from ptflow.sizes import check_declared
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -54,12 +57,14 @@ def locate(spec: IdxSpec, data_dir: str | None, download: bool = True) -> dict[s
     dirs = search_dirs(spec, data_dir)
     for folder in dirs:
         found = {stem: _find_file(folder, stem) for stem in stems}
+        if folder == cache_dir() / spec.name:  # only verified downloads count there (see _download)
+            found = {stem: path if path and _verified(spec, stem, path) else None for stem, path in found.items()}
         if all(found.values()):
             return found
     if download:
         try:
             return {stem: _download(spec, stem) for stem in stems}
-        except OSError as exc:
+        except DownloadError as exc:
             raise PtflowError(
                 f"{spec.name}: looked for {', '.join(s + '[.gz]' for s in stems)} in "
                 f"{'; '.join(str(d) for d in dirs)}, found no folder with all four, and the download "
@@ -69,41 +74,58 @@ def locate(spec: IdxSpec, data_dir: str | None, download: bool = True) -> dict[s
     raise PtflowError(f"{spec.name}: files not found in {', '.join(map(str, dirs))}")
 
 
+class DownloadError(Exception):
+    """Every mirror failed; the message says how each one did."""
+
+
+def _verified(spec: IdxSpec, stem: str, path: Path) -> bool:
+    """Whether a cached archive is the official one: a file that fails is deleted and downloaded again."""
+    if path.suffix != ".gz" or _md5(path) == spec.md5[stem]:
+        return True
+    path.unlink(missing_ok=True)
+    return False
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()  # the published checksums are md5
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _download(spec: IdxSpec, stem: str) -> Path:
-    """Download one archive into the cache, verify its official md5, then move it into place."""
+    """Download one archive into a temporary file in the cache, verify its official md5, then
+    rename it into place: an interrupted or wrong download never becomes a cached file."""
     target = cache_dir() / spec.name / (stem + ".gz")
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in spec.mirrors:
         url = mirror + stem + ".gz"
         try:
-            data = _fetch(url)
-        except OSError as exc:
+            atomic_write(target, lambda tmp: _fetch(url, tmp, spec.md5[stem]))
+            return target
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # network, HTTP, checksum
             errors.append(f"{url}: {exc}")
-            continue
-        digest = hashlib.md5(data).hexdigest()  # the published checksums are md5
-        if digest != spec.md5[stem]:
-            errors.append(f"{url}: checksum {digest} does not match {spec.md5[stem]}")
-            continue
-        atomic_write_bytes(target, data)
-        return target
-    raise OSError("; ".join(errors))
+    raise DownloadError("; ".join(errors))
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, path: str, md5: str) -> None:
+    """Stream url into path; a short body or a wrong checksum is an error (path is then discarded)."""
     from rich.progress import Progress  # only on the rare download path
 
-    with urllib.request.urlopen(url, timeout=30) as response:
+    digest = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=30) as response, open(path, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        chunks = []
         with Progress(transient=True) as progress:
             task = progress.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
-            while chunk := response.read(1 << 16):
-                chunks.append(chunk)
+            while chunk := response.read(1 << 16):  # a connection cut short raises IncompleteRead
+                out.write(chunk)
+                digest.update(chunk)
                 progress.advance(task, len(chunk))
-    return b"".join(chunks)
+    if digest.hexdigest() != md5:
+        raise ValueError(f"checksum {digest.hexdigest()} does not match {md5}")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -111,7 +133,8 @@ def read_idx(path: Path) -> np.ndarray:
 
     The payload is read straight into the array's memory: no second copy of 47 MB of pixels.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
     try:
         with opener(path, "rb") as f:
             magic = f.read(4)
@@ -121,6 +144,7 @@ def read_idx(path: Path) -> np.ndarray:
             if len(header) < 4 * magic[3]:
                 raise PtflowError(f"{path}: truncated IDX header")
             dims = struct.unpack(f">{magic[3]}I", header)
+            _check_dims(path, dims, 4 + len(header), compressed)
             array = np.empty(dims, dtype=np.uint8)
             got = f.readinto(memoryview(array).cast("B")) if array.size else 0
             if got != array.size or f.read(1):
@@ -129,6 +153,26 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise PtflowError(f"{path}: cannot read ({exc})") from None
     return array
+
+
+def _check_dims(path: Path, dims: tuple[int, ...], header: int, compressed: bool) -> None:
+    """The header's dimensions against the file's size, before the array is allocated.
+
+    A raw file must hold exactly that many bytes; a gzip file can hold at most deflate's ratio
+    more, and its trailer states the uncompressed size (modulo 2**32), which must agree.
+    """
+    declared = math.prod(dims)
+    size = path.stat().st_size
+    if not compressed:
+        check_declared(str(path), declared, size - header)
+        return
+    check_declared(str(path), declared, size, compressed=True)
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        stated = int.from_bytes(f.read(4), "little")
+    if stated != (header + declared) % (1 << 32):
+        raise PtflowError(f"{path}: its header declares {dims} but the gzip trailer says {stated:,} bytes: "
+                          f"truncated or corrupt")
 
 
 def load(spec: IdxSpec, data_dir: str | None) -> tuple[np.ndarray, ...]:

@@ -6,6 +6,11 @@ Styles, chosen by the dataset a model was trained on:
   MNIST itself was made.
 - "object" (Fashion-MNIST): the same, but scaled to fill the whole input.
 - "resize" (your own folders of images): converted to the model's channels and resized.
+
+Whatever the style, an image first becomes 8-bit gray or RGB the same way (`flatten`), at
+training time (`folder:` datasets) and at prediction: turned upright by its EXIF orientation,
+transparency composited onto white (what a viewer shows), 16-bit and float pixels brought to
+0..255, palette, CMYK, YCbCr, HSV and LAB images converted. The same file is the same input.
 """
 
 from __future__ import annotations
@@ -47,21 +52,77 @@ def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int 
     return image
 
 
+GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}  # and every "I;16..." mode: one channel
+
+
+def channels_of(image) -> int:
+    """1 for grayscale images (with or without transparency, any depth), 3 for everything else."""
+    return 1 if image.mode in GRAY_MODES or image.mode.startswith("I;16") else 3
+
+
+def flatten(image):
+    """Any PIL image -> an upright 8-bit "L" or "RGB" image, as a viewer would show it."""
+    from PIL import Image, ImageOps
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a damaged EXIF block: keep the pixels as stored (the same here and in training)
+        pass
+    mode = image.mode
+    try:
+        if mode.startswith("I") or mode == "F":  # 16/32-bit integers or floats: scale into 0..255
+            return Image.fromarray(_to_bytes(np.asarray(image)), "L")
+        if mode == "LAB":
+            from PIL import ImageCms
+
+            to_srgb = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                              "LAB", "RGB")
+            return ImageCms.applyTransform(image, to_srgb)
+        if "A" in mode or "a" in mode or "transparency" in image.info:
+            gray = channels_of(image) == 1
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("L" if gray else "RGB")
+        return image if mode in ("L", "RGB") else image.convert("L" if channels_of(image) == 1 else "RGB")
+    except (ValueError, OSError, ImportError) as exc:  # a mode Pillow cannot convert, or no LittleCMS for LAB
+        raise PtflowError(f"images of mode {mode} cannot be read as gray or RGB ({type(exc).__name__})") from None
+
+
+def _to_bytes(pixels: np.ndarray) -> np.ndarray:
+    """16-bit pixels keep their top 8 bits; floats in 0..1 are scaled to 0..255; anything else is clipped."""
+    if pixels.dtype.kind == "f":
+        pixels = np.nan_to_num(pixels.astype(np.float64))
+        scale = 255.0 if pixels.size and 0 <= pixels.min() and pixels.max() <= 1 else 1.0
+        return np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8)
+    pixels = pixels.astype(np.int64)
+    if pixels.size and pixels.max() > 255:
+        pixels = np.clip(pixels, 0, 65535) >> 8
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def to_pixels(image, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """PIL image -> uint8 (channels, height, width), resized to size (height, width) if given.
+
+    The one conversion of the "resize" style, for `folder:` datasets at training time and for
+    their models at prediction time.
+    """
+    image = flatten(image).convert("L" if channels == 1 else "RGB")
+    if size is not None and (image.height, image.width) != tuple(size):
+        image = image.resize((size[1], size[0]))
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
 def to_input(image, input_shape: tuple[int, ...], style: str) -> np.ndarray:
     """PIL image -> uint8 array of shape input_shape (C, H, W)."""
-    from PIL import ImageOps
-
     if len(input_shape) != 3:
         raise PtflowError(f"this model takes {tuple(input_shape)} feature vectors, not images")
     channels, height, width = input_shape
-    image = ImageOps.exif_transpose(image)
     if style in ("digit", "object") and channels == 1:
-        gray = np.asarray(image.convert("L"), dtype=np.float32)
+        gray = np.asarray(flatten(image).convert("L"), dtype=np.float32)
         box = round(min(height, width) * 20 / 28) if style == "digit" else min(height, width)
         return _centre(_ink(gray), height, width, box)[None]
-    image = image.convert("L" if channels == 1 else "RGB").resize((width, height))
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return to_pixels(image, channels, (height, width))
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
@@ -104,4 +165,10 @@ def _centre(ink: np.ndarray, height: int, width: int, box: int) -> np.ndarray:
 
 def load_image_input(source: bytes | str | Path, input_shape: tuple[int, ...], style: str,
                      name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    return to_input(open_image(source, name, max_pixels), input_shape, style)
+    image = open_image(source, name, max_pixels)
+    try:
+        return to_input(image, input_shape, style)
+    except ImageTooLarge:
+        raise
+    except PtflowError as exc:
+        raise PtflowError(f"{name}: {exc}") from None

@@ -7,12 +7,12 @@ files. Images go through imaging.py, as at training time.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from ptflow.data.imaging import load_image_input
+from ptflow.data.readers import parse_numbers, read_csv, read_npz
 from ptflow.data.sources import IMAGE_SUFFIXES
 from ptflow.errors import PtflowError
 
@@ -20,6 +20,8 @@ from ptflow.errors import PtflowError
 def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], source: str = "input") -> np.ndarray:
     """Reshape to (N, *input_shape): accepts flat vectors, and (N, H, W) for one-channel images."""
     size = int(np.prod(input_shape))
+    if x.dtype.kind not in "buif":
+        raise PtflowError(f"{source}: holds {x.dtype} values; expected numbers")
     if x.ndim >= 1 and x.shape[1:] == tuple(input_shape):
         pass
     elif x.ndim == 2 and x.shape[1] == size:
@@ -70,15 +72,11 @@ def read_file(file: Path, shape: tuple[int, ...], image_style: str = "resize") -
     """(names, inputs) of one file: an image, an .npz array `x` or the rows of a .csv."""
     suffix = file.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(file, allow_pickle=False) as archive:
-                key = "x" if "x" in archive.files else archive.files[0] if len(archive.files) == 1 else None
-                if key is None:
-                    raise PtflowError(f"{file}: expected an array named 'x'")
-                x = archive[key]
-        except (OSError, ValueError) as exc:
-            raise PtflowError(f"{file}: not a readable .npz file ({exc})") from None
-        x = check_inputs(x, shape, str(file))
+        arrays = read_npz(file)
+        key = "x" if "x" in arrays else next(iter(arrays)) if len(arrays) == 1 else None
+        if key is None:
+            raise PtflowError(f"{file}: expected an array named 'x'")
+        x = check_inputs(arrays[key], shape, str(file))
         return [f"{file.name}[{i}]" for i in range(len(x))], x
     if suffix == ".csv":
         x = _read_csv(file)
@@ -90,15 +88,10 @@ def read_file(file: Path, shape: tuple[int, ...], image_style: str = "resize") -
 
 def _read_csv(file: Path) -> np.ndarray:
     """Rows of numbers; a header row of names is skipped."""
-    try:
-        rows = [row for row in csv.reader(file.read_text().splitlines()) if row]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PtflowError(f"{file}: cannot read CSV ({exc})") from None
-    try:
-        float(rows[0][0]) if rows else None
-    except ValueError:
-        rows = rows[1:]
-    try:
-        return np.array([[float(cell) for cell in row] for row in rows], dtype=np.float32)
-    except ValueError as exc:
-        raise PtflowError(f"{file}: non-numeric value ({exc})") from None
+    header, body = read_csv(file)
+    if not body:
+        raise PtflowError(f"{file}: no data rows, only a header")
+    x = np.array([parse_numbers(file, line, row) for line, row in body], dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise PtflowError(f"{file}: values too large for float32 (beyond 3.4e38)")
+    return x

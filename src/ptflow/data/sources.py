@@ -7,7 +7,6 @@ from the data, never from code.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import importlib.util
 import inspect
@@ -18,7 +17,9 @@ import numpy as np
 
 from ptflow import plugins
 from ptflow.data import idx, registry
+from ptflow.data.readers import is_number, parse_numbers, read_csv, read_npz
 from ptflow.errors import PtflowError, UsageError
+from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -45,13 +46,22 @@ def load_raw(name: str, data_dir: str | None = None, target: str | None = None, 
     if name == "digits":
         return load_digits()
     if registry.is_format(name):
-        if not Path(path).exists():
-            raise PtflowError(f"{name}: {path} does not exist")
+        _check_kind(name, Path(path), folder=kind == "folder")
         loaders = {"csv": lambda p: _load_csv(p, target), "npz": _load_npz, "folder": _load_folder}
         return loaders[kind](Path(path))
     source = registry.source(name)  # a plugin or an import path; unknown names fail here
     function = plugins.load(source, trust_code, origin, "dataset")
     return from_plugin(name, function, data_dir)
+
+
+def _check_kind(name: str, path: Path, folder: bool) -> None:
+    """A folder where a folder is expected and a file where a file is: a clear error otherwise."""
+    if not path.exists():
+        raise PtflowError(f"{name}: {path} does not exist")
+    if folder and not path.is_dir():
+        raise PtflowError(f"{name}: {path} is a file; folder: needs a folder of class sub-folders")
+    if not folder and not path.is_file():
+        raise PtflowError(f"{name}: {path} is a folder, not a file")
 
 
 def from_plugin(name: str, function, data_dir: str | None) -> RawData:
@@ -98,12 +108,7 @@ def load_digits() -> RawData:
 
 
 def _load_npz(path: Path) -> RawData:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise PtflowError(f"{path}: not a readable .npz file ({exc})") from None
-    return _from_arrays(str(path), arrays)
+    return _from_arrays(str(path), read_npz(path))
 
 
 def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
@@ -150,35 +155,21 @@ def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _load_csv(path: Path, target: str | None) -> RawData:
     """Numeric features, one label column (string labels become class names)."""
-    try:
-        with open(path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PtflowError(f"{path}: cannot read CSV ({exc})") from None
-    if not rows:
-        raise PtflowError(f"{path}: empty CSV")
-    header = rows[0] if not all(_is_number(cell) for cell in rows[0]) else None
-    body = rows[1:] if header else rows
-    width = len(rows[0])
+    header, body = read_csv(path)
+    width = len(header or body[0][1])
     column = _target_column(path, target, header, width)
     features, labels = [], []
-    for line, row in enumerate(body, start=2 if header else 1):
-        if len(row) != width:
-            raise PtflowError(f"{path}: line {line} has {len(row)} cells, expected {width}")
+    for line, row in body:
         label = row[column].strip()
         if not label:
             raise PtflowError(f"{path}: line {line} has no label in column {column}")
         labels.append(label)
-        cells = row[:column] + row[column + 1:]
-        bad = next((c for c in cells if not _is_number(c)), None)
-        if bad is not None:
-            raise PtflowError(f"{path}: line {line}: non-numeric feature value {bad!r}")
-        features.append([float(c) for c in cells])
+        features.append(parse_numbers(path, line, row[:column] + row[column + 1:]))
     if not features or width < 2:
         raise PtflowError(f"{path}: need at least one feature column and one data row")
     x = np.asarray(features, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise PtflowError(f"{path}: features contain NaN or infinite values")
+    if not np.isfinite(x).all():  # finite as float64, too large for float32
+        raise PtflowError(f"{path}: features too large for float32 (beyond 3.4e38)")
     classes, y = _encode_labels(labels)
     return RawData(x, y, classes)
 
@@ -195,17 +186,9 @@ def _target_column(path: Path, target: str | None, header: list[str] | None, wid
 
 def _encode_labels(labels: list[str]) -> tuple[list[str], np.ndarray]:
     """Sorted class names (numerically when every label is a number) and int64 indices."""
-    names = sorted(set(labels), key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
+    names = sorted(set(labels), key=lambda s: (0, float(s), s) if is_number(s) else (1, 0.0, s))
     index = {name: i for i, name in enumerate(names)}
     return names, np.array([index[label] for label in labels], dtype=np.int64)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _load_folder(path: Path) -> RawData:
@@ -219,34 +202,43 @@ def _load_folder(path: Path) -> RawData:
 
 
 def _read_class_folders(root: Path, classes: list[str] | None, size=None, channels=None):
-    from PIL import Image, UnidentifiedImageError
+    """Every image of root/<class>/, as the first image's channels and size (resized to it).
 
-    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
+    whole dataset's decoded size is checked from the first image before the rest are decoded.
+    """
+    from ptflow.data.imaging import channels_of, open_image, to_pixels
+
+    found = sorted(d.name for d in _entries(root) if d.is_dir())
     classes = classes or found
     if len(classes) < 2:
         raise PtflowError(f"{root}: need at least two class sub-folders, found {len(classes)}")
     unknown = set(found) - set(classes)
     if unknown:
         raise PtflowError(f"{root}: class folder(s) {', '.join(sorted(unknown))} not in the training classes")
+    files = [(label, file) for label, name in enumerate(classes) for file in _entries(root / name)
+             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as image:
-                    image.load()
-            except (UnidentifiedImageError, OSError) as exc:
-                raise PtflowError(f"{file}: not a readable image ({exc})") from None
-            if channels is None:
-                channels = 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is None:
-                size = (image.height, image.width)  # every image is resized to the first one's size
-            image = image.resize((size[1], size[0])) if (image.height, image.width) != tuple(size) else image
-            array = np.asarray(image, dtype=np.uint8)
-            images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
-            labels.append(label)
+    for label, file in files:
+        image = open_image(file, str(file))
+        if channels is None:
+            channels = channels_of(image)
+        if size is None:
+            size = (image.height, image.width)  # every image is resized to the first one's size
+            check_declared(f"{root}: {len(files)} images of {channels}x{size[0]}x{size[1]} pixels",
+                           len(files) * channels * size[0] * size[1], limit=MAX_DATASET_BYTES)
+        try:
+            images.append(to_pixels(image, channels, size))
+        except PtflowError as exc:
+            raise PtflowError(f"{file}: {exc}") from None
+        labels.append(label)
     if not images:
         raise PtflowError(f"{root}: no images found in the class folders")
     return np.stack(images), np.array(labels, dtype=np.int64), classes
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise PtflowError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from None

@@ -70,9 +70,10 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
     n_train = int(len(x) * train_ratio)  # the article's arithmetic
     if fold is not None:
         order, n_train = fold_order(order, y, *fold)
-    if n_train < 1 or n_train == len(x) or len(x_test) == 0:
-        raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train, "
-                          f"validation and test with these ratios")
+    # Two training examples at least: BatchNorm cannot train on one (and one is no dataset).
+    if n_train < 2 or n_train == len(x) or len(x_test) == 0:
+        raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train (at least 2), "
+                          f"validation and test with these ratios (--train_ratio, --test_ratio)")
     shuffle_rows(order, x, y)
     return Splits(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], x_test, y_test,
                   raw.classes, raw.image_style, fingerprint)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ptflow.console import info
-from ptflow.errors import PtflowError
+from ptflow.errors import PtflowError, first_line
 from ptflow.files import atomic_write_bytes
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba
@@ -77,9 +77,12 @@ def to_onnx(loaded: LoadedModel, opset: int = 17) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript-based exporter warns that newer ones exist
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["probabilities"],
-                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+        try:
+            torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["probabilities"],
+                              dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+        except (ValueError, RuntimeError) as exc:  # an opset this torch cannot write, an unsupported operation
+            raise PtflowError(f"ONNX export at opset {opset} failed: {first_line(exc)[:200]}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     desc = description(loaded)
     props = {"ptflow": json.dumps(desc), "classes": json.dumps(desc["classes"]),

@@ -15,7 +15,12 @@ plugins.py for the trust rule on names read from files.
 
 from __future__ import annotations
 
+import json
+from typing import Callable
+
+from ptflow.errors import UsageError, first_line
 from ptflow.plugins import Source, find, load
+from ptflow.sizes import MAX_PARAMETERS
 
 GROUP = "ptflow.models"
 BUILTIN = {"mlp": "ptflow.models.networks:MLP", "cnn": "ptflow.models.networks:ConvNet"}
@@ -40,17 +45,54 @@ def constructor_args(name: str, input_shape: tuple[int, ...], n_classes: int, mo
     return {"input_shape": list(input_shape), "n_classes": n_classes, **model_args}
 
 
-def build(name: str, args: dict, trust_code: bool = True, origin: str | None = None):
-    """The nn.Module for `name` built from `args`; origin names the file `name` was read from."""
-    import torch.nn as nn
+def build(name: str, args: dict, trust_code: bool = True, origin: str | None = None,
+          expect: Callable | None = None):
+    """The nn.Module for `name` built from `args`; origin names the file `name` was read from.
 
-    from ptflow.errors import PtflowError, UsageError
+    The model is first built on the meta device (shapes, no memory): its size is checked against
+    sizes.MAX_PARAMETERS, and expect(skeleton), if given, compares it with what a file holds,
+    all before a byte of weights is allocated. A factory that cannot run on the meta device
+    (rare, and only code the user trusts) skips these checks.
+    """
+    from ptflow.errors import PtflowError
 
     factory = load(source(name), trust_code, origin, "model")
+    skeleton = _on_meta(factory, args, name)
+    if skeleton is not None:
+        n = sum(t.numel() for t in (*skeleton.parameters(), *skeleton.buffers()))
+        if n > MAX_PARAMETERS:
+            error = PtflowError if origin else UsageError
+            raise error(f"{origin + ': ' if origin else ''}model {name!r} with arguments {_brief(args)} has "
+                        f"{n:,} parameters, more than the {MAX_PARAMETERS:,} ptflow builds")
+        if expect is not None:
+            expect(skeleton)
+    return _construct(factory, args, name)
+
+
+def _on_meta(factory: Callable, args: dict, name: str):
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return _construct(factory, args, name)
+    except Exception:  # noqa: BLE001 - code that needs real tensors, or bad arguments: the real build says which
+        return None
+
+
+def _construct(factory: Callable, args: dict, name: str):
+    import torch.nn as nn
+
+    from ptflow.errors import PtflowError
+
     try:
         model = factory(**args)
-    except (TypeError, ValueError) as exc:  # a keyword or a value the model does not take: --model_args'
-        raise UsageError(f"model {name!r} cannot be built with arguments {sorted(args)}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # a keyword or a value the model does not take
+        raise UsageError(f"model {name!r} cannot be built with arguments {sorted(args)}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise PtflowError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _brief(args: dict) -> str:
+    text = json.dumps(args)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -13,7 +13,14 @@ import torch
 
 from ptflow.errors import PtflowError
 from ptflow.files import atomic_write
-from ptflow.models.files import FORMAT_VERSION, check_version, contiguous_cpu, read_bytes, read_safetensors
+from ptflow.models.files import (
+    FORMAT_VERSION,
+    check_version,
+    contiguous_cpu,
+    detect_format,
+    read_bytes,
+    read_safetensors,
+)
 
 CHECKPOINT_FORMAT = "ptflow.checkpoint"
 
@@ -35,8 +42,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def parse_checkpoint(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
     """read_checkpoint for a checkpoint's bytes (read by one process and shared with the others)."""
+    if detect_format(path, data, "training checkpoint") != "safetensors":
+        raise PtflowError(f"{path}: not a ptflow training checkpoint")
     tensors, meta = read_safetensors(path, data, "training checkpoint")
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise PtflowError(f"{path}: not a ptflow training checkpoint")
     check_version(path, meta)
     return tensors, meta

@@ -52,25 +52,37 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
     Values equal to the saved ones are fine (the original command line with --resume added
     works); a changed value is refused unless it is in CHANGEABLE. `restarting`: torchrun
     restarted this job after a process failed, so a run still marked "running" is this job's own.
+    The run's lock is taken first and kept for the resumed run: a second resume of the same run
+    is refused, never interleaved with the first.
     """
     run_dir = runs.find(spec, given.get("runs_dir", TrainConfig.runs_dir))
+    if is_main_process():
+        runs.claim_or_refuse(run_dir)
+    try:
+        return run_dir, _resolved_config(run_dir, given, restarting)
+    except BaseException:
+        runs.release(run_dir)
+        raise
+
+
+def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfig:
     saved = runs.read_json(run_dir / "config.json")
-    if saved is None:
+    if not isinstance(saved, dict):
         raise PtflowError(f"{run_dir}: no readable config.json, so it cannot be resumed")
     saved = {**TrainConfig().to_dict(), **saved}  # options added to ptflow since the run started: defaults
     record = runs.read_json(run_dir / "run.json") or {}
     status = runs.status(record)
-    if status == "running" and not restarting:
+    if status == "running" and not restarting:  # alive, yet unlocked: a ptflow from before run locks
         raise PtflowError(f"{run_dir} is still running (pid {record.get('pid')} on {record.get('host')}); "
                           f"stop it first")
     changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
     refused = [k for k in changes if k not in CHANGEABLE]
     if refused:
-        listed = ", ".join(f"--{k} ({saved.get(k)!r} -> {changes[k]!r})" for k in refused)
+        listed = ", ".join(f"--{k} ({_brief(saved.get(k))} -> {_brief(changes[k])})" for k in refused)
         raise UsageError(f"--resume continues {run_dir.name} as it was configured and cannot change {listed}; "
                          f"only {', '.join('--' + k for k in CHANGEABLE)} may differ")
     try:
-        config = TrainConfig.from_dict({**saved, **changes})
+        config = TrainConfig.from_dict({**saved, **changes, **_outputs(run_dir, saved, given)})
     except UsageError as exc:
         raise UsageError(f"{run_dir / 'config.json'}: {exc}") from None
     if "n_epochs" in changes and config.scheduler != "none":
@@ -82,7 +94,30 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
     if status in ("finished", "pruned") and not (run_dir / CHECKPOINT).is_file():
         raise PtflowError(f"{run_dir.name} kept no checkpoint to continue from (sweep trials drop theirs when "
                           f"they end); train its settings again instead (`ptflow runs show {run_dir.name}`)")
-    return run_dir, config
+    return config
+
+
+
+
+def _outputs(run_dir: Path, saved: dict, given: dict) -> dict:
+    """Where a resumed run writes: where the user asked, never where its config.json says.
+
+    A run folder may come from another machine or another person, so the output paths saved in
+    it (declared with writes=True in config.py) are not trusted: the run's files go to the run
+    folder named on the command line, and a model file or tracking store only where a flag given
+    now says.
+    """
+    outputs = {"runs_dir": str(run_dir.parent), "run_name": run_dir.name}
+    for name in sorted(fields_where(writes=True) - set(outputs)):
+        outputs[name] = given.get(name)
+        if saved.get(name) and name not in given:
+            warn(f"{run_dir.name} was started with --{name} {saved[name]}; give --{name} again to write there")
+    return outputs
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- what must still match ----------------------------------------------------------------------
@@ -167,6 +202,7 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     for index, values in meta["optimizer"]["scalars"].items():
         optimizer_state.setdefault(int(index), {}).update(values)
     state.optimizer.load_state_dict({"state": optimizer_state, "param_groups": meta["optimizer"]["param_groups"]})
+    _check_optimizer_shapes(state.optimizer)
     _match_layouts(state.optimizer)
     if state.scheduler is not None:
         state.scheduler.load_state_dict(meta["scheduler"])
@@ -225,6 +261,16 @@ def _json_only(values: dict) -> dict:
             continue
         kept[key] = value
     return kept
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Moment buffers shaped like their parameters: the optimizer itself would only fail at its
+    first step, mid-epoch, on a damaged or foreign checkpoint."""
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                raise ValueError(f"optimizer {name} of shape {tuple(value.shape)} for a parameter of "
+                                 f"shape {tuple(param.shape)}")
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

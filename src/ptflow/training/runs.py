@@ -10,6 +10,12 @@
       predictions.npz  each test example's predicted class and probability (predictions.py)
 
 A run is named by its folder: a path, or its id (the folder's name) under the runs folder.
+
+One process at a time trains a run: the one holding its lock (flock on the run folder itself),
+taken when the folder is created or a resume begins, and dropped when the run records how it
+ended or its process dies (the operating system drops a killed process's locks, so a lock is
+never stale). The holder records its pid and host in run.json as it starts. Generated names
+are claimed with an exclusive mkdir, so runs started at the same moment never share a folder.
 """
 
 from __future__ import annotations
@@ -24,22 +30,80 @@ import time
 from pathlib import Path
 
 from ptflow import dist
+from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
-from ptflow.files import append_line, atomic_write_text, write_json
+from ptflow.files import (
+    append_line,
+    atomic_write_text,
+    lock,
+    overwrite_in_place,
+    remove_temporaries,
+    unlock,
+    write_json,
+)
+
+ENDED = ("finished", "failed", "interrupted", "stopped", "pruned")  # statuses that end a process's hold
+_held: dict[str, int] = {}  # run folders whose lock this process holds: resolved path -> descriptor
 
 
 def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> Path:
-    """A new, empty run folder; an explicit name that already exists is an error, not an overwrite."""
-    path = Path(runs_dir) / (name or default_name(runs_dir, dataset, model))
-    if is_main_process():
+    """A new run folder, locked by this process; an explicit name that already holds a run is an
+    error, not an overwrite (a folder left empty by a run killed while starting is reused)."""
+    root = Path(runs_dir)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
+    if not is_main_process():  # the main process makes the folder; the others only need its name
+        return root / (name or default_name(runs_dir, dataset, model))
+    for n in range(1, 10_000):
+        path = root / (name or (stem if n == 1 else f"{stem}-{n}"))
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(parents=True, exist_ok=name is not None)
         except FileExistsError:
-            raise taken(path) from None
+            if name is not None:
+                raise PtflowError(f"{path} exists and is not a folder; choose another --run_name") from None
+            continue  # another run took this name a moment ago: try the next
         except OSError as exc:
             raise PtflowError(f"cannot create run folder {path}: {exc.strerror}") from None
-    return path
+        if not claim(path):
+            if name is None:
+                continue
+            raise PtflowError(f"run folder {path} is in use ({_holder(path)}); choose another --run_name")
+        if name is not None and is_run(path):
+            release(path)
+            raise taken(path)
+        remove_temporaries(path)  # left by a run killed while it was starting in this folder
+        return path
+    raise PtflowError(f"cannot find a free run name {stem}-N in {root}")
+
+
+def claim(run: Path) -> bool:
+    """Take the run's lock for this process (again, if it holds it already); False if another has it."""
+    key = str(Path(run).resolve())
+    if key in _held:
+        return True
+    fd = lock(run)
+    if fd is None:
+        return False
+    _held[key] = fd
+    return True
+
+
+def release(run: Path) -> None:
+    fd = _held.pop(str(Path(run).resolve()), None)
+    if fd is not None:
+        unlock(fd)
+
+
+def claim_or_refuse(run: Path) -> None:
+    """Take the run's lock, or refuse with who holds it: one process trains a run at a time."""
+    if not claim(run):
+        raise PtflowError(f"{run} is being trained by another process ({_holder(run)}); "
+                          f"wait for it to end or stop it first")
+
+
+def _holder(run: Path) -> str:
+    owner = read_json(Path(run) / "run.json") or {}
+    return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}" if owner else "starting"
 
 
 def taken(path: Path) -> PtflowError:
@@ -91,9 +155,27 @@ def _slug(name: str) -> str:
 
 
 def write_status(run: Path, **fields) -> None:
-    """Merge fields into run.json (status, timings, headline metrics)."""
-    current = read_json(run / "run.json") or {}
-    write_json(run / "run.json", {**current, **fields})
+    """Merge fields into run.json (status, timings, headline metrics).
+
+    A status that ends the run releases its lock. Those are written while an error is being
+    handled (a full disk, say), so they never raise: when no temporary file fits, run.json is
+    rewritten in place, and if even that fails a warning says so (`ptflow runs` then shows the
+    run as crashed, which resumes the same way).
+    """
+    record = {**(read_json(run / "run.json") or {}), **fields}
+    status = fields.get("status")
+    try:
+        write_json(run / "run.json", record)
+    except PtflowError as exc:
+        if status not in ENDED or status == "finished":
+            raise
+        try:
+            overwrite_in_place(run / "run.json", json.dumps(record, indent=2) + "\n")
+        except OSError:
+            warn(f"could not record status {status!r} in {run / 'run.json'} ({exc})")
+    finally:
+        if status in ENDED:
+            release(run)
 
 
 def process() -> dict:

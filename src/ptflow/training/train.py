@@ -178,10 +178,11 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only)."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
-        runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
-                          **runs.process(), **runs.processes(str(device)))
+        # config.json first: a kill at any moment after it leaves a run that --resume can continue
         write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "env.json", runs.environment(config.seed, fingerprint, str(device)))
+        runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
+                          **runs.process(), **runs.processes(str(device)))
         return run_dir
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}
