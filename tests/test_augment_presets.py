@@ -1,7 +1,7 @@
 import torch
 
 from ptflow.config import PRESETS
-from ptflow.data.augment import draw_shifts, random_shift
+from ptflow.data.augment import draw_flips, draw_shifts, random_flip, random_shift
 
 
 def test_random_shift_moves_each_image_within_bounds():
@@ -29,6 +29,24 @@ def test_random_shift_moves_by_the_given_offsets():
     assert torch.equal(out[0], x[0])
     assert torch.equal(out[1, 0, 1:, :-1], x[1, 0, :-1, 1:])  # content moved down one row, left one column
     assert (out[1, 0, 0] == 0).all() and (out[1, 0, :, -1] == 0).all()  # filled with zeros
+
+
+def test_random_flip_mirrors_exactly_the_drawn_images():
+    x = torch.randint(0, 255, (200, 2, 4, 5), dtype=torch.uint8)
+    flips = draw_flips(200, torch.Generator().manual_seed(1), x.device)
+    out = random_flip(x, flips)
+    assert torch.equal(out[flips], x[flips].flip(-1)) and torch.equal(out[~flips], x[~flips])
+    assert 70 < int(flips.sum()) < 130  # about half
+    assert torch.equal(flips, draw_flips(200, torch.Generator().manual_seed(1), x.device))  # follows its generator
+
+
+def test_augment_flip_needs_images_and_trains_on_them(cli, tmp_path, tabular):
+    code, _, err = cli("train", "--dataset", f"npz:{tabular.parent / 'features.npz'}", "--augment_flip",
+                       "--n_epochs", "1", "--runs_dir", tmp_path)
+    assert code == 2 and "--augment_flip needs image data" in err
+    code, out, _ = cli("train", "--dataset", "digits", "--augment_flip", "--augment_shift", "1", "--n_epochs", "2",
+                       "--batch_size", "32", "--runs_dir", tmp_path, "--run_name", "flip", "--verbose", "0")
+    assert code == 0 and "Test accuracy" in out
 
 
 def test_flags_override_a_preset(cli):

@@ -81,6 +81,8 @@ class TrainConfig:
         0, group="data", role=DATA, help="one seed for the split, initial weights and shuffling")
     augment_shift: int = option(  # 0 trains on the images as they are
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
+    augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
+        False, group="data", help="mirror half the training images left to right, at random each epoch")
     # --- model ---
     model: str = option(  # mlp is the article's network; cnn a small convnet for images
         "mlp", group="model", metavar="NAME",

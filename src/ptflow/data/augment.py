@@ -3,6 +3,10 @@
 Random shifts: each image moves by up to `max_shift` pixels in each direction, filled with
 zeros, a fresh draw per image and epoch. For handwriting this is the augmentation that pays
 (digits are centred only roughly), and it costs one gather on uint8 data.
+
+Random horizontal flips: each image is mirrored left to right with probability 1/2, a fresh
+draw per image and epoch. For photos of things (clothes, objects) a mirrored image is as real as
+the original; for handwriting it is not (a mirrored 2 is no digit), so it is off by default.
 """
 
 from __future__ import annotations
@@ -28,3 +32,13 @@ def random_shift(x: torch.Tensor, max_shift: int, shifts: torch.Tensor) -> torch
     # Every crop as a view: (batch, channels, size, size, height, width); pick one per image.
     crops = padded.unfold(2, height, 1).unfold(3, width, 1)
     return crops[torch.arange(batch, device=x.device), :, dy, dx]
+
+
+def draw_flips(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """One coin per example of an epoch, |flips| = (n,) bool: drawn once per epoch, as the shifts are."""
+    return (torch.rand(n, generator=generator) < 0.5).to(device)
+
+
+def random_flip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """|x| = (batch, channels, height, width) -> the same shape, image i mirrored where flips[i]."""
+    return torch.where(flips[:, None, None, None], x.flip(-1), x)

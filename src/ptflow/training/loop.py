@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ptflow import dist
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
-from ptflow.data.augment import draw_shifts, random_shift
+from ptflow.data.augment import draw_flips, draw_shifts, random_flip, random_shift
 from ptflow.models.networks import Preprocess
 from ptflow.training import interrupt
 from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
@@ -63,6 +63,7 @@ class LoopSettings:
     augment_shift: int = 0  # random shifts of up to this many pixels, training batches only
     rank: int = 0  # this process's share of each batch, with several processes (DDP)
     world: int = 1
+    augment_flip: bool = False  # mirror half the training images at random
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -122,6 +123,7 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
     order = torch.randperm(len(x), generator=state.generator).to(x.device)  # the same on every process
     shift = settings.augment_shift
     shifts = draw_shifts(len(x), shift, state.generator, x.device) if shift else None
+    flips = draw_flips(len(x), state.generator, x.device) if settings.augment_flip else None  # drawn after shifts
     starts = batch_starts(len(x), settings.batch_size, settings.world)
     total = torch.zeros((), device=x.device)  # summed on the device: float() here would sync every step
     seen = 0
@@ -132,6 +134,8 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
         x_i, y_i = x.index_select(0, index), y.index_select(0, index)  # |x_i| = (hi - lo, *input_shape), uint8
         if shifts is not None:
             x_i = random_shift(x_i, shift, shifts[:, lo:hi])
+        if flips is not None:
+            x_i = random_flip(x_i, flips[lo:hi])
         with autocast(x.device, settings.precision):
             # Cross-entropy: right for logits and for log-probabilities alike (log-softmax leaves
             # log-probabilities as they are), so a model may end in either.

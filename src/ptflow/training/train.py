@@ -122,8 +122,9 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     if config.precision == "bf16" and not has_native_bf16(device):
         warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
              f"and runs several times slower than fp32")
-    if config.augment_shift and not splits.is_image:
-        raise UsageError(f"--augment_shift needs image data; {config.dataset} has {splits.input_shape} features")
+    for flag, value in (("augment_shift", config.augment_shift), ("augment_flip", config.augment_flip)):
+        if value and not splits.is_image:
+            raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.x_train, config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args = build_state(config, splits, device, trust_code, origin)
@@ -148,7 +149,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
         interrupt.check()
 
     settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
-                            config.augment_shift, dist.rank(), dist.world_size())
+                            config.augment_shift, dist.rank(), dist.world_size(), config.augment_flip)
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
