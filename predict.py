@@ -5,7 +5,7 @@ A thin wrapper over `ptflow predict` (with INPUT files it predicts them instead)
 
 import sys
 
-from ptflow.cli.main import main
+from ptflow.cli.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["predict", *sys.argv[1:]]))

@@ -5,7 +5,7 @@ A thin wrapper over `ptflow train` (install first: pip install -e .).
 
 import sys
 
-from ptflow.cli.main import main
+from ptflow.cli.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["train", *sys.argv[1:]]))

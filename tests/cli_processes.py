@@ -3,7 +3,7 @@
 A fresh `python -m ptflow` spends ~1.5 s of CPU importing torch. The suites that run the CLI
 hundreds of times (hostile inputs, kill -9 loops) use multiprocessing's "forkserver": one server
 process imports torch and ptflow once, without running any torch operation (so forking it is
-safe), and forks a child per command. Each child is a real process running `ptflow.cli.main`
+safe), and forks a child per command. Each child is a real process running `ptflow.cli.commands`
 with its own working folder, environment, argv and stdout/stderr files; an exception that
 escapes main() is printed as a traceback and exits 1, as the interpreter would do. A child can
 be sent SIGKILL at any moment, and `fault` makes it kill itself at a chosen file operation

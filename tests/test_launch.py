@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from ptflow.cli.main import build_parser
+from ptflow.cli.commands import build_parser
 from ptflow.cli.train import LAUNCH_OPTIONS, worker_flags
 from ptflow.training import launch, loop
 from ptflow.training.loop import batch_starts, shard

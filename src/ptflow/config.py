@@ -20,7 +20,7 @@ This module must stay free of heavy imports: `ptflow --help` reads the defaults 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import re
 import types
@@ -47,6 +47,12 @@ MAX_SEED = 2 ** 63 - 1  # torch and numpy both take seeds up to here
 # keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
 # at 8192 rows, whose activations spill to memory.
 EVAL_BATCH_SIZE = 1024
+
+# Seconds one process of a multi-process job waits for the others in a collective before giving
+# up with an error: a hung (not dead) peer must not hang the job. A dead peer is noticed at once
+# (its sockets close). It must cover the longest stretch one process works alone while the others
+# wait: the main process writing a checkpoint or the final model and plots.
+DIST_TIMEOUT = 300
 
 
 def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
@@ -240,10 +246,16 @@ def fields_where(role: str | None = None, resume: bool | None = None, writes: bo
             and (writes is None or f.metadata["writes"] == writes)}
 
 
+@functools.cache
+def _hints() -> dict:
+    """The fields' annotations, evaluated once: the parser asks for each field's type, twice."""
+    return typing.get_type_hints(TrainConfig)
+
+
 def field_type(name: str) -> tuple[typing.Any, bool]:
     """A TrainConfig field's value type with Optional unwrapped (list[int] stays list[int]), and
     whether None is allowed: for config files and sweep specs, which read values from text."""
-    hint = typing.get_type_hints(TrainConfig)[name]
+    hint = _hints()[name]
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     options = typing.get_args(hint) if union else (hint,)
     return next(t for t in options if t is not type(None)), type(None) in options
@@ -292,6 +304,8 @@ def _short(value) -> str:
 
 
 def _is_json(value) -> bool:
+    import json
+
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):

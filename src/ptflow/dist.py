@@ -17,19 +17,12 @@ functions: console.py and files.py import this module, and `ptflow --help` must 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from contextlib import contextmanager
 from typing import Callable
 
+from ptflow.config import DIST_TIMEOUT as DEFAULT_TIMEOUT
 from ptflow.errors import PtflowError, UsageError, first_line
-
-# Seconds one process waits for the others in a collective before giving up with an error: a
-# hung (not dead) peer must not hang the job. A dead peer is noticed at once (its sockets
-# close). It must cover the longest stretch one process works alone while the others wait:
-# the main process writing a checkpoint or the final model and plots.
-DEFAULT_TIMEOUT = 300
 
 
 def rank() -> int:
@@ -167,6 +160,8 @@ def gather_to_main(tensor) -> list | None:
 
 def check_same(what: str, text: str) -> None:
     """Refuse, on every process, when processes disagree on something (the data they read)."""
+    import hashlib
+
     if not is_distributed():
         return
     import torch
@@ -183,6 +178,8 @@ def check_same(what: str, text: str) -> None:
 
 def share_from_main(compute: Callable[[], bytes]) -> bytes:
     """compute() on the main process; its bytes, or the PtflowError it raised, on every process."""
+    import json
+
     if not is_distributed():
         return compute()
     if is_main_process():
@@ -203,6 +200,8 @@ def share_from_main(compute: Callable[[], bytes]) -> bytes:
 
 def share_json_from_main(compute: Callable[[], object]):
     """share_from_main for a JSON-able value."""
+    import json
+
     return json.loads(share_from_main(lambda: json.dumps(compute()).encode()))
 
 

@@ -14,9 +14,12 @@ Pure standard library: the CLI's flag parsing uses it.
 
 from __future__ import annotations
 
-import zipfile
+from typing import TYPE_CHECKING
 
 from ptflow.errors import PtflowError, UsageError
+
+if TYPE_CHECKING:  # zipfile is imported where used: the CLI's flag parsing imports this module
+    import zipfile
 
 # Deflate cannot expand data by more than this ratio (258-byte matches coded in 2 bits, about
 # 1032:1), so no honest compressed entry declares more than this many bytes per compressed byte.
@@ -51,6 +54,8 @@ def check_zip(what: str, archive: zipfile.ZipFile, real: int, stored_only: bool 
     stored_only: torch.save writes its entries uncompressed, so a .pth with a compressed entry was
     not written by torch.save.
     """
+    import zipfile
+
     total = 0
     for entry in archive.infolist():
         if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or \

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import typing
-from pathlib import Path
 
 from ptflow.config import DEVICE, PRESETS, TrainConfig, field_type, preset_values
 from ptflow.errors import UsageError
@@ -42,6 +40,8 @@ def parse_names(text: str) -> list[str]:
 
 def parse_json_object(text: str) -> dict:
     """'{"width": 64}' -> {'width': 64}, for --model_args."""
+    import json
+
     try:
         value = json.loads(text)
         check_structure(value, "--model_args", argparse.ArgumentTypeError)
@@ -144,6 +144,8 @@ def check_batch_size(value: int) -> None:
 def check_output(path: str | None, flag: str, folder: bool = False) -> None:
     """Refuse, before any work, an output path that collides with what is there: a folder where
     a file will be written, a file where a folder will be made (or where one of its parents is)."""
+    from pathlib import Path
+
     if path is None:
         return
     if "\0" in str(path):

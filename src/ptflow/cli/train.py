@@ -9,12 +9,9 @@ torchrun's, and a process that torchrun started is given none of them. What each
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ptflow import dist
 from ptflow.cli.common import add_train_options, check_train_outputs, train_values
-from ptflow.config import TrainConfig
+from ptflow.config import DIST_TIMEOUT, TrainConfig
 from ptflow.errors import UsageError
 
 LAUNCH_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
@@ -56,12 +53,16 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_restarts", type=int, metavar="K",
                        help="restart every process up to K times after one fails; the run continues from its "
                             "last checkpoint (default: 0)")
-    group.add_argument("--dist_timeout", type=float, default=dist.DEFAULT_TIMEOUT, metavar="SECONDS",
+    group.add_argument("--dist_timeout", type=float, default=DIST_TIMEOUT, metavar="SECONDS",
                        help="how long a process waits for the others before the job fails "
-                            f"(default: {dist.DEFAULT_TIMEOUT})")
+                            f"(default: {DIST_TIMEOUT})")
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ptflow import dist
+
     if not args.dist_timeout > 0:
         raise UsageError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
     launcher = {k: getattr(args, k) for k in LAUNCH_OPTIONS if getattr(args, k) is not None}
@@ -104,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
 def decide(args: argparse.Namespace) -> dict:
     """The config, and the run folder to continue (--resume, or this job's own after torchrun
     restarted it), as JSON: made by the main process and shared with the others."""
+    from pathlib import Path
+
+    from ptflow import dist
     from ptflow.training import resume, runs
 
     values = train_values(args, OWN_OPTIONS)
@@ -127,6 +131,9 @@ def decide(args: argparse.Namespace) -> dict:
 
 def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     """Start the processes through torchrun, after checking everything they would check."""
+    from pathlib import Path
+
+    from ptflow import dist
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
 
@@ -164,6 +171,8 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
 
 def worker_flags(args: argparse.Namespace, run_name: str | None) -> list[str]:
     """This command's flags for the processes torchrun starts: all but the launcher's."""
+    import json
+
     flags = []
     for key, value in vars(args).items():
         if key in ("command", "handler", "print_config", *LAUNCH_OPTIONS) or value is None or value is False:

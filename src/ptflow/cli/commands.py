@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-from ptflow import dist
 from ptflow.cli import data, evaluate, export, predict, report, runs, serve, sweep, train
 from ptflow.cli.common import Parser
 from ptflow.errors import PtflowError
@@ -50,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: return the status, don't raise it
         return int(exc.code or 0)
+    from ptflow import dist  # here, not at the top: `ptflow --help` never needs it
+
     try:
         return args.handler(args)
     except PtflowError as exc:
