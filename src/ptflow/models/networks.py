@@ -33,6 +33,8 @@ class Block(nn.Module):
 class MLP(nn.Module):
     """The article's ImageClassifier: Blocks of shrinking width, then Linear and log-softmax."""
 
+    returns_log_probs = True  # so training uses NLL, as the article does, not a second log-softmax
+
     def __init__(self, input_size: int, output_size: int, hidden_sizes: list[int],
                  use_batch_norm: bool = True, dropout_p: float = 0.3):
         super().__init__()
@@ -52,6 +54,8 @@ class ConvNet(nn.Module):
     Pooling comes right after the convolution: BatchNorm and ReLU then touch a quarter of the
     pixels, and on CPU those memory-bound layers, not the convolutions, were most of the time.
     """
+
+    returns_log_probs = True  # so training uses NLL, not a second log-softmax
 
     def __init__(self, input_shape: list[int], output_size: int, channels: list[int] = (16, 32, 64),
                  hidden_size: int = 128, dropout_p: float = 0.3):

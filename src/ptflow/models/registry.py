@@ -8,9 +8,11 @@ A model from outside is called as `factory(input_shape=[C, H, W] or [F], n_class
 **model_args)` and returns an `nn.Module` that maps a float batch (N, *input_shape) to
 (N, n_classes) scores: logits or log-probabilities, either works, because training uses
 cross-entropy (log-softmax then NLL) and prediction softmax, and log-softmax leaves
-log-probabilities unchanged. The model file records the name, where it came from (plugin
-package and version, or import path) and the JSON arguments; never pickled code. See
-plugins.py for the trust rule on names read from files.
+log-probabilities unchanged; a model that ends in log-softmax may say so with a class attribute
+`returns_log_probs = True`, and is then trained with NLL alone (as the built-ins are). The
+model file records the name, where it came from (plugin package and version, or import path)
+and the JSON arguments; never pickled code. See plugins.py for the trust rule on names read
+from files.
 """
 
 from __future__ import annotations

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ptflow import stats
 from ptflow.models.calibration import apply_temperature, expected_calibration_error, fit_temperature
-from ptflow.training.loop import autocast
+from ptflow.training.loop import autocast, loss_function
 
 # Every key judge() may add to a run's metrics (a resumed run clears them until it finishes again)
 RESULTS = ("temperature", "valid_ece", "valid_ece_calibrated", "test_loss", "test_acc", "test_acc_ci95", "test_n",
@@ -58,16 +57,17 @@ def judge(model: torch.nn.Module, forward, data: dict[str, torch.Tensor], batch_
         y = data["y_test"].cpu()
         correct = int((test.argmax(-1) == y).sum())
         outcome.test_probs = apply_temperature(test, outcome.temperature).numpy()
-        outcome.metrics.update(test_loss=mean_loss(test, y, batch_size), test_acc=correct / len(y),
+        test_loss = mean_loss(test, y, batch_size, loss_function(model))
+        outcome.metrics.update(test_loss=test_loss, test_acc=correct / len(y),
                                test_acc_ci95=list(stats.wilson_interval(correct, len(y))), test_n=len(y),
                                test_ece=expected_calibration_error(outcome.test_probs, y.numpy()))
     return outcome
 
 
-def mean_loss(scores: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+def mean_loss(scores: torch.Tensor, y: torch.Tensor, batch_size: int, loss_fn) -> float:
     """Per-sample cross-entropy summed batch by batch in float64, as loop.evaluate sums the
     validation loss: test and validation losses are then computed alike, to the last bit."""
-    total = sum(float(F.cross_entropy(scores[s:s + batch_size], y[s:s + batch_size], reduction="sum"))
+    total = sum(float(loss_fn(scores[s:s + batch_size], y[s:s + batch_size], reduction="sum"))
                 for s in range(0, len(y), batch_size))
     return total / len(y)
 
