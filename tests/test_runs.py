@@ -100,6 +100,34 @@ def test_runs_compare(cli, runs_dir, tmp_path):
         assert image.format == "PNG" and image.size[0] > 300
 
 
+def test_runs_as_json(cli, runs_dir, tmp_path, monkeypatch):
+    code, out, err = cli("runs", "--runs_dir", runs_dir, "--json")
+    assert code == 0, err
+    listed = {run["id"]: run for run in json.loads(out)}
+    assert set(listed) == {"base", "fast", "stopped", "dead"}
+    base = status(runs_dir / "base")
+    assert listed["base"]["test_acc"] == base["test_acc"] and listed["base"]["test_n"] == base["test_n"]
+    low, high = listed["base"]["test_acc_ci95"]
+    assert low < base["test_acc"] < high or base["test_acc"] in (low, high)
+    assert listed["fast"]["config"]["lr"] == 0.01 and listed["dead"]["status"] == "crashed"
+    assert listed["stopped"]["test_acc"] is None and listed["stopped"]["test_acc_ci95"] is None
+
+    code, out, err = cli("runs", "show", "base", "--runs_dir", runs_dir, "--json")
+    shown = json.loads(out)
+    assert code == 0 and len(shown["epochs"]) == 3 and shown["best_valid_loss"] == base["best_valid_loss"]
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("runs", "compare", "base", "fast", "--runs_dir", runs_dir, "--json")
+    assert code == 0, err
+    compared = json.loads(out)
+    assert compared["config_differences"] == {"lr": [0.001, 0.01]}
+    assert [run["name"] for run in compared["runs"]] == ["base", "fast"]
+    [pair] = compared["significance"]
+    assert (pair["a"], pair["b"], pair["n"]) == ("base", "fast", base["test_n"])
+    assert pair["both"] + pair["neither"] + pair["only_a"] + pair["only_b"] == pair["n"] and 0 <= pair["p_value"] <= 1
+    assert compared["learning_curves"] is None and not list(tmp_path.iterdir())  # no PNG unless -o is given
+
+
 def test_unknown_or_ambiguous_runs(cli, runs_dir):
     for args in (["runs", "show", "nope"], ["runs", "compare", "base", "nope"], ["report", "nope"]):
         code, _, err = cli(*args, "--runs_dir", runs_dir)

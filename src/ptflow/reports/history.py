@@ -3,11 +3,14 @@
 Reads run folders only (run.json, config.json, metrics.jsonl), so listing is quick and needs
 no torch; only `compare` imports matplotlib, to overlay the learning curves in one PNG, and
 numpy, to test whether the runs' test accuracies differ (significance.py). Test accuracies are
-shown with their 95% Wilson interval.
+shown with their 95% Wilson interval. Each command prints tables, or with --json one JSON
+document on stdout for scripts (the same facts, numbers unrounded).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +75,13 @@ def load(path: Path) -> Run:
                runs.read_metrics(path))
 
 
-def table(runs_dir: str) -> None:
+def table(runs_dir: str, as_json: bool = False) -> None:
     """Every run in runs_dir, oldest first, with the hyperparameters that differ among them."""
     if not Path(runs_dir).is_dir():
         raise PtflowError(f"no runs folder {runs_dir} (pass --runs_dir DIR)")
     listed = [load(path) for path in runs.list_runs(runs_dir)]
+    if as_json:
+        return print_json([as_dict(r) for r in listed])
     if not listed:
         info(f"no runs in {runs_dir}")
         return
@@ -89,8 +94,10 @@ def table(runs_dir: str) -> None:
     info(format_table(headers, rows))
 
 
-def show(spec: str, runs_dir: str) -> None:
+def show(spec: str, runs_dir: str, as_json: bool = False) -> None:
     run = load(runs.find(spec, runs_dir))
+    if as_json:
+        return print_json(as_dict(run, detail=True))
     info(format_table(["", ""], summary(run), header=False))
     if cv_rows(run):
         info(f"\ncross-validation ({run.record['cv']['folds']} folds)")
@@ -134,31 +141,66 @@ def epoch_rows(run: Run) -> list[list[str]]:
     return [[format_number(h.get(c)) for c in EPOCH_COLUMNS] for h in run.history]
 
 
-def compare(specs: list[str], runs_dir: str, out: str) -> None:
-    """Config differences, headline metrics side by side, and the learning curves overlaid in one PNG."""
+def compare(specs: list[str], runs_dir: str, out: str | None, as_json: bool = False) -> None:
+    """Config differences, headline metrics side by side, whether the test accuracies differ
+    significantly, and the learning curves overlaid in one PNG (with --json, only if out is given)."""
     if len(specs) < 2:
         raise UsageError("runs compare needs two or more runs")
     compared = [load(runs.find(spec, runs_dir)) for spec in specs]
     names = _labels(compared)
     keys = differing_keys([r.config for r in compared], ignore={"run_name"})
+    from ptflow.reports import significance
+
+    pairs, notes = significance.pairs([r.path for r in compared], names)
+    if out is not None:
+        from ptflow import plots
+
+        plots.learning_curve({name: r.history for name, r in zip(names, compared)}, out)
+    if as_json:
+        return print_json({"runs": [{"name": name, **as_dict(r)} for name, r in zip(names, compared)],
+                           "config_differences": {k: [r.setting(k) for r in compared] for k in keys},
+                           "significance": pairs, "notes": notes, "learning_curves": out})
     info("config differences")
     info(format_table(["", *names], [[k, *(format_value(r.setting(k)) for r in compared)] for k in keys])
          if keys else "(none: the same config)")
     info("\nmetrics")
     rows = [[label(name), *(cell(r, name) for r in compared)] for name in METRICS]
     info(format_table(["", *names], rows))
-    from ptflow.reports import significance
-
-    table, notes = significance.rows([r.path for r in compared], names)
     info("\nsignificance (McNemar's exact test: the examples one model gets right and the other wrong)")
-    if table:
-        info(format_table(significance.HEADERS, table))
+    if pairs:
+        info(format_table(significance.HEADERS, significance.rows(pairs)))
     for note in notes:
         info(note)
-    from ptflow import plots
-
-    plots.learning_curve({name: r.history for name, r in zip(names, compared)}, out)
     info(f"\nWrote {out} (learning curves of {len(compared)} runs)")
+
+
+def as_dict(run: Run, detail: bool = False) -> dict:
+    """A run's facts for --json: its metrics unrounded, the test accuracy's 95% interval, its config;
+    with detail, also its environment, cross-validation and every epoch."""
+    metrics = {name: run.metric(name) for name in (*METRICS[1:], *OPTIONAL_METRICS) if name != "duration"}
+    accuracy, n = run.record.get("test_acc"), run.record.get("test_n")
+    interval = list(stats.accuracy_interval(accuracy, n)) if accuracy is not None and n else None
+    facts = {"id": run.id, "path": str(run.path), "status": run.status, "dataset": run.config.get("dataset"),
+             "model": run.config.get("model"), "started": run.record.get("started"), "seconds": run.seconds(),
+             **metrics, "test_acc_ci95": interval, "test_n": n, "config": run.config}
+    if detail:
+        facts.update(env=runs.read_json(run.path / "env.json") or {}, cv=run.record.get("cv"), epochs=run.history)
+    return facts
+
+
+def print_json(value) -> None:
+    info(json.dumps(_finite(value), indent=2, allow_nan=False, default=str))
+
+
+def _finite(value):
+    """NaN and infinity (a diverged run's loss) as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def differing_keys(configs: list[dict], ignore: set[str] = frozenset()) -> list[str]:

@@ -43,8 +43,8 @@ def verdict(result: dict, name_a: str, name_b: str) -> str:
     return f"{better} is more accurate (p < {LEVEL:g})"
 
 
-def rows(paths: list[Path], names: list[str]) -> tuple[list[list[str]], list[str]]:
-    """One table row per pair of runs that can be compared, and one note per pair or run that cannot."""
+def pairs(paths: list[Path], names: list[str]) -> tuple[list[dict], list[str]]:
+    """McNemar's test for each pair of runs that can be compared, and a note per pair or run that cannot."""
     loaded, notes = {}, []
     for path, name in zip(paths, names):
         found = find(path)
@@ -53,7 +53,7 @@ def rows(paths: list[Path], names: list[str]) -> tuple[list[list[str]], list[str
                          f"writes them)")
         else:
             loaded[name] = predictions.load(found)
-    table, present = [], [n for n in names if n in loaded]
+    results, present = [], [n for n in names if n in loaded]
     for i, name_a in enumerate(present):
         for name_b in present[i + 1:]:
             a, b = loaded[name_a], loaded[name_b]
@@ -62,9 +62,14 @@ def rows(paths: list[Path], names: list[str]) -> tuple[list[list[str]], list[str
                              f"fingerprints {a.fingerprint[:12]} and {b.fingerprint[:12]})")
                 continue
             result = paired(a, b)
-            table.append([f"{name_a} vs {name_b}", f"{result['n']:,}", str(result["only_a"]), str(result["only_b"]),
-                          stats.format_p(result["p_value"]), verdict(result, name_a, name_b)])
-    return table, notes
+            results.append({"a": name_a, "b": name_b, **result, "verdict": verdict(result, name_a, name_b)})
+    return results, notes
+
+
+def rows(results: list[dict]) -> list[list[str]]:
+    """pairs()'s results as the rows of a table under HEADERS."""
+    return [[f"{r['a']} vs {r['b']}", f"{r['n']:,}", str(r["only_a"]), str(r["only_b"]), stats.format_p(r["p_value"]),
+             r["verdict"]] for r in results]
 
 
 HEADERS = ["pair (A vs B)", "test examples", "only A right", "only B right", "p (McNemar exact)", "verdict"]
