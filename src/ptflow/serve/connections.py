@@ -37,6 +37,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         worker = self.config.app
         self.settings, self.metrics = worker.settings, worker.service.metrics
         self._deadline: asyncio.TimerHandle | None = None
+        self._started: float | None = None  # loop time the current request (or the connection) began
         self._refused = False
         self._headers_done, self._header_bytes = False, 0
         self._max_header_bytes = self.settings.max_header_kb * 1024
@@ -56,7 +57,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         if self._refused:
             return
-        self._disarm()
+        self._started = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self.metrics.connections.dec()
         super().connection_lost(exc)
 
@@ -87,18 +91,32 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._disarm()
 
     def _arm(self) -> None:
+        """A request (or a connection) starts: its deadline is now + the timeout.
+
+        The timer is lazy: one per connection, left running between requests and re-aimed when it
+        fires early. Scheduling and cancelling a timer for every request cost more than the rest of
+        this class together (~2 us a request, a few percent of the server's throughput).
+        """
+        if self._started is None:
+            self._started = self.loop.time()
         if self._deadline is None:
-            self._deadline = self.loop.call_later(self.settings.request_timeout_s, self._too_slow)
+            self._deadline = self.loop.call_at(self._started + self.settings.request_timeout_s, self._check)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._started = None  # between requests uvicorn's keep-alive timeout applies, not this one
+
+    def _check(self) -> None:
+        self._deadline = None
+        if self._started is None or self.transport.is_closing():
+            return  # idle: the next request arms a timer again
+        due = self._started + self.settings.request_timeout_s
+        if self.loop.time() < due:  # a later request than the one the timer was set for
+            self._deadline = self.loop.call_at(due, self._check)
+            return
+        self._too_slow()
 
     def _too_slow(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
+        self._started = None
         self.metrics.refused.labels("timeout").inc()
         if self.cycle is None or not self.cycle.response_started:
             self.transport.write(_canned("408 Request Timeout", f"the request did not arrive whole within "
