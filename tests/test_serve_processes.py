@@ -118,6 +118,35 @@ def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_
         assert stop(server) in STOPPED
 
 
+def test_each_request_on_a_kept_alive_connection_gets_its_own_deadline(model_fn):
+    """The deadline timer is one per connection, re-aimed when it fires early: a second request
+    started late on a kept-alive connection must get the whole timeout from its first byte, and
+    one that trickles past it a 408."""
+    server, url = start(model_fn, "--request_timeout_s", "1.5")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            sock.settimeout(5)
+            first = b""
+            while not first.endswith(b"}"):  # the whole answer: headers and the JSON body may come apart
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            time.sleep(1.0)  # the connection's first deadline falls 0.5 s into the next request
+            started = time.monotonic()
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+            for _ in range(4):  # alive past the first request's deadline, within its own
+                time.sleep(0.25)
+                sock.sendall(b" ")
+            answer = read_all(sock, timeout=5)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 1.4 < waited < 3.0, waited  # at the second request's deadline, not the first's
+    finally:
+        assert stop(server) in STOPPED
+
+
 def test_workers_share_one_port_and_metrics_describe_the_whole_server(model_fn):
     server, url = start(model_fn, "--workers", "2")
     try:
