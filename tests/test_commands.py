@@ -1,4 +1,4 @@
-"""The article's entry points, `ptflow data`, and photo preprocessing for `ptflow predict`."""
+"""The article's entry points, `ptflow data`, photo preprocessing for `ptflow predict`, the command parser."""
 
 import json
 import os
@@ -76,3 +76,24 @@ def test_evaluate_json_matches_the_printed_accuracy(trained, cli, tmp_path):
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert f"Accuracy: {report['accuracy']:.4f}" in out
     assert sum(report["support"]) == np.array(report["confusion_matrix"]).sum()
+
+
+def test_only_the_command_being_run_gets_its_flags(capsys):
+    from ptflow.cli import commands
+
+    full = commands.build_parser()
+    subcommands = next(a for a in full._actions if a.dest == "command").choices
+    assert sorted(subcommands) == sorted(commands.name_of(c) for c in commands.COMMANDS)  # named after modules
+    lazy = commands.build_parser(["train", "--n_epochs", "2"])
+    lazy_subcommands = next(a for a in lazy._actions if a.dest == "command").choices
+    assert sorted(lazy_subcommands) == sorted(subcommands)  # every command is still there by name
+    assert len(lazy_subcommands["train"]._actions) == len(subcommands["train"]._actions)
+    assert len(lazy_subcommands["serve"]._actions) == 1 < len(subcommands["serve"]._actions)  # --help alone
+    # The top-level help lists every command with its help line, as the full parser does.
+    assert commands.main(["--help"]) == 0
+    lazy_help = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        full.parse_args(["--help"])
+    assert lazy_help == capsys.readouterr().out
+    assert commands.main(["serve", "--help"]) == 0 and "--max_queue" in capsys.readouterr().out
+    assert commands.main(["nope"]) == 2 and "invalid choice: 'nope'" in capsys.readouterr().err

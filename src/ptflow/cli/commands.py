@@ -2,7 +2,12 @@
 
 A command module defines `register(commands)`, which adds its parser (flags beside the code that
 reads them) and sets `handler`; the handler imports the layer it drives (and torch) only when it
-runs, so `ptflow --help` answers at once. Adding a command is one module and one entry below.
+runs, so `ptflow --help` answers at once. Adding a command is one module, named as the command,
+and one entry below.
+
+Only the command being run gets its flags: the others are named with their help line and no
+more (see `_NameOnly`), which keeps `ptflow --help` and every command's start-up from building
+some 170 flags, and importing what they are made from, for nothing.
 """
 
 from __future__ import annotations
@@ -19,15 +24,46 @@ __all__ = ["build_parser", "main"]
 COMMANDS = (train, evaluate, predict, serve, export, data, sweep, runs, report)
 
 
-def build_parser() -> Parser:
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The whole parser; given the command line, one whose other commands carry only their names."""
     from ptflow import __version__
 
     parser = Parser(prog="ptflow", description="Train, evaluate and use classifiers from the command line.")
     parser.add_argument("--version", action="version", version=f"ptflow {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    # The top level has no option that takes a value, so the first word not starting with "-" is the command.
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None) if argv is not None else ...
     for command in COMMANDS:
-        command.register(commands)
+        if chosen is ... or chosen == name_of(command):
+            command.register(commands)
+            continue
+        try:
+            command.register(_NameOnly(commands))
+        except _Named:
+            pass
     return parser
+
+
+def name_of(command) -> str:
+    """A command is named after its module (cli/train.py is `ptflow train`)."""
+    return command.__name__.rpartition(".")[2]
+
+
+class _Named(Exception):
+    pass
+
+
+class _NameOnly:
+    """What a command's register() gets when another command runs: its add_parser() adds the
+    command's name and help line (for `ptflow --help` and "invalid choice" errors), then stops
+    register() there."""
+
+    def __init__(self, commands):
+        self.commands = commands
+
+    def add_parser(self, name: str, **kwargs):
+        self.commands.add_parser(name, **kwargs)
+        raise _Named
 
 
 def normalize_flags(argv: list[str]) -> list[str]:
@@ -46,7 +82,7 @@ def normalize_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = normalize_flags(sys.argv[1:] if argv is None else list(argv))
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: return the status, don't raise it
         return int(exc.code or 0)
     from ptflow import dist  # here, not at the top: `ptflow --help` never needs it

@@ -6,13 +6,14 @@ import argparse
 
 from ptflow.cli.common import add_device_options, add_trust_option, device_of
 from ptflow.errors import PtflowError
-from ptflow.serve.settings import Settings, flags
 
 
 def register(commands) -> None:
     p = commands.add_parser("serve", help="serve a model over HTTP: REST API, web page, metrics",
                             description="Serve a model: POST /v1/predict (JSON) and /v1/predict/image (uploads), "
                                         "GET / (draw a digit), /v1/model, /healthz, /readyz, /metrics, /docs.")
+    from ptflow.serve.settings import flags  # here: only `ptflow serve` needs its settings
+
     p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to serve")
     for field in flags():
         help = field.metadata["help"]
@@ -29,6 +30,8 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    from ptflow.serve.settings import Settings, flags
+
     names = {f.name for f in flags()}
     settings = Settings(**{k: v for k, v in vars(args).items() if k in names}, device=device_of(args))
     try:
