@@ -268,6 +268,34 @@ def test_resuming_a_copied_run_writes_only_where_asked(tmp_path, cli):
     assert (tmp_path / "asked.pth").is_file() and not outside.exists()
 
 
+def test_a_run_folder_with_links_in_it_cannot_make_a_resume_write_through_them(tmp_path, cli):
+    """A copied run folder whose metrics.jsonl links to a file elsewhere (~/.bashrc, say): the
+    resume must refuse to append through the link, in one line, and leave that file unchanged."""
+    run_dir = interrupted_run(tmp_path, "linked", 3)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    (run_dir / "metrics.jsonl").symlink_to(victim)
+    code, _, err = cli("train", "--resume", run_dir)
+    assert code != 0 and "symbolic link" in err and len(err.strip().splitlines()) == 1, err
+    assert victim.read_text() == "precious\n"
+
+
+def test_run_files_are_never_appended_or_rewritten_through_a_link(tmp_path):
+    from ptflow.errors import PtflowError
+    from ptflow.files import append_line, overwrite_in_place
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    link = tmp_path / "metrics.jsonl"
+    link.symlink_to(victim)
+    for write in (lambda: append_line(link, "{}"), lambda: overwrite_in_place(link, "{}")):
+        with pytest.raises((PtflowError, OSError)) as caught:
+            write()
+        assert isinstance(caught.value, OSError) or "symbolic link" in str(caught.value)
+    assert victim.read_text() == "precious\n"
+
+
 # --- downloads -----------------------------------------------------------------------------------
 
 class Mirror(BaseHTTPRequestHandler):

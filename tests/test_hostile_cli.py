@@ -277,6 +277,7 @@ CASES = {
     # model files
     "model-missing": ["evaluate", "--model_fn", "{in}/absent.safetensors"],
     "model-folder": ["evaluate", "--model_fn", "{in}/a_folder"],
+    "model-device-file": ["evaluate", "--model_fn", "/dev/zero"],  # never ends: refused, not read
     "model-empty": ["predict", "--model_fn", "{in}/empty.safetensors", "{in}/wrong_shape.npz"],
     "model-truncated": ["evaluate", "--model_fn", "{in}/truncated.safetensors"],
     "model-gzip": ["evaluate", "--model_fn", "{in}/compressed.safetensors"],

@@ -65,6 +65,8 @@ def write_error(path: Path, exc: BaseException) -> PtflowError:
         reason = "a folder is in the way"
     elif number in (errno.ENOTDIR, errno.EEXIST):
         reason = "a file is in the way where a folder should be"
+    elif number == errno.ELOOP:  # O_NOFOLLOW met a link
+        reason = "it is a symbolic link, and ptflow does not write through links"
     return PtflowError(f"cannot write {path}: {reason}")
 
 
@@ -98,7 +100,9 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     if not is_main_process():
         return
     try:
-        with open(path, "a", encoding="utf-8") as f:
+        # O_NOFOLLOW: never append through a link someone left where a run's file should be
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        with open(fd, "a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -110,7 +114,7 @@ def overwrite_in_place(path: str | os.PathLike, text: str) -> None:
     """Rewrite a small file in place, without a temporary file: the last resort when the disk is
     full (the file's own blocks are reused). Not atomic: a crash meanwhile can leave it torn."""
     data = text.encode("utf-8")
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         os.write(fd, data)
         os.ftruncate(fd, len(data))

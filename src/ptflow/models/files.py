@@ -147,6 +147,8 @@ def _zip_names(path: Path, data: bytes, kind: str) -> list[str]:
 
 
 def read_bytes(path: Path, kind: str) -> bytes:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or /dev/zero would never end
+        raise PtflowError(f"cannot read {kind} {path}: not a regular file")
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -56,6 +56,7 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
     is refused, never interleaved with the first.
     """
     run_dir = runs.find(spec, given.get("runs_dir", TrainConfig.runs_dir))
+    refuse_links(run_dir)
     if is_main_process():
         runs.claim_or_refuse(run_dir)
     try:
@@ -63,6 +64,20 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
     except BaseException:
         runs.release(run_dir)
         raise
+
+
+def refuse_links(run_dir: Path) -> None:
+    """A run folder may come from someone else: a link in it (metrics.jsonl -> ~/.bashrc) would
+    make the resumed run write through it, outside the folder. Refused before anything is read or
+    written, the lock file included."""
+    try:
+        links = sorted(entry.name for entry in run_dir.iterdir() if entry.is_symlink())
+    except OSError as exc:
+        raise PtflowError(f"cannot read run folder {run_dir}: {exc.strerror or exc}") from None
+    if links:
+        what = "is a symbolic link" if len(links) == 1 else "are symbolic links"
+        raise PtflowError(f"{run_dir}: {', '.join(links[:3])} {what}; ptflow does not resume a run folder with "
+                          f"links in it (it would write through them): copy the run's files instead")
 
 
 def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfig:
