@@ -60,8 +60,10 @@ def _check_kind(name: str, path: Path, folder: bool) -> None:
         raise PtflowError(f"{name}: {path} does not exist")
     if folder and not path.is_dir():
         raise PtflowError(f"{name}: {path} is a file; folder: needs a folder of class sub-folders")
-    if not folder and not path.is_file():
+    if not folder and path.is_dir():
         raise PtflowError(f"{name}: {path} is a folder, not a file")
+    if not folder and not path.is_file():  # a device or a FIFO, which might never end
+        raise PtflowError(f"{name}: {path} is not a regular file")
 
 
 def from_plugin(name: str, function, data_dir: str | None) -> RawData:
