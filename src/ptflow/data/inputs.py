@@ -54,6 +54,8 @@ def collect_inputs(paths: list[str], input_shape: tuple[int, ...], image_style: 
                 raise PtflowError(f"{path}: no images in this folder")
         elif path.is_file():
             files = [path]
+        elif path.exists():
+            raise PtflowError(f"{path}: not a regular file (a device or a pipe?)")
         else:
             raise PtflowError(f"{path}: no such file or folder")
         for file in files:
