@@ -53,16 +53,14 @@ class Metrics:
         self.model_info = Gauge("ptflow_model_info", "The model being served.", ["sha256", "architecture", "name"],
                                 registry=r, multiprocess_mode="livemax")
         self.workers.set(1)
-        self._children: dict[tuple[str, int], tuple] = {}  # (path, status) -> the label children to count in
+        self._children: dict[tuple[str, int], tuple] = {}  # (path label, status) -> the children to count in
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
-        children = self._children.get((path, status))
+        label = path if path in self.paths else "other"
+        children = self._children.get((label, status))
         if children is None:  # labels() takes a lock and builds keys: once per path and status, not per request
-            label = path if path in self.paths else "other"
-            children = self._children[(path, status)] = (self.requests.labels(label, str(status)),
-                                                          self.latency.labels(label))
-            if len(self._children) > 10_000:  # unknown paths are many keys for one label: keep the cache small
-                self._children.clear()
+            children = self._children[(label, status)] = (self.requests.labels(label, str(status)),
+                                                           self.latency.labels(label))
         children[0].inc()
         children[1].observe(seconds)
 
