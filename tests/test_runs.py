@@ -68,6 +68,7 @@ def test_runs_lists_every_run_with_what_differs(cli, runs_dir):
     assert rows["base"][-1] == "finished" and rows["stopped"][-1] == "interrupted" and rows["dead"][-1] == "crashed"
     assert f"{status(runs_dir / 'base')['test_acc']:.4f}" in rows["base"]
     assert f"{status(runs_dir / 'fast')['best_valid_loss']:.4f}" in rows["fast"]
+    assert "ECE" in header and f"{status(runs_dir / 'base')['test_ece']:.4f}" in rows["base"]  # calibration too
     assert "0.01" in rows["fast"] and "0.001" in rows["base"]
 
 

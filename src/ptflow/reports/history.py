@@ -87,10 +87,13 @@ def table(runs_dir: str, as_json: bool = False) -> None:
         return
     fixed = ("dataset", "model")  # always shown as columns of their own
     keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING and k not in fixed]
-    headers = ["id", "started", *fixed, *keys, "best valid loss", "test acc (95% CI)", "duration", "status"]
+    ece = ["test_ece"] if any(r.record.get("test_ece") is not None for r in listed) else []  # older runs lack it
+    headers = ["id", "started", *fixed, *keys, "best valid loss", "test acc (95% CI)", *map(label, ece), "duration",
+               "status"]
     rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed),
              *(format_value(r.setting(k)) for k in keys), format_number(r.metric("best_valid_loss")),
-             cell(r, "test_acc"), format_duration(r.seconds()), r.status] for r in listed]
+             cell(r, "test_acc"), *(cell(r, name) for name in ece), format_duration(r.seconds()), r.status]
+            for r in listed]
     info(format_table(headers, rows))
 
 
