@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from ptflow.errors import UsageError
+from ptflow.errors import UsageError, shown
 from ptflow.sizes import check_structure
 
 HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
@@ -38,7 +38,8 @@ PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
 TRACKERS = ("tensorboard", "mlflow")
 
-DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")  # what --device accepts; --gpu_id is 0..9999 the same way
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")  # what --device accepts
+MAX_GPU_ID = 9999  # --gpu_id, as cuda:N above
 MAX_EPOCHS = 1_000_000  # larger values are typos (a run of a million epochs is already years)
 MAX_DEPTH = 1_000  # entries of --hidden_sizes and --channels, and --n_layers
 MAX_SEED = 2 ** 63 - 1  # torch and numpy both take seeds up to here
@@ -204,8 +205,8 @@ class TrainConfig:
         for name in ("hidden_sizes", "channels"):
             sizes = getattr(self, name)
             _check(sizes is None or (0 < len(sizes) <= MAX_DEPTH and min(sizes) >= 1),
-                   f"--{name} must be 1 to {MAX_DEPTH} positive integers, got {_short(sizes)}")
-        _check(self.gpu_id is None or -1 <= self.gpu_id <= 9999,
+                   f"--{name} must be 1 to {MAX_DEPTH} positive integers, got {shown(sizes)}")
+        _check(self.gpu_id is None or -1 <= self.gpu_id <= MAX_GPU_ID,
                f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
         _check(DEVICE.fullmatch(self.device) is not None,
                f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
@@ -272,7 +273,7 @@ def _check_type(name: str, value) -> None:
         ok = isinstance(value, list) and all(_is_type(v, item) for v in value)
     else:
         ok = _is_type(value, kind)
-    _check(ok, f"--{name} must be {describe_type(kind)}, got {_short(value)}")
+    _check(ok, f"--{name} must be {describe_type(kind)}, got {shown(value)}")
     if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
         _check(all("\0" not in v for v in ([value] if isinstance(value, str) else value)),
                f"--{name} contains a NUL character")
@@ -296,11 +297,6 @@ def _is_type(value, kind) -> bool:
 
 def _is_file_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and len(name) <= 255
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_json(value) -> bool:

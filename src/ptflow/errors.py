@@ -29,3 +29,10 @@ def first_line(exc: BaseException) -> str:
     """Another library's exception as one line, for wrapping it in a PtflowError."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def shown(value) -> str:
+    """A value as an error message shows it: its repr, cut to 60 characters (a hostile or mistaken
+    value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

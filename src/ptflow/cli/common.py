@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import typing
 
-from ptflow.config import DEVICE, PRESETS, TrainConfig, field_type, preset_values
+from ptflow.config import DEVICE, MAX_GPU_ID, PRESETS, TrainConfig, field_type, preset_values
 from ptflow.errors import UsageError
 from ptflow.sizes import MAX_NESTING, check_structure
 
@@ -131,7 +131,7 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
 def device_of(args) -> str:
     if args.gpu_id is None:
         return args.device
-    if not -1 <= args.gpu_id <= 9999:
+    if not -1 <= args.gpu_id <= MAX_GPU_ID:
         raise UsageError(f"--gpu_id must be -1 or a GPU index, got {args.gpu_id}")
     return "cpu" if args.gpu_id < 0 else f"cuda:{args.gpu_id}"
 

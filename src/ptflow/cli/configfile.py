@@ -27,7 +27,7 @@ import typing
 from pathlib import Path
 
 from ptflow.config import TrainConfig, describe_type, field_type
-from ptflow.errors import PtflowError, UsageError
+from ptflow.errors import PtflowError, UsageError, shown
 from ptflow.sizes import MAX_CONFIG_BYTES, check_structure
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml"}
@@ -110,7 +110,7 @@ def _convert(key: str, value, source: str):
     try:
         return _as(kind, value)
     except (TypeError, ValueError):
-        raise UsageError(f"{source}: {key} must be {describe_type(kind)}, got {_short(value)}") from None
+        raise UsageError(f"{source}: {key} must be {describe_type(kind)}, got {shown(value)}") from None
 
 
 def _as(kind, value):
@@ -141,10 +141,6 @@ def _as(kind, value):
         return str(value)  # a CSV --target given as a column index
     raise TypeError
 
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def output_format(asked: str, config_file: str | None) -> str:

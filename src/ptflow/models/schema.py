@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ptflow.errors import PtflowError
+from ptflow.errors import PtflowError, shown
 from ptflow.sizes import check_structure
 
 IMAGE_STYLES = ("digit", "object", "resize")  # data/imaging.py
@@ -117,9 +117,5 @@ def _check(values: dict, fields: dict, path: str, prefix: str) -> None:
             continue
         if not check(values[key]):
             raise PtflowError(f"{path}: the model description's {prefix}{key} must be {what}, got "
-                              f"{_short(values[key])}")
+                              f"{shown(values[key])}")
 
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

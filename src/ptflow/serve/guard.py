@@ -24,7 +24,6 @@ class Guard:
         # one, only loopback names (and --allowed_hosts) are answered: see security.host_allowed.
         self.check_host = settings.api_key is None
         self.allowed_hosts = settings.host_names
-        self._host_verdicts: dict[bytes, bool] = {}  # clients send the same few Host values: parse each once
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -63,17 +62,9 @@ class Guard:
                 return 413, f"request body larger than the {self.limit:,} bytes allowed"
             if key == b"host":
                 host = value
-        if self.check_host and not self._host_ok(host):
+        if self.check_host and not host_allowed(host, self.allowed_hosts):
             shown = host.decode("latin-1")[:100] if host is not None else "none"
             return 403, (f"Host {shown!r} is not allowed: without an API key this server answers only "
                          f"loopback names (and --allowed_hosts)")
         return None
 
-    def _host_ok(self, host: bytes | None) -> bool:
-        verdict = self._host_verdicts.get(host)
-        if verdict is None:
-            verdict = host_allowed(host, self.allowed_hosts)
-            if len(self._host_verdicts) >= 1024:  # hostile clients can send many: keep the memory bounded
-                self._host_verdicts.clear()
-            self._host_verdicts[host] = verdict
-        return verdict

@@ -7,6 +7,7 @@ by the code that reads the request (guard.py, connections.py, payloads.py, image
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -40,6 +41,7 @@ def check_exposure(host: str, api_key: str | None, insecure: bool, allowed_hosts
                          f"to reach this server (requests naming any other Host are refused), or '*' for any")
 
 
+@functools.lru_cache(maxsize=1024)  # clients send the same few Host values: parse each once
 def host_allowed(host_header: bytes | None, allowed: frozenset[str]) -> bool:
     """Whether a request without an API key may be answered, from its Host header.
 

@@ -137,8 +137,10 @@ def _report(exc, plan: Plan, run_dir: Path) -> int:
     else:
         how = f"exited with status {failure.exitcode}"
     restarts = f" after {plan.max_restarts} restart(s)" if plan.max_restarts else " (no --max_restarts)"
+    from ptflow.training.resume import CHECKPOINT
+
     hint = ""
-    if (run_dir / "checkpoint.safetensors").is_file():
+    if (run_dir / CHECKPOINT).is_file():
         hint = (f"; its last checkpoint is kept: ptflow train --resume {shlex.quote(str(run_dir))} "
                 f"--nproc_per_node {plan.nproc_per_node}")
     print(f"ptflow train: error: process {rank} of {plan.world_size} (pid {failure.pid}) {how}{restarts}{hint}",

@@ -31,7 +31,7 @@ from ptflow import __version__, dist
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import warn
 from ptflow.dist import is_main_process
-from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.errors import PtflowError, UsageError, first_line, shown
 from ptflow.training import checkpoint, runs
 from ptflow.training.loop import TrainState
 
@@ -93,7 +93,7 @@ def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfi
     changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
     refused = [k for k in changes if k not in CHANGEABLE]
     if refused:
-        listed = ", ".join(f"--{k} ({_brief(saved.get(k))} -> {_brief(changes[k])})" for k in refused)
+        listed = ", ".join(f"--{k} ({shown(saved.get(k))} -> {shown(changes[k])})" for k in refused)
         raise UsageError(f"--resume continues {run_dir.name} as it was configured and cannot change {listed}; "
                          f"only {', '.join('--' + k for k in CHANGEABLE)} may differ")
     try:
@@ -112,8 +112,6 @@ def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfi
     return config
 
 
-
-
 def _outputs(run_dir: Path, saved: dict, given: dict) -> dict:
     """Where a resumed run writes: where the user asked, never where its config.json says.
 
@@ -128,11 +126,6 @@ def _outputs(run_dir: Path, saved: dict, given: dict) -> dict:
         if saved.get(name) and name not in given:
             warn(f"{run_dir.name} was started with --{name} {saved[name]}; give --{name} again to write there")
     return outputs
-
-
-def _brief(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- what must still match ----------------------------------------------------------------------

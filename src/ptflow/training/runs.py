@@ -51,7 +51,7 @@ def create(runs_dir: str, dataset: str, model: str, name: str | None = None) -> 
     """A new run folder, locked by this process; an explicit name that already holds a run is an
     error, not an overwrite (a folder left empty by a run killed while starting is reused)."""
     root = Path(runs_dir)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
+    stem = _stem(dataset, model)
     if not is_main_process():  # the main process makes the folder; the others only need its name
         return root / (name or default_name(runs_dir, dataset, model))
     for n in range(1, 10_000):
@@ -112,7 +112,7 @@ def taken(path: Path) -> PtflowError:
 
 def default_name(runs_dir: str, dataset: str, model: str) -> str:
     """timestamp-dataset-model, with -2, -3... when that folder exists already."""
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
+    stem = _stem(dataset, model)
     name, n = stem, 2
     while (Path(runs_dir) / name).exists():
         name, n = f"{stem}-{n}", n + 1
@@ -142,6 +142,10 @@ def list_runs(runs_dir: str) -> list[Path]:
     root = Path(runs_dir)
     runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)] if root.is_dir() else []
     return sorted(runs, key=lambda p: ((read_json(p / "run.json") or {}).get("started") or 0, p.name))
+
+
+def _stem(dataset: str, model: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(dataset)}-{_slug(model)}"
 
 
 def _slug(name: str) -> str:
