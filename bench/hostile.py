@@ -30,30 +30,9 @@ import urllib.request
 from datetime import datetime, timezone
 
 import numpy as np
+from load_test import start_server
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def start_server(model_fn: str, src: str | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
-    command = [sys.executable, "-m", "ptflow", "serve", "--model_fn", model_fn, "--port", "0", *extra]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in server.stdout:
-        match = re.search(r"http://[\d.]+:\d+", line)
-        if match:
-            break
-    else:
-        raise SystemExit(f"the server did not start: {server.wait()}")
-    url = match.group(0)
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=60) as response:
-                if response.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the server never became ready")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,7 +190,7 @@ def slow_clients(url: str, count: int, period: float, wait: float) -> dict:
 
 def measure(label: str, model_fn: str, src: str | None, args) -> dict:
     row = {"server": label}
-    server, url = start_server(model_fn, src, [])
+    server, url = start_server(model_fn, [], src)
     try:
         parts = {"bomb": lambda: bomb(url, server.pid),
                  "big_bodies": lambda: health_under_big_bodies(url, args.seconds, args.clients),

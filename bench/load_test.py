@@ -34,9 +34,11 @@ MODES = {"batched": [], "unbatched": ["--max_batch_size", "1"], "workers2": ["--
 TARGETS = "c=16: >= 1500 req/s, p99 <= 25 ms, 0 errors; c=64: batched >= 1.3x unbatched; c=1: p50 <= 3 ms"
 
 
-def start_server(model_fn: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(model_fn: str, extra: list[str], src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`ptflow serve` on a free port, once ready; src: another ptflow's src/ folder to run instead."""
+    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
     command = [sys.executable, "-m", "ptflow", "serve", "--model_fn", model_fn, "--port", "0", *extra]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in server.stdout:
         match = re.search(r"http://[\d.]+:\d+", line)
         if match:

@@ -29,8 +29,13 @@ def model_fn(trained):
 
 def start(model_fn, *flags: str) -> tuple[subprocess.Popen, str]:
     """`ptflow serve --port 0 FLAGS` in its own process; (process, URL) once /readyz answers 200."""
-    command = [sys.executable, "-m", "ptflow", "serve", "--model_fn", str(model_fn), "--port", "0", *flags]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_command([sys.executable, "-m", "ptflow", "serve", "--model_fn", str(model_fn), "--port", "0", *flags])
+
+
+def start_command(command: list[str], env: dict | None = None,
+                  ready_within: float = 60) -> tuple[subprocess.Popen, str]:
+    """A serve command line in its own process; (process, URL) once /readyz answers 200."""
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         seen = ""
         for line in server.stdout:
@@ -41,7 +46,7 @@ def start(model_fn, *flags: str) -> tuple[subprocess.Popen, str]:
         else:
             raise AssertionError(f"server did not start: {seen}")
         url = match.group(0)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within
         while httpx.get(url + "/readyz", timeout=60).status_code != 200:  # workers accept once warm
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.05)

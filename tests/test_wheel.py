@@ -1,12 +1,10 @@
 """A built wheel works on its own: console script, package data (the web page), every layer's modules."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
@@ -51,24 +49,12 @@ def test_the_wheel_holds_every_module_and_the_console_script_runs(fresh_venv):
 
 def test_the_wheel_serves_its_web_page(fresh_venv, trained):
     import httpx
+    from test_serve_processes import start_command, stop
 
-    server = subprocess.Popen([str(fresh_venv / "bin" / "ptflow"), "serve", "--model_fn", str(trained["safetensors"]),
-                               "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHONPATH": ""})
+    server, url = start_command([str(fresh_venv / "bin" / "ptflow"), "serve", "--model_fn", str(trained["safetensors"]),
+                                 "--port", "0"], env={**os.environ, "PYTHONPATH": ""}, ready_within=30)
     try:
-        seen = ""
-        for line in server.stdout:
-            seen += line
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            if match:
-                break
-        assert match, seen
-        url, deadline = match.group(0), time.monotonic() + 30
-        while httpx.get(url + "/readyz").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         page = httpx.get(url + "/")
         assert page.status_code == 200 and "<canvas" in page.text
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        stop(server)
