@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from ptflow.config import MAX_SEED
 from ptflow.errors import PtflowError, shown
 from ptflow.sizes import check_structure
 
@@ -88,7 +89,7 @@ CONFIG_FIELDS: dict[str, tuple[bool, str, Callable]] = {
     "dataset": (True, "a dataset name", lambda v: isinstance(v, str) and bool(v.strip())),
     "train_ratio": (True, "a number in (0, 1)", _ratio),
     "test_ratio": (True, "a number in (0, 1)", _ratio),
-    "seed": (True, "a non-negative integer", lambda v: _is_int(v) and 0 <= v < 2 ** 63),
+    "seed": (True, "a non-negative integer", lambda v: _is_int(v) and 0 <= v <= MAX_SEED),
     "data_dir": (False, "a string or null", _optional(lambda v: isinstance(v, str))),
     "target": (False, "a string or null", _optional(lambda v: isinstance(v, str))),
 }
@@ -118,4 +119,3 @@ def _check(values: dict, fields: dict, path: str, prefix: str) -> None:
         if not check(values[key]):
             raise PtflowError(f"{path}: the model description's {prefix}{key} must be {what}, got "
                               f"{shown(values[key])}")
-
