@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -19,6 +20,13 @@ from ptflow.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args: str) -> int:

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from conftest import free_port, make_images
 from safetensors.torch import load_file
+from test_resume import assert_same_run, metrics
 
 from ptflow.config import TrainConfig
 from ptflow.data.splits import load_splits
@@ -120,21 +120,6 @@ def worker(launcher: subprocess.Popen, rank: int) -> int:
     raise AssertionError(f"no process of rank {rank} among {children}")
 
 
-def without_seconds(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-            for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Same weights, same training state (optimizer, best weights, every process's generators), same metrics."""
-    for name in ("model.safetensors", "checkpoint.safetensors"):
-        x, y = load_file(a / name), load_file(b / name)
-        assert x.keys() == y.keys(), name
-        different = [k for k in x if not torch.equal(x[k], y[k])]
-        assert not different, f"{name}: {different}"
-    assert without_seconds(a) == without_seconds(b)
-
-
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory, data) -> Path:
     """The reference: a 2-process run (BatchNorm mlp) left alone."""
@@ -187,7 +172,7 @@ def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch
     assert two["best_epoch"] == one["best_epoch"] and two["test_acc"] == one["test_acc"]
     assert two["best_valid_loss"] == pytest.approx(one["best_valid_loss"], rel=1e-4)
     # Every training example counted once in the reported training loss, per epoch.
-    for x, y in zip(without_seconds(tmp_path / "one"), without_seconds(tmp_path / "two")):
+    for x, y in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
 
 
@@ -204,7 +189,7 @@ def stop_with_sigterm(tmp_path: Path, data: Path, target: str) -> tuple[Path, in
     assert f"ptflow train --resume {run} --nproc_per_node 2" in out
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     epoch = read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"]
-    assert 3 <= epoch < N_EPOCHS and len(without_seconds(run)) == epoch
+    assert 3 <= epoch < N_EPOCHS and len(metrics(run)) == epoch
     return run, epoch, out
 
 
@@ -251,12 +236,6 @@ def test_without_restarts_a_killed_process_ends_the_job_with_a_clear_message(tmp
     assert f"ptflow train --resume {tmp_path / 'run'} --nproc_per_node 2" in last
     assert "Traceback" not in err
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_machines_meet_at_a_c10d_rendezvous_and_train_as_two_processes(tmp_path, data, alone):

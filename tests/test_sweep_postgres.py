@@ -15,7 +15,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,13 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 import sqlalchemy  # noqa: E402  (Optuna's own dependency)
+from conftest import free_port  # noqa: E402
 
 from ptflow.config import TrainConfig  # noqa: E402
 
 SPACE = ["--param", "lr=loguniform:1e-3:3e-2", "--param", "n_layers=int:2:4"]
 WORKER_TRIALS = (2, 3)  # trials each worker runs; different, so that each worker's count is checked
 SERVER_USER = "postgres"  # initdb and postgres refuse to run as root: Debian's account for them
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_bin() -> Path | None:
