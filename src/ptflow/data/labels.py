@@ -4,7 +4,7 @@ Every source (CSV, npz, image folders, plugins) hands its labels here, so one ru
 
 - Given class names (an npz's or a plugin's `classes`), the labels index them: whole numbers 0..K-1.
 - Otherwise the classes are the distinct labels, sorted, and class i is named by the i-th one.
-  Labels 0..K-1 so keep their values; any other whole numbers (3, 7, 42) become classes named
+  So labels 0..K-1 keep their values, and any other whole numbers (3, 7, 42) become classes named
   '3', '7', '42' (said once), rather than a 43-way model with 40 classes never seen.
 - Text labels (CSV cells, string arrays) are numbers when every one of them is a number, so
   `1`, `1.0`, `01` and `1e0` are one class, '1'; otherwise each is a name, as written (trimmed).
@@ -101,8 +101,9 @@ def _whole(where: str, value) -> int:
         raise PtflowError(f"{where}: label {value:g} is not a whole number: class labels are categories "
                           f"(ptflow classifies; it does not predict quantities)")
     if value < 0:
-        raise PtflowError(f"{where}: label {_number_text(value)} is negative: ptflow makes no class of it (negative labels "
-                          f"often mean 'unlabelled'); drop those examples, or shift the labels to 0 and up")
+        raise PtflowError(f"{where}: label {_number_text(value)} is negative: ptflow makes no class of it "
+                          f"(negative labels often mean 'unlabelled'); drop those examples, or shift the labels "
+                          f"to 0 and up")
     if value >= BIGGEST:
         raise PtflowError(f"{where}: label {_number_text(value)} is too large for a class label (at most 2^64 - 1)")
     return int(value)
