@@ -67,6 +67,11 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
     if not specs and database is not None and not database.exists():  # without making an empty one
         raise UsageError(f"no study {study_name!r} yet (no {database}): give at least one --param NAME=SPEC "
                          f"to search")
+    if storage is None:  # the default SQLite file's folder, made only now that the command is checked
+        try:
+            Path(base.runs_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PtflowError(f"cannot create --runs_dir {base.runs_dir}: {exc.strerror or exc}") from None
     with quiet_optuna():
         rdb = sweep_study.open_storage(url)
         base, specs = sweep_study.load_or_create(rdb, study_name, base, given, specs)

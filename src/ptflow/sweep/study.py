@@ -57,16 +57,10 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The storage at url, made if it is not there (a SQLite file, with its folder): call it only
-    once the command has been checked, so that a usage error leaves nothing behind."""
+    """The storage at url, made if it is not there (a SQLite file): call it only once the command
+    has been checked, so that a usage error leaves nothing behind."""
     import sqlalchemy.exc
 
-    path = sqlite_file(url)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PtflowError(f"cannot open sweep storage {redact(url)}: {exc.strerror or exc}") from None
     # SQLite: wait for a lock rather than fail when several workers write at the same moment.
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
     for _ in range(CREATE_TRIES):
