@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
-# The performance issue's GPU measurements in one call: the article's code vs ptflow fp32 vs
-# ptflow bf16 (20 epochs, the article's configuration) and time to accuracy of the presets.
-# For a CUDA machine that already has PyTorch and ptflow's dependencies and no network: ptflow
-# runs from this source tree (PYTHONPATH=src), nothing is installed. Run from the repo root:
+# The GPU measurements in one call: the article's code vs ptflow fp32 vs ptflow bf16 (20 epochs,
+# the article's configuration), time to accuracy of the presets, and on a machine with several
+# GPUs the data-parallel runs. Run from the repository root on a CUDA machine with PyTorch and
+# ptflow's dependencies installed (ptflow runs from this tree, PYTHONPATH=src; nothing is
+# installed or downloaded), given MNIST's four IDX files and the article's reference code:
 #
 #   MNIST=DIR SEED_CODE=DIR OUT=DIR bash bench/gpu_check.sh
 #
-# DEVICE=cpu EPOCHS=1 runs the same steps on a CPU (a dry run of the plumbing). With a lent
-# device machine, where ../shared does not travel: copy the data and the article's code into an
-# ignored folder of the checkout first, e.g.
-#   echo /.device/ >> .git/info/exclude; mkdir -p .device
-#   cp -r ../shared/data/mnist ../shared/reference/seed_code .device/
-# then run `MNIST=.device/mnist SEED_CODE=.device/seed_code OUT=$OUT bash bench/gpu_check.sh`
-# there, carrying `.device`.
+# MNIST defaults to ../shared/data/mnist and SEED_CODE to ../shared/reference/seed_code (beside
+# the checkout); OUT to bench/out. DEVICE=cpu EPOCHS=1 runs the same steps on a CPU.
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 SEED_CODE=${SEED_CODE:-../shared/reference/seed_code}

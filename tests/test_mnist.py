@@ -1,13 +1,11 @@
-"""Real MNIST (from ../shared/data/mnist where present): one epoch of the article's MLP."""
+"""Real MNIST (where $PTFLOW_DATA_DIR, the cache or ../shared/data/mnist has it): one epoch of the article's MLP."""
 
 import json
 
 import pytest
-from conftest import MNIST_DIR
+from conftest import HAVE_MNIST, MNIST_DIR
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
-                                 reason="real MNIST not present")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_MNIST, reason="real MNIST not present")]
 
 
 def test_one_epoch_of_the_article_mlp_reaches_95_percent(cli, tmp_path):

@@ -2,14 +2,18 @@
 written atomically.
 
 Each function returns the PNG's bytes and also writes them to `path` unless it is None (the
-HTML report embeds the bytes). matplotlib is imported here only, with the Agg backend (no
-display needed).
+HTML report embeds the bytes). matplotlib is imported here only (sweep reports draw Optuna's
+views after `prepare_matplotlib`), with the Agg backend (no display needed).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import stat
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +21,60 @@ import numpy as np
 from ptflow.files import atomic_write_bytes
 
 
+def prepare_matplotlib() -> None:
+    """Call before anything imports matplotlib (its import reads MPLCONFIGDIR once).
+
+    matplotlib keeps its font cache in its config folder (~/.config/matplotlib). Where HOME is not
+    writable (a container's user, a service account) it warns on every start and rebuilds the cache
+    in a new temporary folder each time; a lasting private folder of ours avoids both.
+    """
+    if os.environ.get("MPLCONFIGDIR") or "matplotlib" in sys.modules:
+        return
+    if not _writable_folder(_default_config_folder()):
+        os.environ["MPLCONFIGDIR"] = _private_temp_folder("ptflow-matplotlib")
+
+
+def _default_config_folder() -> Path | None:
+    """Where matplotlib keeps its config without MPLCONFIGDIR (as its own _get_config_or_cache_dir)."""
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no user entry
+        return None
+    if sys.platform.startswith(("linux", "freebsd")):
+        return Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "matplotlib"
+    return home / ".matplotlib"
+
+
+def _writable_folder(path: Path | None) -> bool:
+    if path is None:
+        return False
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
+def _private_temp_folder(name: str) -> str:
+    """A folder in the temporary directory that only this user can write, kept between runs;
+    a fresh one if that name is taken by anything else (another user, a link)."""
+    uid = getattr(os, "getuid", lambda: None)()
+    if uid is not None:
+        path = Path(tempfile.gettempdir()) / f"{name}-{uid}"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077:
+                return str(path)
+        except OSError:
+            pass
+    return tempfile.mkdtemp(prefix=f"{name}-")
+
+
 def _figure(**kwargs):
     """A figure of its own, from matplotlib's object API: drawing never touches pyplot's global
     backend, so a notebook's own inline plots keep working after ptflow draws."""
+    prepare_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)

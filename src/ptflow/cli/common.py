@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 
 from ptflow.config import DEVICE, MAX_GPU_ID, PRESETS, TrainConfig, field_type, preset_values
@@ -120,6 +121,29 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=parse_device, default="auto",
                         help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--gpu_id", type=int, default=None, help="-1 for CPU, N for cuda:N (overrides --device)")
+
+
+def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """--model_fn, by default the model of the latest run in --runs_dir: what a user just trained."""
+    parser.add_argument("--model_fn", metavar="FILE", help=f"{help} (default: the latest run's model in --runs_dir)")
+    parser.add_argument("--runs_dir", default="runs", metavar="DIR",
+                        help="where to find the latest run when --model_fn is not given (default: runs)")
+
+
+def model_file(args) -> str:
+    """The model file a command uses: --model_fn, else the latest run's (said on stderr, so that
+    stdout stays the command's output)."""
+    if args.model_fn is not None:
+        return args.model_fn
+    from ptflow.training import runs
+
+    run = runs.latest(args.runs_dir, holding=runs.MODEL)
+    if run is None:
+        raise UsageError(f"no --model_fn given, and no run in {args.runs_dir} has a model yet: train one with "
+                         f"`ptflow train`, or pass --model_fn FILE (or --runs_dir DIR)")
+    path = str(run / runs.MODEL)
+    print(f"Using {path}, the latest run's model (--model_fn FILE chooses another)", file=sys.stderr)
+    return path
 
 
 def add_trust_option(parser: argparse.ArgumentParser) -> None:

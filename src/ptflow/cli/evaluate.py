@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, check_output, device_of
+from ptflow.cli.common import (
+    add_device_options,
+    add_model_option,
+    add_trust_option,
+    check_batch_size,
+    check_output,
+    device_of,
+    model_file,
+)
 from ptflow.config import EVAL_BATCH_SIZE
 
 
 def register(commands) -> None:
     p = commands.add_parser("evaluate", help="test-split accuracy, per-class metrics and pictures")
-    p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to evaluate")
+    add_model_option(p, "model file to evaluate")
     p.add_argument("--data_dir", metavar="DIR", help="where the dataset's files are (default: as trained)")
     p.add_argument("--out_dir", metavar="DIR", help="where to write the PNGs and evaluation.json "
                                                     "(default: next to the model, <name>-eval/)")
@@ -24,6 +32,6 @@ def run(args) -> int:
     check_output(args.out_dir, "--out_dir", folder=True)
     from ptflow.reports import evaluate
 
-    evaluate.run(args.model_fn, args.data_dir, device_of(args), args.out_dir, args.batch_size,
+    evaluate.run(model_file(args), args.data_dir, device_of(args), args.out_dir, args.batch_size,
                  trust_code=args.trust_model_code)
     return 0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, device_of
+from ptflow.cli.common import add_device_options, add_model_option, add_trust_option, device_of, model_file
 
 
 def register(commands) -> None:
     p = commands.add_parser("predict", help="labels and probabilities for images, .npz or .csv files",
                             description="Predict. With no INPUT, evaluates on the test split "
                                         "(as the article's predict).")
-    p.add_argument("--model_fn", required=True, metavar="FILE", help="model file to use")
+    add_model_option(p, "model file to use")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders, .npz (array x), .csv rows")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
     add_device_options(p)
@@ -18,12 +18,13 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    model = model_file(args)
     if not args.inputs:
         from ptflow.reports import evaluate
 
-        evaluate.run(args.model_fn, device=device_of(args), trust_code=args.trust_model_code)
+        evaluate.run(model, device=device_of(args), trust_code=args.trust_model_code)
         return 0
     from ptflow.reports import predict
 
-    predict.run(args.model_fn, args.inputs, args.format, device_of(args), trust_code=args.trust_model_code)
+    predict.run(model, args.inputs, args.format, device_of(args), trust_code=args.trust_model_code)
     return 0

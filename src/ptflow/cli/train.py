@@ -95,11 +95,30 @@ def run(args: argparse.Namespace) -> int:
                                  "torchrun or --nproc_per_node")
             from ptflow.training import folds
 
-            folds.run(config, trust_code=trust)
+            say_next(config, folds.run(config, trust_code=trust)["run_dir"])
             return 0
-        train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code, trust_code=trust,
-                  dist_timeout=args.dist_timeout)
+        metrics = train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code,
+                            trust_code=trust, dist_timeout=args.dist_timeout)
+        say_next(config, metrics["run_dir"])
     return 0
+
+
+def say_next(config: TrainConfig, run_dir: str) -> None:
+    """The commands that use the model just trained, with its real paths: what a user types next."""
+    if config.verbose < 1:
+        return
+    import shlex
+    from pathlib import Path
+
+    from ptflow.console import info
+
+    model = config.model_fn or str(Path(run_dir) / "model.safetensors")
+    commands = [(["ptflow", "evaluate", "--model_fn", model], "test-split metrics, per class, and pictures"),
+                (["ptflow", "report", run_dir], "the run as one HTML page"),
+                (["ptflow", "serve", "--model_fn", model], "a web page and REST API that predict with it")]
+    lines = [shlex.join(command) for command, _ in commands]
+    width = max(map(len, lines))
+    info("Next:\n" + "\n".join(f"  {line.ljust(width)}  # {why}" for line, (_, why) in zip(lines, commands)))
 
 
 def decide(args: argparse.Namespace) -> dict:

@@ -7,6 +7,8 @@ network does; the loss is cross-entropy, which takes log-probabilities and logit
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -89,25 +91,50 @@ def get_hidden_sizes(input_size: int, output_size: int, n_layers: int) -> list[i
     return [input_size - step * i for i in range(1, n_layers)]
 
 
-def builtin_args(name: str, input_shape: tuple[int, ...], n_classes: int, *, n_layers: int = 5,
-                 hidden_sizes: list[int] | None = None, use_dropout: bool = False, dropout_p: float = 0.3,
-                 channels: list[int] = (16, 32, 64)) -> dict:
+def mlp_args(input_shape: tuple[int, ...], n_classes: int, *, n_layers: int = 5,
+             hidden_sizes: list[int] | None = None, use_dropout: bool = False, dropout_p: float = 0.3) -> dict:
+    input_size = int(torch.Size(input_shape).numel())
+    return {
+        "input_size": input_size,
+        "output_size": n_classes,
+        "hidden_sizes": list(hidden_sizes or get_hidden_sizes(input_size, n_classes, n_layers)),
+        "use_batch_norm": not use_dropout,
+        "dropout_p": dropout_p,
+    }
+
+
+def cnn_args(input_shape: tuple[int, ...], n_classes: int, *, channels: list[int] = (16, 32, 64),
+             dropout_p: float = 0.3) -> dict:
+    if len(input_shape) != 3:
+        raise UsageError(f"--model cnn needs image data (C, H, W); this dataset's inputs are {tuple(input_shape)}")
+    return {"input_shape": list(input_shape), "output_size": n_classes, "channels": list(channels),
+            "dropout_p": dropout_p}
+
+
+# How each built-in network is built from the train flags. The keyword-only parameters are named
+# as the flags, and they are all the flags it reads: a report shows a run only those that apply.
+BUILDERS = {"mlp": mlp_args, "cnn": cnn_args}
+
+
+def builtin_args(name: str, input_shape: tuple[int, ...], n_classes: int, **flags) -> dict:
     """Constructor arguments of the built-in network `name` from the train flags; JSON, stored in the model file."""
-    if name == "mlp":
-        input_size = int(torch.Size(input_shape).numel())
-        return {
-            "input_size": input_size,
-            "output_size": n_classes,
-            "hidden_sizes": list(hidden_sizes or get_hidden_sizes(input_size, n_classes, n_layers)),
-            "use_batch_norm": not use_dropout,
-            "dropout_p": dropout_p,
-        }
-    if name == "cnn":
-        if len(input_shape) != 3:
-            raise UsageError(f"--model cnn needs image data (C, H, W); this dataset's inputs are {tuple(input_shape)}")
-        return {"input_shape": list(input_shape), "output_size": n_classes,
-                "channels": list(channels), "dropout_p": dropout_p}
-    raise ValueError(f"not a built-in network: {name!r}")
+    if name not in BUILDERS:
+        raise ValueError(f"not a built-in network: {name!r}")
+    own = train_flags(name)
+    return BUILDERS[name](input_shape, n_classes, **{k: v for k, v in flags.items() if k in own})
+
+
+def train_flags(name: str) -> set[str]:
+    """The train flags network `name` is built from: none for a model that is not built in (--model_args)."""
+    if name not in BUILDERS:
+        return set()
+    parameters = inspect.signature(BUILDERS[name]).parameters.values()
+    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def model_flags() -> set[str]:
+    """Every train flag that builds some built-in network (n_layers, channels...)."""
+    return set().union(*map(train_flags, BUILDERS))
 
 
 class Preprocess(nn.Module):

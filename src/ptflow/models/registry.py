@@ -47,6 +47,14 @@ def constructor_args(name: str, input_shape: tuple[int, ...], n_classes: int, mo
     return {"input_shape": list(input_shape), "n_classes": n_classes, **model_args}
 
 
+def flags_not_used_by(name: str) -> set[str]:
+    """The train flags that build built-in networks but not model `name` (a cnn ignores n_layers;
+    a plugin's model, built from --model_args, ignores them all)."""
+    from ptflow.models.networks import model_flags, train_flags
+
+    return model_flags() - train_flags(name)
+
+
 def build(name: str, args: dict, trust_code: bool = True, origin: str | None = None,
           expect: Callable | None = None):
     """The nn.Module for `name` built from `args`; origin names the file `name` was read from.

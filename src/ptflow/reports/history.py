@@ -62,6 +62,10 @@ class Run:
         """A config value; an option added to ptflow since the run was made reads as its default."""
         return self.config.get(key, DEFAULTS.get(key))
 
+    def processes(self) -> str:
+        """How many processes trained it (torch.distributed's world size); "-" for runs from before it was recorded."""
+        return format_value(self.record.get("world_size"))
+
     def seconds(self) -> float | None:
         if self.record.get("seconds") is not None and self.status == "finished":
             return self.record["seconds"]
@@ -88,9 +92,9 @@ def table(runs_dir: str, as_json: bool = False) -> None:
     fixed = ("dataset", "model")  # always shown as columns of their own
     keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING and k not in fixed]
     ece = ["test_ece"] if any(r.record.get("test_ece") is not None for r in listed) else []  # older runs lack it
-    headers = ["id", "started", *fixed, *keys, "best valid loss", "test acc (95% CI)", *map(label, ece), "duration",
-               "status"]
-    rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed),
+    headers = ["id", "started", *fixed, "processes", *keys, "best valid loss", "test acc (95% CI)", *map(label, ece),
+               "duration", "status"]
+    rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed), r.processes(),
              *(format_value(r.setting(k)) for k in keys), format_number(r.metric("best_valid_loss")),
              cell(r, "test_acc"), *(cell(r, name) for name in ece), format_duration(r.seconds()), r.status]
             for r in listed]
@@ -116,6 +120,7 @@ def summary(run: Run) -> list[list[str]]:
     env = runs.read_json(run.path / "env.json") or {}
     rows = [["run", run.id], ["folder", str(run.path)], ["status", run.status],
             ["dataset", run.config.get("dataset", "?")], ["model", run.config.get("model", "?")],
+            ["processes", run.processes()],
             ["started", format_time(run.record.get("started"))]]
     rows += [[label(name), cell(run, name)] for name in METRICS[1:]]
     rows += [[label(name), cell(run, name)] for name in OPTIONAL_METRICS if run.record.get(name) is not None]
@@ -184,7 +189,8 @@ def as_dict(run: Run, detail: bool = False) -> dict:
     accuracy, n = run.record.get("test_acc"), run.record.get("test_n")
     interval = list(stats.accuracy_interval(accuracy, n)) if accuracy is not None and n else None
     facts = {"id": run.id, "path": str(run.path), "status": run.status, "dataset": run.config.get("dataset"),
-             "model": run.config.get("model"), "started": run.record.get("started"), "seconds": run.seconds(),
+             "model": run.config.get("model"), "world_size": run.record.get("world_size"),
+             "started": run.record.get("started"), "seconds": run.seconds(),
              **metrics, "test_acc_ci95": interval, "test_n": n, "config": run.config}
     if detail:
         facts.update(env=runs.read_json(run.path / "env.json") or {}, cv=run.record.get("cv"), epochs=run.history)

@@ -127,6 +127,10 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
 def _plot_sections(study, folds: int = 0) -> list[str]:
     """One section per plot: the embedded PNG, or why it is not drawn."""
     from optuna.trial import TrialState
+
+    from ptflow.plots import prepare_matplotlib
+
+    prepare_matplotlib()  # before Optuna's views import matplotlib
     from optuna.visualization import matplotlib as views
 
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

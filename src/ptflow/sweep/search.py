@@ -61,7 +61,17 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
     study_name = study_name or time.strftime("sweep-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
         raise UsageError(f"--study {study_name!r}: use letters, digits, '.', '_' and '-' (it names run folders)")
+    check_names(base, specs)
     url = storage or sweep_study.default_storage(base.runs_dir)
+    database = sweep_study.sqlite_file(url)
+    if not specs and database is not None and not database.exists():  # without making an empty one
+        raise UsageError(f"no study {study_name!r} yet (no {database}): give at least one --param NAME=SPEC "
+                         f"to search")
+    if storage is None:  # the default SQLite file's folder, made only now that the command is checked
+        try:
+            Path(base.runs_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PtflowError(f"cannot create --runs_dir {base.runs_dir}: {exc.strerror or exc}") from None
     with quiet_optuna():
         rdb = sweep_study.open_storage(url)
         base, specs = sweep_study.load_or_create(rdb, study_name, base, given, specs)
@@ -79,6 +89,18 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
                  f"{more_trials_command(study.study_name, base, storage)}")
             raise
     return summarise(study, base, specs, url, storage)
+
+
+def check_names(base: TrainConfig, specs: list[ParamSpec]) -> None:
+    """The dataset and model that every trial would load, found now: a typo is one usage error
+    before any storage or run folder exists, not a failure in every trial."""
+    from ptflow.data import registry as datasets
+    from ptflow.models import registry as models
+
+    datasets.source(base.dataset)
+    searched = next((spec for spec in specs if spec.name == "model"), None)  # --param model=choice:...
+    for model in searched.choices if searched else (base.model,):
+        models.source(model)
 
 
 def more_trials_command(study_name: str, base: TrainConfig, storage: str | None) -> str:

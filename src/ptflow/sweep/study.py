@@ -38,12 +38,27 @@ LOCAL_FIELDS = fields_where(role=RUNTIME)
 
 
 def default_storage(runs_dir: str) -> str:
-    path = Path(runs_dir).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / 'sweeps.db'}"
+    return f"sqlite:///{Path(runs_dir).resolve() / 'sweeps.db'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases, in-memory SQLite or a bad URL."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return None  # open_storage says what is wrong with it
+    database = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
+        return None
+    return Path(database)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at url, made if it is not there (a SQLite file): call it only once the command
+    has been checked, so that a usage error leaves nothing behind."""
     import sqlalchemy.exc
 
     # SQLite: wait for a lock rather than fail when several workers write at the same moment.

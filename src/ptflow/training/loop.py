@@ -155,7 +155,8 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
         total += loss.detach() * len(y_i)
         seen += len(y_i)
         if settings.verbose >= 2:
-            info(f"Train Iteration({i + 1}/{len(starts)}): loss={float(loss):.4e}")
+            # detached: float() of a tensor that requires grad warns (and reads nothing more)
+            info(f"Train Iteration({i + 1}/{len(starts)}): loss={float(loss.detach()):.4e}")
         if progress is not None:
             progress(i + 1, len(starts))
         interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume restarts the epoch

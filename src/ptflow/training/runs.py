@@ -43,6 +43,7 @@ from ptflow.files import (
     write_json,
 )
 
+MODEL = "model.safetensors"  # the run's model file, written when it finishes
 ENDED = ("finished", "failed", "interrupted", "stopped", "pruned")  # statuses that end a process's hold
 _held: dict[str, int] = {}  # run folders whose lock this process holds: resolved path -> descriptor
 
@@ -142,6 +143,12 @@ def list_runs(runs_dir: str) -> list[Path]:
     root = Path(runs_dir)
     runs = [p for p in root.iterdir() if p.is_dir() and is_run(p)] if root.is_dir() else []
     return sorted(runs, key=lambda p: ((read_json(p / "run.json") or {}).get("started") or 0, p.name))
+
+
+def latest(runs_dir: str, holding: str | None = None) -> Path | None:
+    """The run in runs_dir that started last, or the last one holding the file `holding`; None if none."""
+    found = [run for run in list_runs(runs_dir) if holding is None or (run / holding).is_file()]
+    return found[-1] if found else None
 
 
 def _stem(dataset: str, model: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ptflow import dist, plots, predictions
-from ptflow.config import TrainConfig
+from ptflow.config import TrainConfig, fields_where
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
 from ptflow.data.splits import Splits, load_splits
@@ -163,7 +163,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
         runs.write_status(run_dir, status=status, finished=time.time(), error=type(exc).__name__)
         tracking.close(trackers, status)
         if status == "interrupted" and resume_hint:
-            _say_how_to_resume(run_dir, state, exc)
+            _say_how_to_resume(run_dir, config, state, exc)
         raise
     if state.best_weights is None:
         runs.write_status(run_dir, status="failed", finished=time.time(), error="diverged")
@@ -198,10 +198,24 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     return run_dir
 
 
-def _say_how_to_resume(run_dir: Path, state: TrainState, exc: BaseException) -> None:
+def output_flags(config: TrainConfig) -> list[str]:
+    """The flags that say where this run writes besides its folder (--model_fn...), as given.
+
+    A resumed run takes these only from its command line, never from the run folder (resume.py:
+    the folder may come from elsewhere), so the command that continues a run must repeat them.
+    """
+    flags = []
+    for name in sorted(fields_where(writes=True) - {"runs_dir", "run_name"}):  # the folder's path says these
+        value = getattr(config, name)
+        if value is not None:
+            flags += [f"--{name}", str(value)]
+    return flags
+
+
+def _say_how_to_resume(run_dir: Path, config: TrainConfig, state: TrainState, exc: BaseException) -> None:
     cause = f" by {exc}" if isinstance(exc, interrupt.Interrupted) else ""
     kept = f"the checkpoint after epoch {state.epoch} is kept" if state.epoch else "no epoch had completed"
-    command = f"ptflow train --resume {shlex.quote(str(run_dir))}"
+    command = shlex.join(["ptflow", "train", "--resume", str(run_dir), *output_flags(config)])
     if dist.is_distributed():  # the same processes continue it exactly
         command += (f" --nproc_per_node {dist.world_size()}" if dist.world_size() == dist.local_world_size()
                     else f" with the same {dist.world_size()} processes (torchrun flags)")
