@@ -21,8 +21,6 @@ from ptflow.data.readers import is_number, parse_numbers, read_csv, read_npz
 from ptflow.errors import PtflowError, UsageError
 from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
 
 @dataclass
 class RawData:
@@ -209,7 +207,8 @@ def _read_class_folders(root: Path, classes: list[str] | None, size=None, channe
     Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
     whole dataset's decoded size is checked from the first image before the rest are decoded.
     """
-    from ptflow.data.imaging import channels_of, open_image, to_pixels
+    from ptflow.data.image_files import image_files, read_image
+    from ptflow.data.imaging import channels_of, to_pixels
 
     found = sorted(d.name for d in _entries(root) if d.is_dir())
     classes = classes or found
@@ -218,11 +217,11 @@ def _read_class_folders(root: Path, classes: list[str] | None, size=None, channe
     unknown = set(found) - set(classes)
     if unknown:
         raise PtflowError(f"{root}: class folder(s) {', '.join(sorted(unknown))} not in the training classes")
-    files = [(label, file) for label, name in enumerate(classes) for file in _entries(root / name)
-             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
+    files = [(label, file) for label, name in enumerate(classes)
+             for file in image_files([f for f in _entries(root / name) if f.is_file()], root / name)]
     images, labels = [], []
     for label, file in files:
-        image = open_image(file, str(file))
+        image = read_image(file, str(file))
         if channels is None:
             channels = channels_of(image)
         if size is None:
