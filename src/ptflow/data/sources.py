@@ -66,14 +66,36 @@ def _check_kind(name: str, path: Path, folder: bool) -> None:
 
 def from_plugin(name: str, function, data_dir: str | None) -> RawData:
     """Call a dataset function and check what it returns as an npz file's arrays are checked."""
-    takes_dir = bool(inspect.signature(function).parameters)
-    value = function(data_dir) if takes_dir else function()
-    if hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, dict):
-        value = _stack_dataset(name, value)
+    args = (data_dir,) if _takes_data_dir(name, function) else ()
+    with plugins.running("dataset", name, "loading it"):
+        value = function(*args)
+        if hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, dict):
+            value = _stack_dataset(name, value)
+        if isinstance(value, dict):
+            value = {k: np.asarray(v) for k, v in value.items() if v is not None}
     if not isinstance(value, dict):
         raise PtflowError(f"dataset {name!r} returned {type(value).__name__}; expected a dict of arrays "
                           f"(x, y, optionally x_test, y_test, classes) or a torch Dataset of (x, y) pairs")
-    return _from_arrays(name, {k: np.asarray(v) for k, v in value.items() if v is not None})
+    return _from_arrays(name, value)
+
+
+def _takes_data_dir(name: str, function) -> bool:
+    """Whether to pass --data_dir: a dataset function takes no argument or one, positional.
+
+    Checked before it is called, so a signature ptflow cannot call (keyword-only or further
+    required parameters) is one line naming them, not a TypeError from inside the call.
+    """
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C function without a signature: try with the folder
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional[1:] if p.default is p.empty]
+    required += [p.name for p in parameters if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if required:
+        raise UsageError(f"dataset {name!r}: its function requires parameter(s) {', '.join(required)}; a dataset "
+                         f"function takes no arguments, or one: the data folder (--data_dir)")
+    return bool(positional) or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _stack_dataset(name: str, dataset) -> dict:
@@ -116,6 +138,7 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
     missing = {"x", "y"} - set(arrays)
     if missing:
         raise PtflowError(f"{path}: missing array(s) {', '.join(sorted(missing))} (need x and y)")
+    _check_layout(path, arrays)
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
     x, y = _check_xy(path, arrays["x"], arrays["y"])
     if ("x_test" in arrays) != ("y_test" in arrays):
@@ -130,6 +153,30 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
     if len(classes) < n_classes:
         raise PtflowError(f"{path}: {len(classes)} class names for labels up to {n_classes - 1}")
     return RawData(x, y, classes, x_test, y_test)
+
+
+# What each array of the layout may be: its shapes and its dtype kinds (b bool, i/u integers,
+# f floats, U/S text). Object arrays never come from a file (read_npz refuses them unread); a
+# plugin's are refused here by the same rule, as is any array of no or too many dimensions.
+LAYOUT = {"x": ("(N, F), (N, H, W) or (N, C, H, W)", (2, 3, 4), "buif", "numbers"),
+          "y": ("(N,)", (1,), "iu", "integer class indices"),
+          "classes": ("(K,)", (1,), "iuUS", "names or numbers")}
+LAYOUT.update(x_test=LAYOUT["x"], y_test=LAYOUT["y"])
+
+
+def _check_layout(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Each array of the layout has a shape and dtype it may have, and no empty dimension."""
+    for key, (shapes, ranks, kinds, words) in LAYOUT.items():
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if array.dtype.kind not in kinds:
+            dtype = "structured" if array.dtype.names else array.dtype
+            raise PtflowError(f"{path}: array {key} holds {dtype} values; expected {words}")
+        if array.ndim not in ranks:
+            raise PtflowError(f"{path}: array {key} must be {shapes}, got shape {array.shape}")
+        if 0 in array.shape[1:]:
+            raise PtflowError(f"{path}: array {key} has shape {array.shape}: its examples are empty")
 
 
 def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
