@@ -78,7 +78,8 @@ ARRAYS = {  # name: (arrays, words of the error)
     "2-d classes": ({"x": X, "y": Y, "classes": np.array([["a", "b"]])}, "array classes must be (K,)"),
     "5-d x": ({"x": X.reshape(40, 1, 1, 8, 8), "y": Y}, "array x must be (N, F), (N, H, W) or (N, C, H, W), "
                                                         "got shape (40, 1, 1, 8, 8)"),
-    "empty examples": ({"x": np.zeros((40, 0), np.float32), "y": Y}, "array x has shape (40, 0): its examples are empty"),
+    "empty examples": ({"x": np.zeros((40, 0), np.float32), "y": Y}, "array x has shape (40, 0): its examples are "
+                                                                     "empty"),
     "complex x": ({"x": np.ones((40, 3), np.complex64), "y": Y}, "array x holds complex64 values"),
     "dates": ({"x": np.zeros((40, 3), "datetime64[s]"), "y": Y}, "array x holds datetime64[s] values"),
     "text x": ({"x": np.full((40, 3), "a"), "y": Y}, "array x holds <U1 values; expected numbers"),
