@@ -84,8 +84,7 @@ ARRAYS = {  # name: (arrays, words of the error)
     "dates": ({"x": np.zeros((40, 3), "datetime64[s]"), "y": Y}, "array x holds datetime64[s] values"),
     "text x": ({"x": np.full((40, 3), "a"), "y": Y}, "array x holds <U1 values; expected numbers"),
     "records": ({"x": np.zeros(40, [("a", "f4"), ("b", "f4")]), "y": Y}, "array x holds structured values"),
-    "bool y": ({"x": X, "y": Y.astype(bool)}, "array y holds bool values; expected integer class indices"),
-    "float y": ({"x": X, "y": Y.astype(np.float32)}, "array y holds float32 values; expected integer"),
+    "2-d y": ({"x": X, "y": Y[:, None]}, "array y must be (N,), got shape (40, 1)"),
 }
 
 

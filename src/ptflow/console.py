@@ -1,4 +1,9 @@
-"""Printing, from the main process only: plain lines, and a progress bar when on a terminal."""
+"""Printing, from the main process only: plain lines, and a progress bar when on a terminal.
+
+What is printed or written as text is valid Unicode (`printable`): a file or folder name with
+bytes that are not UTF-8 reaches Python as lone surrogates, which a UTF-8 terminal, an HTML
+file or a JSON response cannot encode.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,30 @@ import sys
 from ptflow.dist import is_main_process
 
 
+def printable(text: str) -> str:
+    """text as valid Unicode: the lone surrogate of an undecodable byte (os.fsdecode's \udce9) becomes
+    the visible escape \xe9, any other lone surrogate \ud800; everything else is kept as it is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if "\udc80" <= c <= "\udcff":
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c
+
+
 def info(message: str = "") -> None:
     if is_main_process():
-        print(message, flush=True)
+        print(printable(message), flush=True)
 
 
 def warn(message: str) -> None:
     if is_main_process():
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
 class EpochBar:

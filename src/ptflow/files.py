@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ptflow.console import printable
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError
 
@@ -88,7 +89,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, printable(text).encode("utf-8"))  # a non-UTF-8 file name in a report
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -160,8 +160,11 @@ def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: st
     image_grid(x[picked], titles, path, columns=per_class)
 
 
+MAX_TICKS = 60  # class names on a confusion matrix's axes: beyond this they overlap into a smudge
+
+
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | None) -> bytes:
-    size = max(4.0, 0.5 * len(classes) + 2)
+    size = min(max(4.0, 0.5 * len(classes) + 2), 24.0)  # inches: 1,000 classes must not ask for 500
     fig = _figure(figsize=(size, size))
     ax = fig.subplots()
     # Log colours: with a linear scale the diagonal's thousands wash out the handful of mistakes
@@ -172,8 +175,9 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | 
     norm = LogNorm(vmin=1, vmax=max(int(matrix.max()), 2))
     cmap = colormaps["Blues"].with_extremes(bad="white")
     ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, norm=norm)
-    ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
-    ax.set_yticks(range(len(classes)), classes)
+    if len(classes) <= MAX_TICKS:
+        ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
+        ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(classes) <= 20:

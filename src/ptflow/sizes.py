@@ -31,6 +31,7 @@ MAX_HEADER_BYTES = 100 << 20  # a safetensors JSON header (the safetensors libra
 MAX_CONFIG_BYTES = 1 << 20  # a --config file: a flat mapping of options is a few kilobytes
 MAX_NESTING = 32  # lists and mappings inside each other, in config files, --model_args and model metadata
 MAX_NODES = 100_000  # values in one such structure, counting a value again each time it is reused
+MAX_CLASSES = 1_000_000  # classes of one model: a dataset's distinct labels, and a model file's class names
 
 
 def check_declared(what: str, declared: int, real: int | None = None, *, compressed: bool = False,

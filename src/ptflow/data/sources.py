@@ -2,7 +2,7 @@
 
 `load_raw(name)` returns a `RawData`: images as uint8 (N, C, H, W), tabular features as float32
 (N, F), labels as int64 class indices, and the class names. Shapes and class counts always come
-from the data, never from code.
+from the data, never from code; labels.py turns every source's labels into classes the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ptflow import plugins
-from ptflow.data import idx, registry
-from ptflow.data.readers import is_number, parse_numbers, read_csv, read_npz
+from ptflow.console import info, printable
+from ptflow.data import idx, labels, registry
+from ptflow.data.readers import parse_numbers, read_csv, read_npz
 from ptflow.errors import PtflowError, UsageError
 from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
@@ -107,11 +108,11 @@ def _stack_dataset(name: str, dataset) -> dict:
             raise PtflowError(f"dataset {name!r}: item {i} is not an (x, y) pair")
         x, y = item
         xs.append(np.asarray(x.numpy() if hasattr(x, "numpy") else x))
-        ys.append(int(y))
+        ys.append(y.item() if hasattr(y, "item") else y)  # a label as it is: labels.py decides what it means
     if not xs:
         raise PtflowError(f"dataset {name!r} is empty")
     try:
-        return {"x": np.stack(xs), "y": np.asarray(ys, dtype=np.int64)}
+        return {"x": np.stack(xs), "y": np.asarray(ys)}
     except ValueError:
         raise PtflowError(f"dataset {name!r}: its examples do not all have the same shape") from None
 
@@ -139,7 +140,6 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
     if missing:
         raise PtflowError(f"{path}: missing array(s) {', '.join(sorted(missing))} (need x and y)")
     _check_layout(path, arrays)
-    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
     x, y = _check_xy(path, arrays["x"], arrays["y"])
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise PtflowError(f"{path}: x_test and y_test must come together")
@@ -148,31 +148,28 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
         x_test, y_test = _check_xy(path, arrays["x_test"], arrays["y_test"])
         if x_test.shape[1:] != x.shape[1:]:
             raise PtflowError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
-    n_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
-    classes = classes or [str(i) for i in range(n_classes)]
-    if len(classes) < n_classes:
-        raise PtflowError(f"{path}: {len(classes)} class names for labels up to {n_classes - 1}")
-    return RawData(x, y, classes, x_test, y_test)
+    ys, classes = labels.encode(path, [y] if y_test is None else [y, y_test], arrays.get("classes"))
+    return RawData(x, ys[0], classes, x_test, ys[1] if y_test is not None else None)
 
 
-# What each array of the layout may be: its shapes and its dtype kinds (b bool, i/u integers,
-# f floats, U/S text). Object arrays never come from a file (read_npz refuses them unread); a
-# plugin's are refused here by the same rule, as is any array of no or too many dimensions.
-LAYOUT = {"x": ("(N, F), (N, H, W) or (N, C, H, W)", (2, 3, 4), "buif", "numbers"),
-          "y": ("(N,)", (1,), "iu", "integer class indices"),
-          "classes": ("(K,)", (1,), "iuUS", "names or numbers")}
+# What each array of the layout may be: its shapes, and for the inputs their dtype kinds (b bool,
+# i/u integers, f floats); labels.py judges the labels' and names' types and values. Object arrays
+# never come from a file (read_npz refuses them unread); a plugin's are refused by the same rules.
+LAYOUT = {"x": ("(N, F), (N, H, W) or (N, C, H, W)", (2, 3, 4), "buif"),
+          "y": ("(N,)", (1,), None),
+          "classes": ("(K,)", (1,), None)}
 LAYOUT.update(x_test=LAYOUT["x"], y_test=LAYOUT["y"])
 
 
 def _check_layout(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Each array of the layout has a shape and dtype it may have, and no empty dimension."""
-    for key, (shapes, ranks, kinds, words) in LAYOUT.items():
+    """Each array of the layout has a shape it may have, no empty dimension, and inputs are numbers."""
+    for key, (shapes, ranks, kinds) in LAYOUT.items():
         if key not in arrays:
             continue
         array = arrays[key]
-        if array.dtype.kind not in kinds:
+        if kinds and array.dtype.kind not in kinds:
             dtype = "structured" if array.dtype.names else array.dtype
-            raise PtflowError(f"{path}: array {key} holds {dtype} values; expected {words}")
+            raise PtflowError(f"{path}: array {key} holds {dtype} values; expected numbers")
         if array.ndim not in ranks:
             raise PtflowError(f"{path}: array {key} must be {shapes}, got shape {array.shape}")
         if 0 in array.shape[1:]:
@@ -180,11 +177,9 @@ def _check_layout(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bring x to (N, F) float32 or (N, C, H, W) uint8 and y to int64 indices, or say what's wrong."""
+    """Bring x to (N, F) float32 or (N, C, H, W) uint8, or say what's wrong (labels.py judges y's values)."""
     if y.ndim != 1 or len(x) != len(y) or len(x) == 0:
         raise PtflowError(f"{path}: need N examples with N labels, got x {x.shape} and y {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise PtflowError(f"{path}: labels must be non-negative integers, got dtype {y.dtype}")
     if x.ndim == 3:
         x = x[:, None]  # (N, H, W) grayscale -> (N, 1, H, W)
     if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -197,7 +192,7 @@ def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
             raise PtflowError(f"{path}: x contains NaN or infinite values")
-    return np.ascontiguousarray(x), y.astype(np.int64)
+    return np.ascontiguousarray(x), y
 
 
 def _load_csv(path: Path, target: str | None) -> RawData:
@@ -205,19 +200,19 @@ def _load_csv(path: Path, target: str | None) -> RawData:
     header, body = read_csv(path)
     width = len(header or body[0][1])
     column = _target_column(path, target, header, width)
-    features, labels = [], []
+    features, label_cells = [], []
     for line, row in body:
         label = row[column].strip()
         if not label:
             raise PtflowError(f"{path}: line {line} has no label in column {column}")
-        labels.append(label)
+        label_cells.append(label)
         features.append(parse_numbers(path, line, row[:column] + row[column + 1:]))
     if not features or width < 2:
         raise PtflowError(f"{path}: need at least one feature column and one data row")
     x = np.asarray(features, dtype=np.float32)
     if not np.isfinite(x).all():  # finite as float64, too large for float32
         raise PtflowError(f"{path}: features too large for float32 (beyond 3.4e38)")
-    classes, y = _encode_labels(labels)
+    (y,), classes = labels.encode(str(path), [np.array(label_cells)])
     return RawData(x, y, classes)
 
 
@@ -231,42 +226,66 @@ def _target_column(path: Path, target: str | None, header: list[str] | None, wid
     raise UsageError(f"{path}: --target {target!r} is neither a column name nor an index below {width}")
 
 
-def _encode_labels(labels: list[str]) -> tuple[list[str], np.ndarray]:
-    """Sorted class names (numerically when every label is a number) and int64 indices."""
-    names = sorted(set(labels), key=lambda s: (0, float(s), s) if is_number(s) else (1, 0.0, s))
-    index = {name: i for i, name in enumerate(names)}
-    return names, np.array([index[label] for label in labels], dtype=np.int64)
-
-
 def _load_folder(path: Path) -> RawData:
     """One sub-folder of images per class; a train/ and test/ pair of such folders keeps its split."""
     if (path / "train").is_dir() and (path / "test").is_dir():
-        x, y, classes = _read_class_folders(path / "train", None)
-        x_test, y_test, _ = _read_class_folders(path / "test", classes, size=x.shape[-2:], channels=x.shape[1])
+        train, test = _class_folders(path / "train"), _class_folders(path / "test")
+        classes = labels.class_names(str(path / "train"), list(train))
+        unknown = set(test) - set(classes)
+        if unknown:
+            raise PtflowError(f"{path / 'test'}: class folder(s) {', '.join(sorted(unknown))} not in the "
+                              f"training classes")
+        x, y = _read_class_folders(path / "train", train, classes)
+        x_test, y_test = _read_class_folders(path / "test", test, classes, size=x.shape[-2:], channels=x.shape[1])
         return RawData(x, y, classes, x_test, y_test)
-    x, y, classes = _read_class_folders(path, None)
+    folders = _class_folders(path)
+    classes = labels.class_names(str(path), list(folders))
+    x, y = _read_class_folders(path, folders, classes)
     return RawData(x, y, classes)
 
 
-def _read_class_folders(root: Path, classes: list[str] | None, size=None, channels=None):
-    """Every image of root/<class>/, as the first image's channels and size (resized to it).
+def _class_folders(root: Path) -> dict[str, Path]:
+    """{class name: folder} for the sub-folders of root holding images, by printable name.
+
+    A hidden folder (.ipynb_checkpoints, .git) or one without images is no class: a model with a
+    class it has never seen an example of can only be wrong about it. Said once, as they are skipped.
+    """
+    folders, skipped = {}, []
+    for folder in _entries(root):
+        if not folder.is_dir():
+            continue
+        name = printable(folder.name)
+        if folder.name.startswith(".") or not _images_in(folder):
+            skipped.append(name)
+        else:
+            folders[name] = folder
+    if skipped:
+        info(f"{root}: not classes (hidden or without images): {', '.join(skipped[:10])}"
+             f"{', ...' if len(skipped) > 10 else ''}")
+    return folders
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """A folder's image files, by name (image_files.py: another image format is refused, not skipped);
+    hidden files (macOS's ._photo.jpg) are metadata, not images."""
+    from ptflow.data.image_files import image_files
+
+    return image_files([f for f in _entries(folder) if not f.name.startswith(".") and f.is_file()], folder)
+
+
+def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str], size=None, channels=None):
+    """Every image of the class folders, labelled by its class's index in classes, as the first
+    image's channels and size (resized to it).
 
     Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
     whole dataset's decoded size is checked from the first image before the rest are decoded.
     """
-    from ptflow.data.image_files import image_files, read_image
+    from ptflow.data.image_files import read_image
     from ptflow.data.imaging import channels_of, to_pixels
 
-    found = sorted(d.name for d in _entries(root) if d.is_dir())
-    classes = classes or found
-    if len(classes) < 2:
-        raise PtflowError(f"{root}: need at least two class sub-folders, found {len(classes)}")
-    unknown = set(found) - set(classes)
-    if unknown:
-        raise PtflowError(f"{root}: class folder(s) {', '.join(sorted(unknown))} not in the training classes")
-    files = [(label, file) for label, name in enumerate(classes)
-             for file in image_files([f for f in _entries(root / name) if f.is_file()], root / name)]
-    images, labels = [], []
+    index = {name: i for i, name in enumerate(classes)}
+    files = [(index[name], file) for name, folder in folders.items() for file in _images_in(folder)]
+    images, y = [], []
     for label, file in files:
         image = read_image(file, str(file))
         if channels is None:
@@ -279,10 +298,10 @@ def _read_class_folders(root: Path, classes: list[str] | None, size=None, channe
             images.append(to_pixels(image, channels, size))
         except PtflowError as exc:
             raise PtflowError(f"{file}: {exc}") from None
-        labels.append(label)
+        y.append(label)
     if not images:
         raise PtflowError(f"{root}: no images found in the class folders")
-    return np.stack(images), np.array(labels, dtype=np.int64), classes
+    return np.stack(images), np.array(y, dtype=np.int64)
 
 
 def _entries(folder: Path) -> list[Path]:

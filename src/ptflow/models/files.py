@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ptflow.console import printable
 from ptflow.errors import PtflowError, first_line
 from ptflow.files import atomic_write, atomic_write_bytes
 from ptflow.models import registry, schema
@@ -97,6 +98,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         state, meta = read_safetensors(path, data, "model file")
     if isinstance(meta, dict) and meta.get("format") == FORMAT:
         check_version(path, meta)  # before the schema: a newer format may have changed it
+        if isinstance(meta.get("classes"), list):  # names from non-UTF-8 folders, as datasets name them now
+            meta["classes"] = [printable(c) if isinstance(c, str) else c for c in meta["classes"]]
     schema.validate(meta, str(path))
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise PtflowError(f"{path}: its weights are not all named tensors: corrupt or not a model file")

@@ -17,10 +17,9 @@ from typing import Callable
 
 from ptflow.config import MAX_SEED
 from ptflow.errors import PtflowError, shown
-from ptflow.sizes import check_structure
+from ptflow.sizes import MAX_CLASSES, check_structure
 
 IMAGE_STYLES = ("digit", "object", "resize")  # data/imaging.py
-MAX_CLASSES = 1_000_000
 MAX_EXAMPLE = 1 << 26  # values in one example (a 4730x4730 RGB image): loading runs one through the model
 
 

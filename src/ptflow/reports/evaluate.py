@@ -19,6 +19,7 @@ from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
 from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import resolve_device
+from ptflow.errors import PtflowError, shown
 from ptflow.files import atomic_write_bytes, write_json
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba
@@ -64,7 +65,19 @@ def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code:
                          origin=loaded.meta["path"])
     if splits.fingerprint != loaded.meta.get("data_fingerprint"):
         warn(f"the data of {config['dataset']} differ from what the model was trained on")
+    if splits.classes != loaded.classes:  # class i of the data would be judged as the model's class i
+        raise PtflowError(f"{config['dataset']}: its {len(splits.classes)} classes are not the model's "
+                          f"{len(loaded.classes)} ({_differ(splits.classes, loaded.classes)}): it cannot judge "
+                          f"this model")
     return splits
+
+
+def _differ(data: list[str], model: list[str]) -> str:
+    """The first difference between two lists of class names, as a few words."""
+    i = next((i for i, (a, b) in enumerate(zip(data, model)) if a != b), min(len(data), len(model)))
+    theirs = shown(data[i]) if i < len(data) else "none"
+    ours = shown(model[i]) if i < len(model) else "none"
+    return f"class {i} is {theirs} in the data, {ours} in the model"
 
 
 def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from ptflow.console import printable
 from ptflow.data.inputs import collect_inputs
 from ptflow.devices import resolve_device
 from ptflow.models.files import load_model
@@ -37,5 +38,5 @@ def run(model_fn: str, inputs: list[str], fmt: str = "table", device: str = "aut
     names, x = collect_inputs(inputs, loaded.input_shape, loaded.meta.get("image_style", "resize"),
                               loaded.meta["preprocessing"]["scale"])
     rows = prediction_rows(names, predict_proba(loaded, x), loaded.classes)
-    print(format_results(rows, loaded.classes, fmt))
+    print(printable(format_results(rows, loaded.classes, fmt)))  # input names are file names, maybe not UTF-8
     return rows

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from ptflow import __version__
-from ptflow.console import info, warn
+from ptflow.console import info, printable, warn
 from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba, prediction_rows
@@ -91,7 +91,9 @@ class Service:
 
     def describe(self) -> dict:
         meta, loaded = self.loaded.meta, self.loaded
-        return {"id": self.model_id, "name": self.name, "architecture": meta["model"], "dataset": meta.get("dataset"),
+        dataset = meta.get("dataset")  # a path, maybe with bytes that are not UTF-8, as is the model's name
+        return {"id": self.model_id, "name": printable(self.name), "architecture": meta["model"],
+                "dataset": printable(dataset) if isinstance(dataset, str) else dataset,
                 "classes": loaded.classes, "input_shape": list(loaded.input_shape),
                 "input_range": list(self.value_range) if self.value_range else None,
                 "image_style": meta.get("image_style"), "preprocessing": meta["preprocessing"],
