@@ -89,7 +89,7 @@ def read_image(source: bytes | str | Path, name: str = "image", max_pixels: int 
     return decode(open_image(source, name, max_pixels), name)
 
 
-def image_files(files, where: str) -> list[Path]:
+def image_files(files, where: str | Path) -> list[Path]:
     """The files among `files` to read as images: those named as an accepted format. A file named
     as another image format is refused rather than skipped, so no class or input goes missing
     silently; other files (notes, .DS_Store) are skipped."""
