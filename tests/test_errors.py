@@ -119,7 +119,7 @@ def test_image_that_is_not_an_image(cli, tmp_path, trained):
     fake = tmp_path / "photo.png"
     fake.write_bytes(b"definitely not a png")
     code, _, err = cli("predict", "--model_fn", trained["safetensors"], fake)
-    assert code == 1 and "not a readable image" in err
+    assert code == 1 and "photo.png: not an image in an accepted format" in err
     assert_one_line_error(err)
 
 

@@ -274,17 +274,13 @@ def test_stop_answers_what_is_queued_and_refuses_what_comes_after():
 
 @pytest.fixture
 def decoder_process_settings():
-    """images.configure as a decode process runs it, undone afterwards (it changes PIL's globals)."""
-    import warnings
-
+    """The decoder as a decode process runs it; PIL's bomb limit, which it sets, restored afterwards."""
     from PIL import Image
 
     from ptflow.serve import images
 
     limit = Image.MAX_IMAGE_PIXELS
-    with warnings.catch_warnings():
-        images.configure(20_000)
-        yield images
+    yield images
     Image.MAX_IMAGE_PIXELS = limit
 
 
@@ -330,7 +326,7 @@ def test_decoders_exit_when_their_worker_is_killed(tmp_path):
         "import asyncio, os, sys\n"
         "from ptflow.serve.pool import DecodePool\n"
         "async def main():\n"
-        "    pool = DecodePool(2, 1000)\n"
+        "    pool = DecodePool(2)\n"
         "    await pool.start()\n"
         "    print(' '.join(str(p) for p in pool._executor._processes), flush=True)\n"
         "    await asyncio.sleep(60)\n"

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import importlib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable
 
-from ptflow.errors import PtflowError, UsageError
+from ptflow.errors import PtflowError, UsageError, first_line
 
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -80,19 +81,44 @@ def load(source: Source, trust_code: bool, origin: str | None, what: str) -> Cal
                           f"Python) if you trust whoever made the file, or install a package that registers "
                           f"it as a plugin")
     module_name, _, attribute = source.target.partition(":")
+    hint = f" (from package {source.package} {source.version or ''}".rstrip() + ")" if source.package else ""
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f" (from package {source.package} {source.version or ''}".rstrip() + ")" if source.package else ""
         raise PtflowError(f"{what} {source.name!r}: cannot import {module_name}{hint}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # a module may raise anything while imported; Ctrl-C still interrupts
+        raise PtflowError(f"{what} {source.name!r}: importing {module_name}{hint} failed: {describe(exc)}") from None
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise PtflowError(f"{what} {source.name!r}: {module_name} has no {attribute}") from None
+        except (Exception, SystemExit) as exc:  # a module's own __getattr__
+            raise PtflowError(f"{what} {source.name!r}: reading {source.target} failed: {describe(exc)}") from None
     if not callable(obj):
         raise PtflowError(f"{what} {source.name!r}: {source.target} is not a class or function")
     return obj
+
+
+@contextmanager
+def running(what: str, name: str, doing: str, error: type[PtflowError] = PtflowError):
+    """Code from outside ptflow (a dataset function, a model's constructor or forward) runs
+    inside: whatever it raises becomes one line naming it, sys.exit() included. ptflow's own
+    errors pass through, and KeyboardInterrupt is never caught, so Ctrl-C still interrupts.
+    """
+    try:
+        yield
+    except PtflowError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise error(f"{what} {name!r}: {doing} failed: {describe(exc)}") from None
+
+
+def describe(exc: BaseException) -> str:
+    """An exception from someone else's code, as one line."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _version(package: str) -> str | None:

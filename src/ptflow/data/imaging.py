@@ -1,4 +1,6 @@
-"""Turning an image file into a model input: one function for `ptflow predict` and the server.
+"""Turning an image into a model input: one function for `ptflow predict`, the API and the server.
+
+Files are opened by image_files.py (which formats, how many pixels); this module converts pixels.
 
 Styles, chosen by the dataset a model was trained on:
 - "digit" (MNIST, KMNIST, digits): grayscale, inverted when the background is light, cropped to
@@ -15,42 +17,12 @@ transparency composited onto white (what a viewer shows), 16-bit and float pixel
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
+from ptflow.data.image_files import read_image
 from ptflow.errors import PtflowError
-
-MAX_PIXELS = 40_000_000  # larger images are refused: a decompression bomb costs memory before it costs time
-
-
-class ImageTooLarge(PtflowError):
-    """More pixels than allowed, known from the header before any pixel is decoded (HTTP 413)."""
-
-
-def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int = MAX_PIXELS):
-    """A decoded PIL image, or a one-line error for anything that is not a readable image.
-
-    The size is checked from the header, before decoding: a server passes its own, tighter max_pixels.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if image.width * image.height > max_pixels:
-            raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels is more than the "
-                                f"{max_pixels:,} allowed")
-        image.load()
-    except PtflowError:
-        raise
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(f"{name}: image too large (more than {max_pixels:,} pixels)") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise PtflowError(f"{name}: not a readable image ({type(exc).__name__})") from None
-    return image
-
 
 GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}  # and every "I;16..." mode: one channel
 
@@ -164,11 +136,10 @@ def _centre(ink: np.ndarray, height: int, width: int, box: int) -> np.ndarray:
 
 
 def load_image_input(source: bytes | str | Path, input_shape: tuple[int, ...], style: str,
-                     name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    image = open_image(source, name, max_pixels)
+                     name: str = "image") -> np.ndarray:
+    """An image file (opened as image_files.py allows) -> uint8 array of shape input_shape."""
+    image = read_image(source, name)
     try:
         return to_input(image, input_shape, style)
-    except ImageTooLarge:
-        raise
     except PtflowError as exc:
         raise PtflowError(f"{name}: {exc}") from None

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ptflow.data.image_files import image_files
 from ptflow.data.imaging import load_image_input
 from ptflow.data.readers import parse_numbers, read_csv, read_npz
-from ptflow.data.sources import IMAGE_SUFFIXES
 from ptflow.errors import PtflowError
 
 
@@ -49,7 +49,7 @@ def collect_inputs(paths: list[str], input_shape: tuple[int, ...], image_style: 
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = image_files(sorted(p for p in path.rglob("*") if p.is_file()), path)
             if not files:
                 raise PtflowError(f"{path}: no images in this folder")
         elif path.is_file():

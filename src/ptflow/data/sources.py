@@ -22,8 +22,6 @@ from ptflow.data.readers import parse_numbers, read_csv, read_npz
 from ptflow.errors import PtflowError, UsageError
 from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
 
 @dataclass
 class RawData:
@@ -69,14 +67,36 @@ def _check_kind(name: str, path: Path, folder: bool) -> None:
 
 def from_plugin(name: str, function, data_dir: str | None) -> RawData:
     """Call a dataset function and check what it returns as an npz file's arrays are checked."""
-    takes_dir = bool(inspect.signature(function).parameters)
-    value = function(data_dir) if takes_dir else function()
-    if hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, dict):
-        value = _stack_dataset(name, value)
+    args = (data_dir,) if _takes_data_dir(name, function) else ()
+    with plugins.running("dataset", name, "loading it"):
+        value = function(*args)
+        if hasattr(value, "__getitem__") and hasattr(value, "__len__") and not isinstance(value, dict):
+            value = _stack_dataset(name, value)
+        if isinstance(value, dict):
+            value = {k: np.asarray(v) for k, v in value.items() if v is not None}
     if not isinstance(value, dict):
         raise PtflowError(f"dataset {name!r} returned {type(value).__name__}; expected a dict of arrays "
                           f"(x, y, optionally x_test, y_test, classes) or a torch Dataset of (x, y) pairs")
-    return _from_arrays(name, {k: np.asarray(v) for k, v in value.items() if v is not None})
+    return _from_arrays(name, value)
+
+
+def _takes_data_dir(name: str, function) -> bool:
+    """Whether to pass --data_dir: a dataset function takes no argument or one, positional.
+
+    Checked before it is called, so a signature ptflow cannot call (keyword-only or further
+    required parameters) is one line naming them, not a TypeError from inside the call.
+    """
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C function without a signature: try with the folder
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional[1:] if p.default is p.empty]
+    required += [p.name for p in parameters if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if required:
+        raise UsageError(f"dataset {name!r}: its function requires parameter(s) {', '.join(required)}; a dataset "
+                         f"function takes no arguments, or one: the data folder (--data_dir)")
+    return bool(positional) or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _stack_dataset(name: str, dataset) -> dict:
@@ -119,6 +139,7 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
     missing = {"x", "y"} - set(arrays)
     if missing:
         raise PtflowError(f"{path}: missing array(s) {', '.join(sorted(missing))} (need x and y)")
+    _check_layout(path, arrays)
     x, y = _check_xy(path, arrays["x"], arrays["y"])
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise PtflowError(f"{path}: x_test and y_test must come together")
@@ -127,11 +148,32 @@ def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
         x_test, y_test = _check_xy(path, arrays["x_test"], arrays["y_test"])
         if x_test.shape[1:] != x.shape[1:]:
             raise PtflowError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
-    names = arrays.get("classes")
-    if names is not None and names.ndim != 1:
-        raise PtflowError(f"{path}: classes must be a list of names, got an array of shape {names.shape}")
-    ys, classes = labels.encode(path, [y] if y_test is None else [y, y_test], names)
+    ys, classes = labels.encode(path, [y] if y_test is None else [y, y_test], arrays.get("classes"))
     return RawData(x, ys[0], classes, x_test, ys[1] if y_test is not None else None)
+
+
+# What each array of the layout may be: its shapes, and for the inputs their dtype kinds (b bool,
+# i/u integers, f floats); labels.py judges the labels' and names' types and values. Object arrays
+# never come from a file (read_npz refuses them unread); a plugin's are refused by the same rules.
+LAYOUT = {"x": ("(N, F), (N, H, W) or (N, C, H, W)", (2, 3, 4), "buif"),
+          "y": ("(N,)", (1,), None),
+          "classes": ("(K,)", (1,), None)}
+LAYOUT.update(x_test=LAYOUT["x"], y_test=LAYOUT["y"])
+
+
+def _check_layout(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Each array of the layout has a shape it may have, no empty dimension, and inputs are numbers."""
+    for key, (shapes, ranks, kinds) in LAYOUT.items():
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if kinds and array.dtype.kind not in kinds:
+            dtype = "structured" if array.dtype.names else array.dtype
+            raise PtflowError(f"{path}: array {key} holds {dtype} values; expected numbers")
+        if array.ndim not in ranks:
+            raise PtflowError(f"{path}: array {key} must be {shapes}, got shape {array.shape}")
+        if 0 in array.shape[1:]:
+            raise PtflowError(f"{path}: array {key} has shape {array.shape}: its examples are empty")
 
 
 def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +255,7 @@ def _class_folders(root: Path) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         name = printable(folder.name)
-        if folder.name.startswith(".") or not any(_is_image(f) for f in _entries(folder)):
+        if folder.name.startswith(".") or not _images_in(folder):
             skipped.append(name)
         else:
             folders[name] = folder
@@ -223,9 +265,12 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return folders
 
 
-def _is_image(file: Path) -> bool:
-    """An image file by its name; hidden files (macOS's ._photo.jpg) are metadata, not images."""
-    return file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".") and file.is_file()
+def _images_in(folder: Path) -> list[Path]:
+    """A folder's image files, by name (image_files.py: another image format is refused, not skipped);
+    hidden files (macOS's ._photo.jpg) are metadata, not images."""
+    from ptflow.data.image_files import image_files
+
+    return image_files([f for f in _entries(folder) if not f.name.startswith(".") and f.is_file()], folder)
 
 
 def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str], size=None, channels=None):
@@ -235,13 +280,14 @@ def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str]
     Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
     whole dataset's decoded size is checked from the first image before the rest are decoded.
     """
-    from ptflow.data.imaging import channels_of, open_image, to_pixels
+    from ptflow.data.image_files import read_image
+    from ptflow.data.imaging import channels_of, to_pixels
 
     index = {name: i for i, name in enumerate(classes)}
-    files = [(index[name], file) for name, folder in folders.items() for file in _entries(folder) if _is_image(file)]
+    files = [(index[name], file) for name, folder in folders.items() for file in _images_in(folder)]
     images, y = [], []
     for label, file in files:
-        image = open_image(file, str(file))
+        image = read_image(file, str(file))
         if channels is None:
             channels = channels_of(image)
         if size is None:

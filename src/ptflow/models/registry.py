@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from ptflow.errors import UsageError, first_line
-from ptflow.plugins import Source, find, load
+from ptflow.errors import PtflowError, UsageError
+from ptflow.plugins import Source, describe, find, load
 from ptflow.sizes import MAX_PARAMETERS
 
 GROUP = "ptflow.models"
@@ -64,8 +64,6 @@ def build(name: str, args: dict, trust_code: bool = True, origin: str | None = N
     all before a byte of weights is allocated. A factory that cannot run on the meta device
     (rare, and only code the user trusts) skips these checks.
     """
-    from ptflow.errors import PtflowError
-
     factory = load(source(name), trust_code, origin, "model")
     skeleton = _on_meta(factory, args, name)
     if skeleton is not None:
@@ -92,15 +90,45 @@ def _on_meta(factory: Callable, args: dict, name: str):
 def _construct(factory: Callable, args: dict, name: str):
     import torch.nn as nn
 
-    from ptflow.errors import PtflowError
-
     try:
         model = factory(**args)
-    except (TypeError, ValueError, RuntimeError) as exc:  # a keyword or a value the model does not take
-        raise UsageError(f"model {name!r} cannot be built with arguments {sorted(args)}: {first_line(exc)}") from None
+    except PtflowError:
+        raise
+    except (Exception, SystemExit) as exc:  # a keyword or a value the model does not take, or its own bug
+        raise UsageError(f"model {name!r} cannot be built with arguments {sorted(args)}: {describe(exc)}") from None
     if not isinstance(model, nn.Module):
         raise PtflowError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def check_fits(model, x, n_classes: int, name: str, model_args: dict) -> None:
+    """One forward pass of a couple of examples, before training: a model whose arguments contradict
+    the data (an input size, a class count in --model_args) fails here in one line, not mid-epoch.
+
+    x: (2, *input_shape) preprocessed examples on the model's device. In eval mode, without
+    gradients and with the random state put back, the pass changes nothing: BatchNorm keeps its
+    statistics, dropout and initial weights draw the same numbers as without it.
+    """
+    import torch
+
+    what = f"model {name!r}" + (f" with --model_args {_brief(model_args)}" if model_args else "")
+    data = f"inputs {tuple(x.shape[1:])}, {n_classes} classes"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+            scores = model(x)
+    except PtflowError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise UsageError(f"{what} does not fit the data ({data}): {describe(exc)}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(scores, torch.Tensor):
+        raise UsageError(f"{what} returns {type(scores).__name__}, not a tensor of class scores")
+    if tuple(scores.shape) != (len(x), n_classes):
+        raise UsageError(f"{what} returns scores of shape {tuple(scores.shape)} for {len(x)} examples; the "
+                         f"data ({data}) needs ({len(x)}, {n_classes}): one score per class")
 
 
 def _brief(args: dict) -> str:

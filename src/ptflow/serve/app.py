@@ -53,7 +53,7 @@ class Service:
         self.batcher = MicroBatcher(self._predict, settings.max_batch_size, settings.max_wait_ms,
                                     settings.max_queue, on_batch=self.metrics.observe_batch,
                                     on_depth=self.metrics.queue_depth.set)
-        self.pool = DecodePool(settings.decode_workers, settings.max_image_pixels)
+        self.pool = DecodePool(settings.decode_workers)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         return predict_proba(self.loaded, x)

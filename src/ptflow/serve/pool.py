@@ -21,7 +21,6 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 from ptflow.console import warn
-from ptflow.serve import images
 from ptflow.serve.payloads import RequestError
 
 NICENESS = 10
@@ -31,8 +30,9 @@ def _ready() -> bool:
     return True
 
 
-def _start_decoder(max_image_pixels: int, parent: int) -> None:
-    images.configure(max_image_pixels)
+def _start_decoder(parent: int) -> None:
+    from ptflow.serve import images  # noqa: F401 - imported now, so the first request does not pay for it
+
     # Bulk work yields the CPU to the event loop and the forward passes: on a busy machine the kernel
     # would otherwise share cores evenly, and every request would wait behind a decode.
     os.nice(NICENESS)
@@ -47,13 +47,13 @@ def _exit_with(parent: int) -> None:
 
 
 class DecodePool:
-    def __init__(self, workers: int, max_image_pixels: int):
-        self.workers, self.max_image_pixels = workers, max_image_pixels
+    def __init__(self, workers: int):
+        self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_decoder, initargs=(self.max_image_pixels, os.getpid()))
+                                   initializer=_start_decoder, initargs=(os.getpid(),))
 
     async def start(self) -> None:
         """Start every process now, so the first request does not pay for their imports."""

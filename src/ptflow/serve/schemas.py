@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ptflow.serve.images import FORMAT_NAMES
+from ptflow.data.image_files import FORMAT_NAMES
 
 
 class PredictRequest(BaseModel):

@@ -48,18 +48,23 @@ def to_device(splits: Splits, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
 
-def build_state(config: TrainConfig, splits: Splits, device: torch.device, trust_code: bool = True,
-                origin: str | None = None) -> tuple[TrainState, dict]:
+def build_state(config: TrainConfig, splits: Splits, device: torch.device, preprocess: Preprocess,
+                trust_code: bool = True, origin: str | None = None) -> tuple[TrainState, dict]:
     """The model, optimizer, schedule and shuffling generator of a fresh run, and the model's arguments.
 
     origin names the file config.model was read from (a resumed run's config), for the trust rule.
+    The model is tried on two training examples first: arguments that contradict the data fail
+    here, before a run folder exists.
     """
     torch.manual_seed(config.seed)  # initial weights and dropout masks follow the seed
     args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
                                      n_layers=config.n_layers, hidden_sizes=config.hidden_sizes,
                                      use_dropout=config.use_dropout, dropout_p=config.dropout_p,
                                      channels=config.channels)
-    model = ddp.prepare(registry.build(config.model, args, trust_code, origin), config).to(device)
+    model = registry.build(config.model, args, trust_code, origin)
+    sample = preprocess(torch.from_numpy(splits.x_train[:2]).to(device))  # |sample| = (2, *input_shape)
+    registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
+    model = ddp.prepare(model, config).to(device)
     if splits.is_image and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
@@ -127,7 +132,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.x_train, config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
-    state, args = build_state(config, splits, device, trust_code, origin)
+    state, args = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
         info(str(state.model))
     identity = resume.identity(config.model, args, splits.fingerprint)
