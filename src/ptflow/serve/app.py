@@ -35,6 +35,7 @@ from ptflow.serve.payloads import Parsed, RequestError
 from ptflow.serve.pool import DecodePool
 from ptflow.serve.security import bearer, page_and_csp
 from ptflow.serve.settings import Settings
+from ptflow.serve.text import safe_text
 
 PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image", "/docs",
          "/openapi.json"}
@@ -68,16 +69,20 @@ class Service:
     async def start(self) -> None:
         try:
             await asyncio.gather(self.pool.start(), self.batcher.run_in_thread(self._load_and_warm_up))
-        except Exception as exc:  # the server stays up to say why on /readyz
-            self.error = str(exc) if isinstance(exc, PtflowError) else f"{type(exc).__name__}: {exc}"
+            self._take_model()
+        except Exception as exc:  # the server stays up to say why on /readyz (a failure here is never silent)
+            self.error = safe_text(str(exc) if isinstance(exc, PtflowError) else f"{type(exc).__name__}: {exc}")
             warn(f"model not loaded: {self.error}")
             return
-        meta = self.loaded.meta
+        self.ready = True
+        info(f"ready: {self.name} ({self.meta['model']}, {len(self.classes)} classes, sha256 {self.model_id[:12]})")
+
+    def _take_model(self) -> None:
+        meta = self.meta = safe_text(self.loaded.meta)  # what the file says is sent as JSON, and printed
+        self.classes = safe_text(self.loaded.classes)
         self.model_id = meta["sha256"]
         self.value_range = (0.0, 1.0) if len(self.loaded.input_shape) == 3 else None
         self.metrics.set_model(meta["sha256"], meta["model"], self.name)
-        self.ready = True
-        info(f"ready: {self.name} ({meta['model']}, {len(self.loaded.classes)} classes, sha256 {self.model_id[:12]})")
 
     async def stop(self) -> None:
         await self.batcher.stop()
@@ -86,17 +91,17 @@ class Service:
 
     @property
     def name(self) -> str:
-        path = Path(self.loaded.meta["path"])
+        path = Path(self.meta["path"])
         return path.parent.name if path.stem == "model" else path.stem  # a run folder names its model.safetensors
 
     def describe(self) -> dict:
-        meta, loaded = self.loaded.meta, self.loaded
+        meta, loaded = self.meta, self.loaded
         return {"id": self.model_id, "name": self.name, "architecture": meta["model"], "dataset": meta.get("dataset"),
-                "classes": loaded.classes, "input_shape": list(loaded.input_shape),
+                "classes": self.classes, "input_shape": list(loaded.input_shape),
                 "input_range": list(self.value_range) if self.value_range else None,
                 "image_style": meta.get("image_style"), "preprocessing": meta["preprocessing"],
                 "metrics": meta.get("metrics", {}), "sha256": meta["sha256"],
-                "max_inputs": self.settings.max_inputs, "auth_required": self.settings.api_key is not None}
+                "max_inputs": self.settings.max_inputs, "auth_required": self.settings.keyed}
 
     def require_ready(self) -> LoadedModel:
         if not self.ready:
@@ -138,7 +143,7 @@ class Service:
             probs = await self.batcher.predict(x, reservation)
         except QueueFull as exc:
             raise RequestError(503, f"server busy: {exc}; retry shortly") from None
-        body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.loaded.classes)}
+        body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.classes)}
         return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -165,7 +170,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
                   description="Predictions from a ptflow model. JSON inputs of image models are pixels / 255.")
     app.state.service = service
     app.add_middleware(Guard, metrics=service.metrics, settings=settings)
-    guarded = [Depends(bearer(settings.api_key))] if settings.api_key else []
+    guarded = [Depends(bearer(settings.api_key))] if settings.keyed else []
     add_docs(app)
 
     @app.exception_handler(RequestError)

@@ -19,12 +19,14 @@ import orjson
 
 from ptflow.data.inputs import check_inputs
 from ptflow.errors import PtflowError
+from ptflow.serve.text import safe_text
 
 
 class RequestError(Exception):
     """A request refused: an HTTP status and a one-line message (picklable: raised in the decode processes too)."""
 
     def __init__(self, status: int, detail: str):
+        detail = safe_text(detail)  # it may quote the request: always encodable, never a 500 instead
         super().__init__(status, detail)
         self.status, self.detail = status, detail
 
@@ -60,6 +62,7 @@ def parse_json(body: bytes) -> dict:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             raise RequestError(400, "the request body is not valid JSON") from None
+        _require_unicode(payload)
     if not isinstance(payload, dict):
         raise RequestError(422, 'expected a JSON object: {"inputs": [...]} or {"images": [...]}')
     unknown = set(payload) - {"inputs", "images"}
@@ -69,6 +72,16 @@ def parse_json(body: bytes) -> dict:
     if ("inputs" in payload) == ("images" in payload):
         raise RequestError(422, 'send exactly one of "inputs" and "images"')
     return payload
+
+
+def _require_unicode(payload) -> None:
+    """Refuse lone surrogates ("\\ud800"), as orjson does: the standard parser lets them through."""
+    try:
+        orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise RequestError(400, "the request body is not valid JSON: a string holds a lone surrogate "
+                                    "escape (\\ud800-\\udfff), which is not text") from None
 
 
 def _check_count(items, field: str, max_inputs: int) -> None:

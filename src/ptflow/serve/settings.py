@@ -71,8 +71,7 @@ class Settings:
     device: str = setting("cpu", "where the model runs", flag=False)  # the CLI's --device/--gpu_id set it
 
     def __post_init__(self):
-        if self.api_key is None:
-            self.api_key = os.environ.get("PTFLOW_API_KEY") or None
+        self.api_key = _api_key(self.api_key)
         for field in dataclasses.fields(self):
             _check_range(field, getattr(self, field.name))
         _require(self.max_inputs <= self.max_queue, f"--max_inputs {self.max_inputs} is above --max_queue "
@@ -81,6 +80,12 @@ class Settings:
                  f"--max_queue {self.max_queue}: a batch that size could never gather")
         _require(self.max_image_pixels <= self.max_request_pixels, f"--max_image_pixels {self.max_image_pixels} "
                  f"is above --max_request_pixels {self.max_request_pixels}: such an image could never be sent")
+
+    @property
+    def keyed(self) -> bool:
+        """Whether an API key is set: the one test that authentication, the Host rule, the exposure
+        check and /v1/model all use (after __post_init__, api_key is None or a usable key)."""
+        return self.api_key is not None
 
     @property
     def max_body_bytes(self) -> int:
@@ -94,6 +99,28 @@ class Settings:
     def host_names(self) -> frozenset[str]:
         """--allowed_hosts as lower-case names."""
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
+
+
+def _api_key(given: str | None) -> str | None:
+    """--api_key, else $PTFLOW_API_KEY, else None; a key that is set but could never be sent is a usage error.
+
+    An empty key is what `--api_key "$KEY"` or `PTFLOW_API_KEY=$KEY` give when KEY is unset: read
+    as "no key" it would serve predictions to anyone and lift the Host rule, silently, so it is
+    refused rather than guessed at. A client cannot send surrounding blanks or control characters
+    in an Authorization header either (parsers strip them), so such a key could never match.
+    """
+    source = "--api_key"
+    if given is None:
+        given, source = os.environ.get("PTFLOW_API_KEY"), "$PTFLOW_API_KEY"
+    if given is None:
+        return None
+    if not given.strip():
+        raise UsageError(f"{source} is set but empty (an unset shell variable?): give a key, or leave both "
+                         "--api_key and $PTFLOW_API_KEY unset to serve without one")
+    if given != given.strip() or not all(" " <= c <= "~" for c in given):
+        raise UsageError(f"{source} must be printable ASCII without leading or trailing blanks: a client "
+                         "could never send any other key in an Authorization header")
+    return given
 
 
 def _require(condition: bool, message: str) -> None:
