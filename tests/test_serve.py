@@ -246,8 +246,13 @@ def test_upload_count_and_missing_files_are_422(client, images):
     assert response.status_code == 422 and "8" in response.json()["detail"]
     form_urlencoded = client.post("/v1/predict/image", data={"note": "no file"})
     assert form_urlencoded.status_code == 415
-    empty_form = client.post("/v1/predict/image", files={"note": (None, "just text")})
-    assert empty_form.status_code == 422 and "no image files" in empty_form.json()["detail"]
+    text_field = client.post("/v1/predict/image", files={"note": (None, "just text")})
+    assert text_field.status_code == 422 and "unexpected form field 'note'" in text_field.json()["detail"]
+    other_name = client.post("/v1/predict/image", files=[("file", ("a.png", png(images[0]), "image/png"))])
+    assert other_name.status_code == 422 and "'files' field" in other_name.json()["detail"]  # as the schema says
+    no_parts = client.post("/v1/predict/image", content=b"--x--\r\n",
+                           headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert no_parts.status_code == 422 and "no image files" in no_parts.json()["detail"]
 
 
 def test_unknown_paths_and_methods_are_json_4xx(client):

@@ -151,6 +151,23 @@ class PrometheusText(Response):
     media_type = CONTENT_TYPE
 
 
+def add_model_to_schema(app: FastAPI, service: Service) -> None:
+    """/openapi.json states the loaded model's input shape and range; until it is loaded, it is not cached."""
+    generic = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None and not service.ready:
+            app.openapi_schema = None
+        if app.openapi_schema is None:
+            schema = generic()
+            if service.ready:
+                body = schemas.json_body(service.settings.max_inputs, service.loaded.input_shape, service.value_range)
+                schema["paths"]["/v1/predict"]["post"].update(body)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(model: LoadedModel | str | Path, settings: Settings | None = None, trust_code: bool = False) -> FastAPI:
     settings = settings or Settings()
     service = Service(model, settings, trust_code)
@@ -172,6 +189,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
     app.add_middleware(Guard, metrics=service.metrics, settings=settings)
     guarded = [Depends(bearer(settings.api_key))] if settings.keyed else []
     add_docs(app)
+    add_model_to_schema(app, service)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError):
@@ -215,7 +233,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse, dependencies=guarded,
               summary="predict from JSON inputs or base64 images", responses=schemas.PREDICT_ERRORS,
-              openapi_extra=schemas.JSON_BODY)
+              openapi_extra=schemas.json_body(settings.max_inputs))
     async def predict(request: Request):
         loaded = service.require_ready()
         payloads.require_media_type(request.headers.get("content-type"), "application/json")
@@ -225,7 +243,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
 
     @app.post("/v1/predict/image", response_model=schemas.PredictResponse, dependencies=guarded,
               summary="predict from uploaded image files (multipart/form-data)", responses=schemas.PREDICT_ERRORS,
-              openapi_extra=schemas.MULTIPART_BODY)
+              openapi_extra=schemas.upload_body(settings.max_inputs))
     async def predict_image(request: Request):
         service.require_ready()
         content_type = request.headers.get("content-type")
