@@ -194,7 +194,8 @@ def test_url_beyond_the_limit_is_414_and_headers_431_however_they_arrive(serve_p
 @pytest.mark.parametrize("body", [
     rb'{"\ud800": 1}', rb'{"inputs": [[0.5]], "x\udcff": 1}', rb'{"images": ["\ud800"]}',
     rb'{"inputs": [["\udfff"]]}', rb'{"inputs": "\ud800\ud800"}', rb'{"inputs": [[NaN]], "\ud800": 1}',
-    b'{"\xff\xfe": 1}', b'{"images": ["\xc3"]}', b'\xef\xbb\xbf{"inputs": [[0.5]]}', b'{"inputs": [[0.5, "\xed\xa0\x80"]]}',
+    b'{"\xff\xfe": 1}', b'{"images": ["\xc3"]}', b'\xef\xbb\xbf{"inputs": [[0.5]]}',
+    b'{"inputs": [[0.5, "\xed\xa0\x80"]]}',
 ])
 def test_lone_surrogates_and_bytes_that_are_not_utf8_are_4xx(url, body):
     response = httpx.post(url + "/v1/predict", content=body, headers={"Content-Type": "application/json"})

@@ -30,7 +30,8 @@ class Settings:
     host: str = setting("127.0.0.1", "address to bind (this machine only unless told otherwise)")
     port: int = setting(8000, "port (0 picks a free one)", low=0, high=65535)
     api_key: str | None = setting(  # prefer the variable: a flag shows in `ps`
-        None, "require 'Authorization: Bearer KEY' on predictions (default: $PTFLOW_API_KEY)", "KEY")
+        None, "require 'Authorization: Bearer KEY' on predictions (default: $PTFLOW_API_KEY; an empty key is "
+              "an error)", "KEY")
     insecure: bool = setting(False, "allow a non-loopback --host without an API key")
     allowed_hosts: str = setting(  # without a key, a page on another site could reach us by DNS rebinding
         "", "without an API key, also answer requests whose Host header is one of these comma-separated "
@@ -53,7 +54,8 @@ class Settings:
     max_inputs: int = setting(256, "inputs or images per request", low=1, high=65_536)
     max_body_mb: float = setting(8.0, "request body limit in MiB", "MB", low=0.001, high=1024.0)
     max_header_kb: int = setting(  # the body has its limit; without this one a URL or header could grow without end
-        64, "request line and headers limit in KiB (431 beyond)", "KB", low=1, high=1024)
+        64, "request line and headers limit in KiB (431 beyond; a URL longer than this alone: 414)", "KB",
+        low=1, high=1024)
     max_image_pixels: int = setting(  # checked from the header, before a pixel is decoded: bombs cost nothing
         16_000_000, "pixels per image (PIL's own bomb limit is set to the same)", "N", low=1, high=1_000_000_000)
     max_request_pixels: int = setting(  # ~0.35 s of decoding on one core: many images may not add up to minutes
@@ -62,7 +64,9 @@ class Settings:
         30.0, "seconds a client has to send a whole request, headers and body, before 408", "S",
         low=0.1, high=3600.0)
     max_connections: int = setting(  # each held connection costs a file descriptor and a little memory
-        256, "open connections per worker; more are answered 503 and closed at once", "N", low=1, high=100_000)
+        256, "open connections per worker; at the cap a newcomer takes the place of the connection waiting "
+             "longest on its client (503 to it), or gets 503 if every one is being answered", "N",
+        low=1, high=100_000)
     inline_body_kb: float = setting(  # parsing 64 KiB of JSON takes ~0.5 ms; 8 MiB ~150 ms holding the GIL
         64.0, "JSON bodies up to this size are parsed on the event loop, larger ones in the decode processes",
         flag=False, low=0.0, high=1024 * 1024)
