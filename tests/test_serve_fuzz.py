@@ -66,12 +66,13 @@ def test_fuzzed_requests_get_no_5xx_and_answers_that_fit_the_schema(serve_proces
 
 
 @pytest.mark.slow
-def test_schemathesis_all_checks_coverage_phase_finds_nothing(serve_process, trained):
+def test_schemathesis_all_checks_coverage_phase_finds_nothing(serve_process, trained, tmp_path):
     """`schemathesis run --checks all` as a user runs it, limited to its coverage phase: the boundary
     cases of every keyword (minItems, required, oneOf, additionalProperties, unsupported methods)."""
     with serve_process(trained["safetensors"], "--max_inputs", "8") as url:
         run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
                               url + "/openapi.json", "--checks", "all", "--phases", "coverage", "--seed", "1",
-                              "--no-color"], capture_output=True, text=True, timeout=300)
+                              "--no-color"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)  # where it keeps its cache
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout
