@@ -154,10 +154,29 @@ def test_openapi_schema_and_docs(client):
     for path in ("/v1/predict", "/v1/predict/image", "/v1/model", "/healthz", "/readyz", "/metrics"):
         assert path in schema["paths"], path
     predict = schema["paths"]["/v1/predict"]["post"]
-    assert "inputs" in predict["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert {"413", "415", "422", "503"} <= set(predict["responses"])
     assert "multipart/form-data" in schema["paths"]["/v1/predict/image"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": [[0.5] * 64]}, {"inputs": [[[0.5] * 8] * 8] * 8}, {"inputs": [[[[0.0] * 8] * 8]]},
+    {"inputs": [[1] * 64, [0] * 64]},
+    {"inputs": []}, {"inputs": [], "images": None}, {"inputs": [[0.5] * 64], "images": []}, {},
+    {"inputs": [[0.5] * 64] * 9}, {"inputs": [[0.5] * 63]}, {"inputs": [[1.5] * 64]}, {"inputs": [[-0.1] * 64]},
+    {"inputs": [[0.5] * 64, [[0.5] * 8] * 8]}, {"inputs": [[True] + [0.5] * 63]}, {"inputs": [["0.5"] * 64]},
+    {"inputs": [[0.5] * 64], "extra": 1}, {"images": []}, {"images": [1]}, {"images": None},
+])
+def test_the_schema_accepts_exactly_the_json_inputs_the_server_accepts(client, body):
+    """The reference is the schema: a body fits it if and only if the server answers 200."""
+    jsonschema = pytest.importorskip("jsonschema")  # schemathesis's own dependency
+
+    schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    body_schema = schema["requestBody"]["content"]["application/json"]["schema"]
+    fits = jsonschema.Draft202012Validator(body_schema).is_valid(body)
+    response = client.post("/v1/predict", json=body)
+    assert fits == (response.status_code == 200), response.text
+    assert response.status_code < 500
 
 
 def test_page_is_self_contained_with_a_csp_for_its_own_code(client):
@@ -246,8 +265,13 @@ def test_upload_count_and_missing_files_are_422(client, images):
     assert response.status_code == 422 and "8" in response.json()["detail"]
     form_urlencoded = client.post("/v1/predict/image", data={"note": "no file"})
     assert form_urlencoded.status_code == 415
-    empty_form = client.post("/v1/predict/image", files={"note": (None, "just text")})
-    assert empty_form.status_code == 422 and "no image files" in empty_form.json()["detail"]
+    text_field = client.post("/v1/predict/image", files={"note": (None, "just text")})
+    assert text_field.status_code == 422 and "unexpected form field 'note'" in text_field.json()["detail"]
+    other_name = client.post("/v1/predict/image", files=[("file", ("a.png", png(images[0]), "image/png"))])
+    assert other_name.status_code == 422 and "'files' field" in other_name.json()["detail"]  # as the schema says
+    no_parts = client.post("/v1/predict/image", content=b"--x--\r\n",
+                           headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert no_parts.status_code == 422 and "no image files" in no_parts.json()["detail"]
 
 
 def test_unknown_paths_and_methods_are_json_4xx(client):

@@ -1,6 +1,6 @@
-"""`ptflow serve` as real processes: slow clients, the connection cap, several workers, graceful shutdown.
+"""`ptflow serve` as real processes: slow clients, several workers, graceful shutdown.
 
-The references: what the server's limits promise (a 408 at the deadline, a 503 beyond the cap),
+The references: what the server's limits promise (a 408 at the deadline, a 431 past the headers' limit),
 the number of requests sent (which /metrics must report whole, whichever worker answers), and
 every request in flight at SIGTERM (each must be answered).
 """
@@ -82,7 +82,8 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
-def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_and_huge_headers_431(model_fn):
+def test_slow_clients_get_408_at_the_deadline_and_huge_headers_431(model_fn):
+    # At the cap, newcomers take the slowest clients' places: tests/test_hostile_server.py.
     server, url = start(model_fn, "--request_timeout_s", "1.5", "--max_connections", "6")
     port = int(url.rsplit(":", 1)[1])
     try:
@@ -93,12 +94,7 @@ def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_
                          b"Content-Length: 1000\r\n\r\n{")
             trickling.append(sock)
         silent = socket.create_connection(("127.0.0.1", port))  # the sixth connects and says nothing
-        time.sleep(0.3)
-        extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(14)]  # 20 in all
         started = time.monotonic()
-        for sock in extra:  # beyond --max_connections: answered and closed at once
-            answer = read_all(sock, timeout=5)
-            assert answer.startswith(b"HTTP/1.1 503") and b"more than 6 connections open" in answer, answer
         for _ in range(3):
             for sock in trickling:
                 sock.sendall(b" ")
@@ -107,7 +103,7 @@ def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_
             answer = read_all(sock, timeout=5)
             assert answer.startswith(b"HTTP/1.1 408") and b"within 1.5 s" in answer, answer
         assert time.monotonic() - started < 4  # closed at the deadline, not at some later sweep
-        for sock in [*trickling, silent, *extra]:
+        for sock in [*trickling, silent]:
             sock.close()
         with socket.create_connection(("127.0.0.1", port)) as sock:  # headers past --max_header_kb (64)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 66_000)
@@ -115,7 +111,6 @@ def test_slow_clients_get_408_at_the_deadline_and_extra_connections_503_at_once_
         assert answer.startswith(b"HTTP/1.1 431") and b"larger than 64 KiB" in answer, answer[:200]
         time.sleep(0.2)
         text = httpx.get(url + "/metrics").text  # the slots are free again
-        assert metric(text, "ptflow_connections_refused_total", reason="too_many") == 14
         assert metric(text, "ptflow_connections_refused_total", reason="timeout") == 6
         assert metric(text, "ptflow_requests_total", path="/v1/predict", status="408") == 5
         assert metric(text, "ptflow_connections_refused_total", reason="headers_too_large") == 1

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
 from ptflow import __version__
-from ptflow.console import info, printable, warn
+from ptflow.console import info, warn
 from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba, prediction_rows
@@ -35,6 +35,7 @@ from ptflow.serve.payloads import Parsed, RequestError
 from ptflow.serve.pool import DecodePool
 from ptflow.serve.security import bearer, page_and_csp
 from ptflow.serve.settings import Settings
+from ptflow.serve.text import safe_text
 
 PATHS = {"/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/predict", "/v1/predict/image", "/docs",
          "/openapi.json"}
@@ -68,16 +69,20 @@ class Service:
     async def start(self) -> None:
         try:
             await asyncio.gather(self.pool.start(), self.batcher.run_in_thread(self._load_and_warm_up))
-        except Exception as exc:  # the server stays up to say why on /readyz
-            self.error = str(exc) if isinstance(exc, PtflowError) else f"{type(exc).__name__}: {exc}"
+            self._take_model()
+        except Exception as exc:  # the server stays up to say why on /readyz (a failure here is never silent)
+            self.error = safe_text(str(exc) if isinstance(exc, PtflowError) else f"{type(exc).__name__}: {exc}")
             warn(f"model not loaded: {self.error}")
             return
-        meta = self.loaded.meta
+        self.ready = True
+        info(f"ready: {self.name} ({self.meta['model']}, {len(self.classes)} classes, sha256 {self.model_id[:12]})")
+
+    def _take_model(self) -> None:
+        meta = self.meta = safe_text(self.loaded.meta)  # what the file says is sent as JSON, and printed
+        self.classes = safe_text(self.loaded.classes)
         self.model_id = meta["sha256"]
         self.value_range = (0.0, 1.0) if len(self.loaded.input_shape) == 3 else None
         self.metrics.set_model(meta["sha256"], meta["model"], self.name)
-        self.ready = True
-        info(f"ready: {self.name} ({meta['model']}, {len(self.loaded.classes)} classes, sha256 {self.model_id[:12]})")
 
     async def stop(self) -> None:
         await self.batcher.stop()
@@ -86,19 +91,17 @@ class Service:
 
     @property
     def name(self) -> str:
-        path = Path(self.loaded.meta["path"])
+        path = Path(self.meta["path"])
         return path.parent.name if path.stem == "model" else path.stem  # a run folder names its model.safetensors
 
     def describe(self) -> dict:
-        meta, loaded = self.loaded.meta, self.loaded
-        dataset = meta.get("dataset")  # a path, maybe with bytes that are not UTF-8, as is the model's name
-        return {"id": self.model_id, "name": printable(self.name), "architecture": meta["model"],
-                "dataset": printable(dataset) if isinstance(dataset, str) else dataset,
-                "classes": loaded.classes, "input_shape": list(loaded.input_shape),
+        meta, loaded = self.meta, self.loaded
+        return {"id": self.model_id, "name": self.name, "architecture": meta["model"], "dataset": meta.get("dataset"),
+                "classes": self.classes, "input_shape": list(loaded.input_shape),
                 "input_range": list(self.value_range) if self.value_range else None,
                 "image_style": meta.get("image_style"), "preprocessing": meta["preprocessing"],
                 "metrics": meta.get("metrics", {}), "sha256": meta["sha256"],
-                "max_inputs": self.settings.max_inputs, "auth_required": self.settings.api_key is not None}
+                "max_inputs": self.settings.max_inputs, "auth_required": self.settings.keyed}
 
     def require_ready(self) -> LoadedModel:
         if not self.ready:
@@ -140,12 +143,29 @@ class Service:
             probs = await self.batcher.predict(x, reservation)
         except QueueFull as exc:
             raise RequestError(503, f"server busy: {exc}; retry shortly") from None
-        body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.loaded.classes)}
+        body = {"model_id": self.model_id, "predictions": prediction_rows(names, probs, self.classes)}
         return Response(orjson.dumps(body), media_type="application/json")
 
 
 class PrometheusText(Response):
     media_type = CONTENT_TYPE
+
+
+def add_model_to_schema(app: FastAPI, service: Service) -> None:
+    """/openapi.json states the loaded model's input shape and range; until it is loaded, it is not cached."""
+    generic = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None and not service.ready:
+            app.openapi_schema = None
+        if app.openapi_schema is None:
+            schema = generic()
+            if service.ready:
+                body = schemas.json_body(service.settings.max_inputs, service.loaded.input_shape, service.value_range)
+                schema["paths"]["/v1/predict"]["post"].update(body)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(model: LoadedModel | str | Path, settings: Settings | None = None, trust_code: bool = False) -> FastAPI:
@@ -167,8 +187,9 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
                   description="Predictions from a ptflow model. JSON inputs of image models are pixels / 255.")
     app.state.service = service
     app.add_middleware(Guard, metrics=service.metrics, settings=settings)
-    guarded = [Depends(bearer(settings.api_key))] if settings.api_key else []
+    guarded = [Depends(bearer(settings.api_key))] if settings.keyed else []
     add_docs(app)
+    add_model_to_schema(app, service)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError):
@@ -212,7 +233,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
 
     @app.post("/v1/predict", response_model=schemas.PredictResponse, dependencies=guarded,
               summary="predict from JSON inputs or base64 images", responses=schemas.PREDICT_ERRORS,
-              openapi_extra=schemas.JSON_BODY)
+              openapi_extra=schemas.json_body(settings.max_inputs))
     async def predict(request: Request):
         loaded = service.require_ready()
         payloads.require_media_type(request.headers.get("content-type"), "application/json")
@@ -222,7 +243,7 @@ def create_app(model: LoadedModel | str | Path, settings: Settings | None = None
 
     @app.post("/v1/predict/image", response_model=schemas.PredictResponse, dependencies=guarded,
               summary="predict from uploaded image files (multipart/form-data)", responses=schemas.PREDICT_ERRORS,
-              openapi_extra=schemas.MULTIPART_BODY)
+              openapi_extra=schemas.upload_body(settings.max_inputs))
     async def predict_image(request: Request):
         service.require_ready()
         content_type = request.headers.get("content-type")

@@ -45,8 +45,9 @@ class Metrics:
         self.connections = Gauge("ptflow_open_connections", "Client connections open.", registry=r,
                                  multiprocess_mode="livesum")
         self.refused = Counter("ptflow_connections_refused", "Connections closed by the server's limits: "
-                               "too_many (--max_connections, 503), timeout (--request_timeout_s, 408), "
-                               "headers_too_large (--max_header_kb, 431).",
+                               "too_many (--max_connections, every slot answering: 503), shed (at "
+                               "--max_connections, the longest waiting on its client: 503), timeout "
+                               "(--request_timeout_s, 408), headers_too_large (--max_header_kb, 414 or 431).",
                                ["reason"], registry=r)
         self.workers = Gauge("ptflow_workers", "Worker processes serving.", registry=r,
                              multiprocess_mode="livesum")

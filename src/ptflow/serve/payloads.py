@@ -18,13 +18,15 @@ import numpy as np
 import orjson
 
 from ptflow.data.inputs import check_inputs
-from ptflow.errors import PtflowError
+from ptflow.errors import PtflowError, shown
+from ptflow.serve.text import safe_text
 
 
 class RequestError(Exception):
     """A request refused: an HTTP status and a one-line message (picklable: raised in the decode processes too)."""
 
     def __init__(self, status: int, detail: str):
+        detail = safe_text(detail)  # it may quote the request: always encodable, never a 500 instead
         super().__init__(status, detail)
         self.status, self.detail = status, detail
 
@@ -48,6 +50,11 @@ def parse_predict(body: bytes, input_shape: tuple[int, ...], max_inputs: int,
     """A POST /v1/predict body -> Parsed."""
     payload = parse_json(body)
     if "inputs" in payload:
+        # numpy reads true as 1.0 beside numbers. An inputs body holds numbers, brackets and the key
+        # "inputs" only (anything else is refused anyway), so a search of the bytes finds every
+        # boolean, at memchr speed, where checking each value in Python would cost more than the model.
+        if b"true" in body or b"false" in body:
+            raise RequestError(422, "inputs: every value must be a number (true and false are not)")
         return Parsed(x=json_inputs(payload["inputs"], input_shape, max_inputs, value_range))
     return Parsed(images=base64_images(payload["images"], max_inputs))
 
@@ -60,6 +67,7 @@ def parse_json(body: bytes) -> dict:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             raise RequestError(400, "the request body is not valid JSON") from None
+        _require_unicode(payload)
     if not isinstance(payload, dict):
         raise RequestError(422, 'expected a JSON object: {"inputs": [...]} or {"images": [...]}')
     unknown = set(payload) - {"inputs", "images"}
@@ -69,6 +77,16 @@ def parse_json(body: bytes) -> dict:
     if ("inputs" in payload) == ("images" in payload):
         raise RequestError(422, 'send exactly one of "inputs" and "images"')
     return payload
+
+
+def _require_unicode(payload) -> None:
+    """Refuse lone surrogates ("\\ud800"), as orjson does: the standard parser lets them through."""
+    try:
+        orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise RequestError(400, "the request body is not valid JSON: a string holds a lone surrogate "
+                                    "escape (\\ud800-\\udfff), which is not text") from None
 
 
 def _check_count(items, field: str, max_inputs: int) -> None:
@@ -84,7 +102,9 @@ def json_inputs(inputs, input_shape: tuple[int, ...], max_inputs: int,
     _check_count(inputs, "inputs", max_inputs)
     try:
         x = np.asarray(inputs)
-    except (ValueError, TypeError, OverflowError, RecursionError):  # ragged, or integers beyond 64 bits
+        if x.dtype == object:  # integers beyond 64 bits: numbers all the same
+            x = np.asarray(inputs, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError, RecursionError):  # ragged, or not numbers
         raise RequestError(422, "inputs: every input must have the same shape "
                                 f"{tuple(input_shape)} (or {int(np.prod(input_shape))} flat values)") from None
     if x.dtype.kind not in "iuf":
@@ -123,7 +143,11 @@ def base64_images(images, max_inputs: int) -> list[tuple[str, bytes]]:
 
 
 def multipart_files(body: bytes, content_type: str, max_inputs: int) -> Parsed:
-    """A multipart/form-data body -> Parsed(images=[(file name, bytes)]): the parts with a file name."""
+    """A multipart/form-data body -> Parsed(images=[(file name, bytes)]): 1..max_inputs `files` parts.
+
+    Every part must be a file in the `files` field, as the schema says: another field is refused,
+    not ignored, as unknown JSON fields are.
+    """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     boundary = parse_options_header(content_type)[1].get(b"boundary")
@@ -133,7 +157,7 @@ def multipart_files(body: bytes, content_type: str, max_inputs: int) -> Parsed:
     header: dict = {}
 
     def on_part_begin():
-        if len(parts) >= 2 * max_inputs:  # files and plain fields together
+        if len(parts) >= max_inputs:
             raise RequestError(422, f"more than {max_inputs} files in one request")
         parts.append({"headers": {}, "data": []})
 
@@ -160,11 +184,12 @@ def multipart_files(body: bytes, content_type: str, max_inputs: int) -> Parsed:
     files = []
     for part in parts:
         disposition = parse_options_header(part["headers"].get(b"content-disposition"))[1]
-        if b"filename" in disposition:
-            name = disposition[b"filename"] or disposition.get(b"name", b"file")
-            files.append((name.decode("utf-8", "replace")[:200], b"".join(part["data"])))
+        field = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if field != "files" or b"filename" not in disposition:
+            raise RequestError(422, f"unexpected form field {shown(field)}: send each image as a file in the "
+                                    "'files' field (curl -F files=@digit.png)")
+        name = disposition[b"filename"] or b"file"
+        files.append((name.decode("utf-8", "replace")[:200], b"".join(part["data"])))
     if not files:
         raise RequestError(422, "no image files in the upload (send multipart/form-data with file fields)")
-    if len(files) > max_inputs:
-        raise RequestError(422, f"more than {max_inputs} files in one request")
     return Parsed(images=files)

@@ -2,7 +2,11 @@
 
 These pydantic models describe the bodies; they do not parse them (payloads.py does, faster).
 Every error is `{"detail": "..."}`, and every status an endpoint can answer is listed here, so the
-schema is a contract a client (or a fuzzer) can check every answer against.
+schema is a contract a client (or a fuzzer) can check every answer against. The request bodies
+state what payloads.py enforces: exactly one of `inputs` and `images`, 1 to --max_inputs of them,
+and, once the model is loaded, each input's shape and value range; a request that fits the schema
+is answered 200, unless an image's bytes (which no JSON schema can describe) are not a readable
+image in an accepted format and size (400, 413, 415).
 """
 
 from __future__ import annotations
@@ -10,16 +14,6 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from ptflow.data.image_files import FORMAT_NAMES
-
-
-class PredictRequest(BaseModel):
-    """Either `inputs` or `images`, not both."""
-
-    inputs: list[list[float] | list[list[float]]] | None = Field(
-        None, description="Inputs, each a flat vector or a 2-D array in the model's input shape. Image models "
-                          "take values in [0, 1] (pixels / 255); tabular models take raw feature values.")
-    images: list[str] | None = Field(None, description=f"Base64 images ({FORMAT_NAMES}; a data: URL prefix is "
-                                                        "allowed), preprocessed exactly as `ptflow predict` does.")
 
 
 class Prediction(BaseModel):
@@ -79,8 +73,57 @@ ALWAYS = (403, 408, 413, 431, 503)  # any request can meet the Host check, the d
 PREDICT_ERRORS = errors(*ALWAYS, 400, 401, 415, 422, 500)
 PLAIN_ERRORS = errors(*ALWAYS)
 
-JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": PredictRequest.model_json_schema()}}}}
-MULTIPART_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
-    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+FLOAT32_MAX = 3.4028234663852886e38  # beyond it a value is inf once cast to float32, and refused
+
+
+def json_body(max_inputs: int, input_shape: tuple[int, ...] | None = None,
+              value_range: tuple[float, float] | None = None) -> dict:
+    """POST /v1/predict's requestBody: {"inputs": [...]} or {"images": [...]}, each 1..max_inputs long.
+
+    Without the model (still loading) an input is any list of numbers, or of lists of numbers.
+    """
+    if input_shape is None:
+        forms = [{"type": "number"}, {"type": "array", "minItems": 1, "items": {"type": "number"}}]
+    else:
+        forms = _input_forms(tuple(input_shape), value_range)
+    # every input of a request has the same form: they are stacked into one array
+    inputs = {"anyOf": [{"type": "array", "minItems": 1, "maxItems": max_inputs, "items": form} for form in forms],
+              "description": "Inputs, each in the model's input shape, or flat. Image models take values in "
+                             "[0, 1] (pixels / 255); tabular models take raw feature values."}
+    images = {"type": "array", "minItems": 1, "maxItems": max_inputs,
+              "items": {"type": "string", "contentEncoding": "base64"},
+              "description": f"Base64 images ({FORMAT_NAMES}; a data: URL prefix is allowed), preprocessed "
+                             "exactly as `ptflow predict` does."}
+    schema = {"oneOf": [
+        {"type": "object", "properties": {"inputs": inputs}, "required": ["inputs"], "additionalProperties": False},
+        {"type": "object", "properties": {"images": images}, "required": ["images"], "additionalProperties": False},
+    ]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _input_forms(shape: tuple[int, ...], value_range: tuple[float, float] | None) -> list[dict]:
+    """The shapes payloads.json_inputs takes for one input: nested as the model's, flat, and (H, W) for (1, H, W)."""
+    low, high = value_range or (-FLOAT32_MAX, FLOAT32_MAX)
+    number = {"type": "number", "minimum": low, "maximum": high}
+
+    def nested(dims: tuple[int, ...]) -> dict:
+        inner = number if len(dims) == 1 else nested(dims[1:])
+        return {"type": "array", "minItems": dims[0], "maxItems": dims[0], "items": inner}
+
+    size = 1
+    for d in shape:
+        size *= d
+    forms = [nested(shape)]
+    if len(shape) > 1:
+        forms.append(nested((size,)))
+    if len(shape) == 3 and shape[0] == 1:
+        forms.append(nested(shape[1:]))
+    return forms
+
+
+def upload_body(max_inputs: int) -> dict:
+    """POST /v1/predict/image's requestBody: 1..max_inputs files in the field `files`, and nothing else."""
+    files = {"type": "array", "minItems": 1, "maxItems": max_inputs,
+             "items": {"type": "string", "format": "binary"}, "description": f"image files ({FORMAT_NAMES})"}
+    schema = {"type": "object", "required": ["files"], "properties": {"files": files}, "additionalProperties": False}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

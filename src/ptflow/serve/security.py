@@ -29,9 +29,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(host: str, api_key: str | None, insecure: bool, allowed_hosts: frozenset[str]) -> None:
+def check_exposure(host: str, keyed: bool, insecure: bool, allowed_hosts: frozenset[str]) -> None:
     """Refuse to serve beyond this machine without a key, unless told to, and told under which names."""
-    if is_loopback(host) or api_key:
+    if is_loopback(host) or keyed:
         return
     if not insecure:
         raise UsageError(f"refusing to serve on {host} without an API key: anyone who can reach it could use it; "
@@ -60,6 +60,15 @@ def host_allowed(host_header: bytes | None, allowed: frozenset[str]) -> bool:
     if "*" in allowed or host in allowed:
         return True
     return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+
+
+# RFC 3986's host (a bracketed IP literal or a reg-name, which covers IPv4 too), then an optional port.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]{0,5})?")
+
+
+def host_well_formed(host_header: bytes) -> bool:
+    """Whether a Host header's value has the syntax RFC 9112 requires (400 otherwise)."""
+    return _HOST.fullmatch(host_header) is not None
 
 
 def bearer(api_key: str):

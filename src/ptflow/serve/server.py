@@ -82,7 +82,7 @@ class Worker:
 
 
 def run(model_fn: str, settings: Settings, trust_code: bool = False) -> None:
-    check_exposure(settings.host, settings.api_key, settings.insecure, settings.host_names)
+    check_exposure(settings.host, settings.keyed, settings.insecure, settings.host_names)
     import uvicorn
 
     from ptflow.devices import resolve_device
@@ -96,7 +96,7 @@ def run(model_fn: str, settings: Settings, trust_code: bool = False) -> None:
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     workers = f"{settings.workers} workers, " if settings.workers > 1 else ""
     info(f"Serving {model_fn} at http://{url_host}:{bound_port}/ ({workers}batches of up to "
-         f"{settings.max_batch_size}, API key {'required' if settings.api_key else 'not required'}); Ctrl+C stops")
+         f"{settings.max_batch_size}, API key {'required' if settings.keyed else 'not required'}); Ctrl+C stops")
     if settings.workers == 1:
         config = uvicorn.Config(Worker(loaded, settings), **_uvicorn_options(settings), http=LimitedHttpProtocol)
         uvicorn.Server(config).run(sockets=[sock])

@@ -30,7 +30,8 @@ class Settings:
     host: str = setting("127.0.0.1", "address to bind (this machine only unless told otherwise)")
     port: int = setting(8000, "port (0 picks a free one)", low=0, high=65535)
     api_key: str | None = setting(  # prefer the variable: a flag shows in `ps`
-        None, "require 'Authorization: Bearer KEY' on predictions (default: $PTFLOW_API_KEY)", "KEY")
+        None, "require 'Authorization: Bearer KEY' on predictions (default: $PTFLOW_API_KEY; an empty key is "
+              "an error)", "KEY")
     insecure: bool = setting(False, "allow a non-loopback --host without an API key")
     allowed_hosts: str = setting(  # without a key, a page on another site could reach us by DNS rebinding
         "", "without an API key, also answer requests whose Host header is one of these comma-separated "
@@ -53,7 +54,8 @@ class Settings:
     max_inputs: int = setting(256, "inputs or images per request", low=1, high=65_536)
     max_body_mb: float = setting(8.0, "request body limit in MiB", "MB", low=0.001, high=1024.0)
     max_header_kb: int = setting(  # the body has its limit; without this one a URL or header could grow without end
-        64, "request line and headers limit in KiB (431 beyond)", "KB", low=1, high=1024)
+        64, "request line and headers limit in KiB (431 beyond; a URL longer than this alone: 414)", "KB",
+        low=1, high=1024)
     max_image_pixels: int = setting(  # checked from the header, before a pixel is decoded: bombs cost nothing
         16_000_000, "pixels per image (PIL's own bomb limit is set to the same)", "N", low=1, high=1_000_000_000)
     max_request_pixels: int = setting(  # ~0.35 s of decoding on one core: many images may not add up to minutes
@@ -62,7 +64,9 @@ class Settings:
         30.0, "seconds a client has to send a whole request, headers and body, before 408", "S",
         low=0.1, high=3600.0)
     max_connections: int = setting(  # each held connection costs a file descriptor and a little memory
-        256, "open connections per worker; more are answered 503 and closed at once", "N", low=1, high=100_000)
+        256, "open connections per worker; at the cap a newcomer takes the place of the connection waiting "
+             "longest on its client (503 to it), or gets 503 if every one is being answered", "N",
+        low=1, high=100_000)
     inline_body_kb: float = setting(  # parsing 64 KiB of JSON takes ~0.5 ms; 8 MiB ~150 ms holding the GIL
         64.0, "JSON bodies up to this size are parsed on the event loop, larger ones in the decode processes",
         flag=False, low=0.0, high=1024 * 1024)
@@ -71,8 +75,7 @@ class Settings:
     device: str = setting("cpu", "where the model runs", flag=False)  # the CLI's --device/--gpu_id set it
 
     def __post_init__(self):
-        if self.api_key is None:
-            self.api_key = os.environ.get("PTFLOW_API_KEY") or None
+        self.api_key = _api_key(self.api_key)
         for field in dataclasses.fields(self):
             _check_range(field, getattr(self, field.name))
         _require(self.max_inputs <= self.max_queue, f"--max_inputs {self.max_inputs} is above --max_queue "
@@ -81,6 +84,12 @@ class Settings:
                  f"--max_queue {self.max_queue}: a batch that size could never gather")
         _require(self.max_image_pixels <= self.max_request_pixels, f"--max_image_pixels {self.max_image_pixels} "
                  f"is above --max_request_pixels {self.max_request_pixels}: such an image could never be sent")
+
+    @property
+    def keyed(self) -> bool:
+        """Whether an API key is set: the one test that authentication, the Host rule, the exposure
+        check and /v1/model all use (after __post_init__, api_key is None or a usable key)."""
+        return self.api_key is not None
 
     @property
     def max_body_bytes(self) -> int:
@@ -94,6 +103,28 @@ class Settings:
     def host_names(self) -> frozenset[str]:
         """--allowed_hosts as lower-case names."""
         return frozenset(name.strip().lower() for name in self.allowed_hosts.split(",") if name.strip())
+
+
+def _api_key(given: str | None) -> str | None:
+    """--api_key, else $PTFLOW_API_KEY, else None; a key that is set but could never be sent is a usage error.
+
+    An empty key is what `--api_key "$KEY"` or `PTFLOW_API_KEY=$KEY` give when KEY is unset: read
+    as "no key" it would serve predictions to anyone and lift the Host rule, silently, so it is
+    refused rather than guessed at. A client cannot send surrounding blanks or control characters
+    in an Authorization header either (parsers strip them), so such a key could never match.
+    """
+    source = "--api_key"
+    if given is None:
+        given, source = os.environ.get("PTFLOW_API_KEY"), "$PTFLOW_API_KEY"
+    if given is None:
+        return None
+    if not given.strip():
+        raise UsageError(f"{source} is set but empty (an unset shell variable?): give a key, or leave both "
+                         "--api_key and $PTFLOW_API_KEY unset to serve without one")
+    if given != given.strip() or not all(" " <= c <= "~" for c in given):
+        raise UsageError(f"{source} must be printable ASCII without leading or trailing blanks: a client "
+                         "could never send any other key in an Authorization header")
+    return given
 
 
 def _require(condition: bool, message: str) -> None:
