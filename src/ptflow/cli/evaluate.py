@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, check_output, device_of
+from ptflow.cli.common import (
+    add_device_options,
+    add_trust_option,
+    check_batch_size,
+    check_output,
+    device_of,
+    use_threads,
+)
 from ptflow.config import EVAL_BATCH_SIZE
 
 
@@ -20,6 +27,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    use_threads(args)
     check_batch_size(args.batch_size)
     check_output(args.out_dir, "--out_dir", folder=True)
     from ptflow.reports import evaluate

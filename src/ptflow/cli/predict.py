@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, device_of
+from ptflow.cli.common import add_device_options, add_trust_option, device_of, use_threads
 
 
 def register(commands) -> None:
@@ -18,6 +18,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    use_threads(args)
     if not args.inputs:
         from ptflow.reports import evaluate
 
