@@ -154,6 +154,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     from pathlib import Path
 
     from ptflow import dist
+    from ptflow.console import held_warnings
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
 
@@ -164,7 +165,8 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
         raise UsageError(f"--{next(iter(launcher))} needs --nproc_per_node")
     plan = launch.Plan(**launcher)
     plan.check()
-    decided = decide(args)  # a usage error is said once, here, rather than by every process
+    with held_warnings():  # the main process says them when it resolves the same config
+        decided = decide(args)  # a usage error is said once, here, rather than by every process
     if decided.get("run_dir"):
         runs.release(Path(decided["run_dir"]))  # the run's lock is for the process that will train it
     config = TrainConfig.from_dict(decided["config"])

@@ -188,15 +188,18 @@ def _report(exc, plan: Plan, run_dir: Path) -> int:
     that exited on losing a peer in the same second may come before the one that was killed).
     Killed by SIGTERM comes last among those: torchrun stops the survivors with it.
     """
+    codes = {f.exitcode for f in exc.failures.values()}
+    stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}
+    # A signal to one process stopped them all, and the main one said how to continue. torchrun
+    # SIGTERMs those still exiting when the first one has ended: killed by it, they stopped too.
+    if stopped and codes <= stopped | {-signal.SIGINT, -signal.SIGTERM}:
+        return max(stopped)
     killed = {r: f for r, f in exc.failures.items() if f.exitcode < 0}
     if killed:
         rank, failure = min(killed.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
                                                               item[1].timestamp, item[0]))
     else:
         rank, failure = exc.get_first_failure()
-    stopped = {128 + signal.SIGINT, 128 + signal.SIGTERM}
-    if all(f.exitcode in stopped for f in exc.failures.values()):  # a signal to one process stopped them all,
-        return failure.exitcode  # and the main one said how to continue
     if failure.exitcode < 0:
         how = f"was killed by {signal.Signals(-failure.exitcode).name}"
     else:
