@@ -56,9 +56,11 @@ def cpu_threads(count: int | None):
     AVX-512, for one: up to 4e-8 after a few epochs of the article's MLP).
     """
     previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
+    if count is None or count == previous:
+        yield previous
+        return
+    torch.set_num_threads(count)
     try:
-        yield torch.get_num_threads()
+        yield count
     finally:
         torch.set_num_threads(previous)
