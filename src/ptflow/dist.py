@@ -241,4 +241,4 @@ class LostPeer(PtflowError):
 
 def lost_peer_error(exc: BaseException) -> LostPeer:
     return LostPeer(f"process {rank()} of {world_size()} lost the others of this job (one died, hung past "
-                       f"--dist_timeout or cannot be reached): {first_line(exc)[:200]}")
+                    f"--dist_timeout or cannot be reached): {first_line(exc)[:200]}")

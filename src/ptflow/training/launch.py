@@ -28,9 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptflow import dist
 from ptflow.errors import PtflowError, UsageError, first_line
 
 RDZV_ID = "ptflow"  # the same on every machine of a job; the endpoint tells jobs apart
+PR_SET_PDEATHSIG = 1  # Linux's prctl option, from <sys/prctl.h>
 
 
 @dataclass
@@ -96,7 +98,6 @@ def die_with_launcher() -> None:
         return
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
     if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
         return  # not allowed here (a sandbox): the processes then outlive a killed launcher, as before
     if os.getppid() != parent:  # the launcher died before the call took effect
@@ -112,8 +113,6 @@ def note_for(error: Exception) -> str | None:
     consequence of a failure that torchrun's agent reports itself, naming the process that failed
     first (ptflow's launcher in its one "error:" line).
     """
-    from ptflow import dist
-
     if not under_agent():
         return None
     lost_peer = isinstance(error, dist.LostPeer)
