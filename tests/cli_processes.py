@@ -96,8 +96,10 @@ def _main(argv: list[str], cwd: str, env: dict, out: str, err: str, fault: dict 
     sys.argv = ["ptflow", *argv]
     import torch
 
-    # One thread: these runs are tiny, and on a loaded machine two threads that spin-wait for
-    # each other made a 1-second run take 10 to 25 seconds.
+    # One thread by default: these runs are tiny, and on a loaded machine two threads that
+    # spin-wait for each other made a 1-second run take 10 to 25 seconds. A run compared bit for
+    # bit with one trained elsewhere (in the test's own process) passes --num_threads on both
+    # sides: matrix products round differently on another number of threads.
     torch.set_num_threads(1)
     if fault:
         _install_fault(**fault)

@@ -36,8 +36,10 @@ class Tally:
 
 
 def train_args(runs_dir: Path, name: str, n_epochs: int) -> list[str]:
+    # One thread, named: every run compared here trains on the same count (bit for bit needs it)
     return ["train", "--dataset", "digits", "--n_epochs", str(n_epochs), "--batch_size", "64", "--use_dropout",
-            "--scheduler", "cosine", "--verbose", "0", "--runs_dir", str(runs_dir), "--run_name", name]
+            "--scheduler", "cosine", "--verbose", "0", "--runs_dir", str(runs_dir), "--run_name", name,
+            "--num_threads", "1"]
 
 
 def reference(root: Path, n_epochs: int) -> tuple[Path, float]:

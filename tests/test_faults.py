@@ -92,8 +92,9 @@ def at_epoch_end(monkeypatch, epoch: int, action) -> None:
 
 
 def digits_flags(runs_dir: Path, name: str, epochs: int = 4) -> list[str]:
+    # The runs compared train here (cli) and in child processes: on the same thread count, named
     return ["train", "--dataset", "digits", "--n_epochs", str(epochs), "--batch_size", "64", "--use_dropout",
-            "--verbose", "0", "--runs_dir", runs_dir, "--run_name", name]
+            "--verbose", "0", "--runs_dir", runs_dir, "--run_name", name, "--num_threads", "1"]
 
 
 def test_a_full_disk_during_a_save_fails_cleanly_and_resumes(tmp_path, cli, monkeypatch):

@@ -92,6 +92,7 @@ def test_the_processes_get_the_same_train_options_and_none_of_the_launcher_flags
     parser = build_parser()
     given = ["train", "--dataset", "npz:x.npz", "--lr", "3e-4", "--hidden_sizes", "50,30", "--use_dropout",
              "--gpu_id", "-1", "--model_args", '{"a": [1, "b"]}', "--log", "tensorboard", "--preset", "fast",
+             "--num_threads", "3",
              "--nproc_per_node", "2", "--max_restarts", "1", "--dist_timeout", "20"]
     args = parser.parse_args(given)
     again = parser.parse_args(["train", *worker_flags(args, "run-1")])
@@ -155,3 +156,58 @@ def test_a_sweep_under_torchrun_is_refused(cli, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
     code, _, err = cli("sweep", "--trials", "1", "--param", "lr=float:0.001:0.01", "--dataset", "digits")
     assert code == 2 and "start several sweep commands on one --storage" in err
+
+
+# --- how a failed job is told: one "error:" line, none when torchrun recovers it ----------------
+
+class FakeFailure:
+    """What torchrun's ChildFailedError holds per process: torchrun times failures in whole seconds."""
+
+    def __init__(self, exitcode: int, pid: int, timestamp: int = 1000):
+        self.exitcode, self.pid, self.timestamp = exitcode, pid, timestamp
+
+
+class FakeChildFailedError:
+    def __init__(self, **by_rank: FakeFailure):
+        self.failures = {int(rank[1:]): failure for rank, failure in by_rank.items()}
+
+    def get_first_failure(self):  # as torchrun picks it: the smallest timestamp, ties to the lowest rank
+        rank = min(self.failures, key=lambda r: self.failures[r].timestamp)
+        return rank, self.failures[rank]
+
+
+@pytest.mark.parametrize("survivor", [1, -15], ids=["exited on losing it", "stopped by torchrun"])
+def test_the_launcher_names_the_process_that_was_killed_not_those_that_lost_it(tmp_path, capsys, survivor):
+    failed = FakeChildFailedError(r0=FakeFailure(survivor, 100), r1=FakeFailure(-9, 101))
+    assert launch._report(failed, launch.Plan(2), tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and len(err.strip().splitlines()) == 1
+    assert "process 1 of 2 (pid 101) was killed by SIGKILL (no --max_restarts)" in err
+
+
+@pytest.mark.parametrize("codes", [(143, 143), (143, -15), (-15, 130)])
+def test_a_job_stopped_by_a_signal_ends_with_its_status_and_no_error(tmp_path, capsys, codes):
+    failed = FakeChildFailedError(r0=FakeFailure(codes[0], 100), r1=FakeFailure(codes[1], 101))
+    assert launch._report(failed, launch.Plan(2), tmp_path / "run") == max(c for c in codes if c > 0)
+    assert capsys.readouterr().err == ""
+
+
+def test_processes_say_a_failure_torchrun_recovers_or_reports_as_a_note(monkeypatch):
+    from ptflow.dist import LostPeer, lost_peer_error
+    from ptflow.errors import PtflowError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    lost, own = lost_peer_error(RuntimeError("Connection closed by peer")), PtflowError("cannot write x")
+    assert isinstance(lost, LostPeer)
+    assert launch.note_for(lost) is None and launch.note_for(own) is None  # no torchrun agent: errors
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "ptflow")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # one restart left: nothing is final yet
+    assert launch.note_for(own) == ("process 1 of 2: cannot write x; torchrun restarts every process "
+                                    "(restart 2 of 2)")
+    assert launch.note_for(lost).startswith("process 1 of 2 lost the others") and "(restart 2 of 2)" in \
+        launch.note_for(lost)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left: torchrun reports the process that failed
+    assert launch.note_for(lost) == str(lost) and "error" not in launch.note_for(lost)
+    assert launch.note_for(own) is None  # the process's own failure is the job's error

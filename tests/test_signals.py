@@ -21,8 +21,10 @@ N_EPOCHS = 20  # long enough that a signal sent after epoch 3 lands mid-training
 
 
 def flags(data: Path, runs_dir: Path, name: str) -> list[str]:
+    # The run left alone trains in this process, the stopped one in a child: the same thread count, named
     return ["--dataset", f"npz:{data}", "--runs_dir", str(runs_dir), "--run_name", name, "--n_epochs",
-            str(N_EPOCHS), "--batch_size", "16", "--use_dropout", "--scheduler", "cosine", "--verbose", "1"]
+            str(N_EPOCHS), "--batch_size", "16", "--use_dropout", "--scheduler", "cosine", "--verbose", "1",
+            "--num_threads", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ other module keeps its own list of names:
 - role "runtime": where and how a run executes and what it prints or writes. Never tuned, may
   differ between the workers of a study, hidden from `ptflow runs`' comparisons.
 - resume=True: `--resume` may change it (how long to train, where files go, the device).
+- exact=True: the numbers depend on it bit for bit (the thread count: matrix products split over
+  another number of threads add in another order). `--resume` may change it, with a warning
+  that the resumed run will no longer equal the same run left alone.
 - writes=True: it names where files are written. A resumed run never takes these from the run
   folder's config (which may come from elsewhere): only from the flags given with --resume.
 
@@ -43,6 +46,7 @@ MAX_GPU_ID = 9999  # --gpu_id, as cuda:N above
 MAX_EPOCHS = 1_000_000  # larger values are typos (a run of a million epochs is already years)
 MAX_DEPTH = 1_000  # entries of --hidden_sizes and --channels, and --n_layers
 MAX_SEED = 2 ** 63 - 1  # torch and numpy both take seeds up to here
+MAX_THREADS = 1024  # --num_threads: more than any one machine's cores; larger values are typos
 
 # Examples per forward pass when evaluating and predicting. On CPU, 1024 rows of the article's MLP
 # keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
@@ -57,10 +61,11 @@ DIST_TIMEOUT = 300
 
 
 def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
-           choices: tuple[str, ...] = (), metavar: str | None = None, factory=None, writes: bool = False):
+           choices: tuple[str, ...] = (), metavar: str | None = None, factory=None, writes: bool = False,
+           exact: bool = False):
     """A TrainConfig field with what the CLI, sweeps, resume and run history need to know about it."""
     metadata = {"help": help, "group": group, "role": role, "resume": resume, "choices": choices,
-                "metavar": metavar, "writes": writes}
+                "metavar": metavar, "writes": writes, "exact": exact}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -138,6 +143,10 @@ class TrainConfig:
     gpu_id: int | None = option(  # the article's flag
         group="hardware", role=RUNTIME, resume=True,
         help="the article's flag: -1 for CPU, N for cuda:N (overrides --device)")
+    num_threads: int | None = option(  # None: torch's default; the run records the count it used
+        group="hardware", role=RUNTIME, resume=True, exact=True, metavar="N",
+        help="CPU threads per process for matrix products (default: torch's, from OMP_NUM_THREADS or the cores); "
+             "recorded in the run, and bit-exact resume needs the same count")
     precision: str = option(  # bf16 matmuls need AMX on CPUs or tensor cores on GPUs to pay
         "fp32", group="hardware", choices=PRECISIONS, help="bf16 runs matmuls under autocast")
     compile: bool = option(  # slower start, sometimes faster epochs: how it runs, not what is trained
@@ -208,6 +217,7 @@ class TrainConfig:
                    f"--{name} must be 1 to {MAX_DEPTH} positive integers, got {shown(sizes)}")
         _check(self.gpu_id is None or -1 <= self.gpu_id <= MAX_GPU_ID,
                f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
+        check_threads(self.num_threads)
         _check(DEVICE.fullmatch(self.device) is not None,
                f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         check_structure(self.model_args, "--model_args")
@@ -239,12 +249,14 @@ def help_of(name: str) -> str:
     return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
-def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None) -> set[str]:
+def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None,
+                 exact: bool | None = None) -> set[str]:
     """The fields of a role, and/or those --resume may (resume=True) or may not change, and/or
-    those that name where files are written (writes=True)."""
+    those that name where files are written (writes=True), and/or those the numbers depend on
+    bit for bit although --resume may change them (exact=True)."""
+    wanted = {"role": role, "resume": resume, "writes": writes, "exact": exact}
     return {f.name for f in dataclasses.fields(TrainConfig)
-            if (role is None or f.metadata["role"] == role) and (resume is None or f.metadata["resume"] == resume)
-            and (writes is None or f.metadata["writes"] == writes)}
+            if all(value is None or f.metadata[key] == value for key, value in wanted.items())}
 
 
 @functools.cache
@@ -307,6 +319,11 @@ def _is_json(value) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def check_threads(count: int | None) -> None:
+    """--num_threads, of train and of the commands that run a model (evaluate, predict, report)."""
+    _check(count is None or 1 <= count <= MAX_THREADS, f"--num_threads must be in 1..{MAX_THREADS}, got {count}")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -8,8 +8,11 @@ file or a JSON response cannot encode.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from ptflow.dist import is_main_process
+
+_warnings_held = False  # inside held_warnings()
 
 
 def printable(text: str) -> str:
@@ -34,8 +37,20 @@ def info(message: str = "") -> None:
 
 
 def warn(message: str) -> None:
-    if is_main_process():
+    if is_main_process() and not _warnings_held:
         print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def held_warnings():
+    """No warnings while inside: for work done twice, whose warnings the second doing says (ptflow's
+    launcher checks the config and run folder that its processes then resolve again)."""
+    global _warnings_held
+    before, _warnings_held = _warnings_held, True
+    try:
+        yield
+    finally:
+        _warnings_held = before
 
 
 class EpochBar:

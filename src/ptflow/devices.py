@@ -1,6 +1,9 @@
-"""Turning --device / --gpu_id into a torch.device, with a clear error when it isn't there."""
+"""Turning --device / --gpu_id into a torch.device, with a clear error when it isn't there, and
+--num_threads into torch's CPU thread count."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -40,3 +43,24 @@ def has_native_bf16(device: torch.device) -> bool:
         probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so probed with care
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return True
+
+
+@contextmanager
+def cpu_threads(count: int | None):
+    """Run inside with `count` intra-op threads (None: torch's default, from OMP_NUM_THREADS or the
+    cores); yields the count in use, for the run to record. The previous count comes back on
+    exit, so that `ptflow.train(num_threads=1)` leaves the caller's own torch code as it was.
+
+    The count is part of a run's numbers: a matrix product split over another number of threads
+    adds its terms in another order, and rounds differently in the last bits (on AMD Zen 4 with
+    AVX-512, for one: up to 4e-8 after a few epochs of the article's MLP).
+    """
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield previous
+        return
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)

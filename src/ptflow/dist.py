@@ -235,6 +235,10 @@ def lost_peer(exc: BaseException) -> bool:
         word in text for word in ("Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "timed out"))
 
 
-def lost_peer_error(exc: BaseException) -> PtflowError:
-    return PtflowError(f"process {rank()} of {world_size()} lost the others of this job (one died, hung past "
-                       f"--dist_timeout or cannot be reached): {first_line(exc)[:200]}")
+class LostPeer(PtflowError):
+    """A collective failed: the consequence of another process's failure, which torchrun reports."""
+
+
+def lost_peer_error(exc: BaseException) -> LostPeer:
+    return LostPeer(f"process {rank()} of {world_size()} lost the others of this job (one died, hung past "
+                    f"--dist_timeout or cannot be reached): {first_line(exc)[:200]}")

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import typing
 
-from ptflow.config import DEVICE, MAX_GPU_ID, PRESETS, TrainConfig, field_type, preset_values
+from ptflow.config import DEVICE, MAX_GPU_ID, PRESETS, TrainConfig, check_threads, field_type, preset_values
 from ptflow.errors import UsageError
 from ptflow.sizes import MAX_NESTING, check_structure
 
@@ -121,6 +121,8 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=parse_device, default="auto",
                         help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--gpu_id", type=int, default=None, help="-1 for CPU, N for cuda:N (overrides --device)")
+    parser.add_argument("--num_threads", type=int, metavar="N",
+                        help="CPU threads for matrix products (default: torch's, from OMP_NUM_THREADS or the cores)")
 
 
 def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
@@ -158,6 +160,15 @@ def device_of(args) -> str:
     if not -1 <= args.gpu_id <= MAX_GPU_ID:
         raise UsageError(f"--gpu_id must be -1 or a GPU index, got {args.gpu_id}")
     return "cpu" if args.gpu_id < 0 else f"cuda:{args.gpu_id}"
+
+
+def use_threads(args) -> None:
+    """--num_threads of a command that runs a model, for the rest of its process."""
+    check_threads(args.num_threads)
+    if args.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
 
 
 def check_batch_size(value: int) -> None:

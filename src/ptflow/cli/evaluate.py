@@ -10,6 +10,7 @@ from ptflow.cli.common import (
     check_output,
     device_of,
     model_file,
+    use_threads,
 )
 from ptflow.config import EVAL_BATCH_SIZE
 
@@ -28,6 +29,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    use_threads(args)
     check_batch_size(args.batch_size)
     check_output(args.out_dir, "--out_dir", folder=True)
     from ptflow.reports import evaluate

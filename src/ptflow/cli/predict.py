@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_model_option, add_trust_option, device_of, model_file
+from ptflow.cli.common import (
+    add_device_options,
+    add_model_option,
+    add_trust_option,
+    device_of,
+    model_file,
+    use_threads,
+)
 
 
 def register(commands) -> None:
@@ -19,6 +26,7 @@ def register(commands) -> None:
 
 def run(args) -> int:
     model = model_file(args)
+    use_threads(args)
     if not args.inputs:
         from ptflow.reports import evaluate
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ptflow.cli.common import add_device_options, add_trust_option, check_batch_size, check_output, device_of
+from ptflow.cli.common import (
+    add_device_options,
+    add_trust_option,
+    check_batch_size,
+    check_output,
+    device_of,
+    use_threads,
+)
 from ptflow.cli.runs import RUNS_DIR_HELP
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.errors import UsageError
@@ -26,6 +33,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
+    use_threads(args)
     check_batch_size(args.batch_size)
     check_output(args.out, "--out")
     from ptflow.reports import report

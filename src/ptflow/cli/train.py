@@ -9,10 +9,11 @@ torchrun's, and a process that torchrun started is given none of them. What each
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ptflow.cli.common import add_train_options, check_train_outputs, train_values
 from ptflow.config import DIST_TIMEOUT, TrainConfig
-from ptflow.errors import UsageError
+from ptflow.errors import PtflowError, UsageError
 
 LAUNCH_OPTIONS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "max_restarts")
 OWN_OPTIONS = ("config", "print_config", "resume", "allow_changed_code", "trust_model_code", "dist_timeout",
@@ -59,8 +60,6 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ptflow import dist
 
     if not args.dist_timeout > 0:
@@ -68,6 +67,27 @@ def run(args: argparse.Namespace) -> int:
     launcher = {k: getattr(args, k) for k in LAUNCH_OPTIONS if getattr(args, k) is not None}
     if launcher and not args.print_config:
         return start_processes(args, launcher)
+    from ptflow.training import launch
+
+    if launch.under_agent():
+        launch.die_with_launcher()
+    try:
+        return train_here(args)
+    except PtflowError as exc:
+        note = launch.note_for(exc)  # torchrun restarts the job, or reports the failure itself
+        if note is None:
+            raise
+        if dist.is_main_process() or not getattr(exc, "shared", False):  # as main() prints errors
+            print(f"ptflow train: {note}", file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+def train_here(args: argparse.Namespace) -> int:
+    """Train in this process: alone, or as one of the processes torchrun started."""
+    from pathlib import Path
+
+    from ptflow import dist
+
     # Under torchrun the processes join first, so that the main one decides for all of them.
     with dist.process_group(args.dist_timeout):
         decided = dist.share_json_from_main(lambda: decide(args))
@@ -153,6 +173,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     from pathlib import Path
 
     from ptflow import dist
+    from ptflow.console import held_warnings
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
 
@@ -163,7 +184,8 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
         raise UsageError(f"--{next(iter(launcher))} needs --nproc_per_node")
     plan = launch.Plan(**launcher)
     plan.check()
-    decided = decide(args)  # a usage error is said once, here, rather than by every process
+    with held_warnings():  # the main process says them when it resolves the same config
+        decided = decide(args)  # a usage error is said once, here, rather than by every process
     if decided.get("run_dir"):
         runs.release(Path(decided["run_dir"]))  # the run's lock is for the process that will train it
     config = TrainConfig.from_dict(decided["config"])

@@ -9,10 +9,16 @@ every process after a failure (--max_restarts), and forwards Ctrl-C and SIGTERM.
 One machine uses a standalone rendezvous on a free local port. Several machines meet at
 --rdzv_endpoint: c10d's dynamic rendezvous (any machine may host rank 0), or, with --node_rank,
 a fixed one in which machine 0 hosts it.
+
+The processes' side of the arrangement is here too: each dies with the launcher that started it
+(`die_with_launcher`), and a failure that torchrun will recover from (a restart) or report itself
+(a process lost) is said by the processes as a note, not an error (`note_for`): a failed job ends
+with one "error:" line, and a recovered one with none.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shlex
@@ -22,9 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptflow import dist
 from ptflow.errors import PtflowError, UsageError, first_line
 
 RDZV_ID = "ptflow"  # the same on every machine of a job; the endpoint tells jobs apart
+PR_SET_PDEATHSIG = 1  # Linux's prctl option, from <sys/prctl.h>
 
 
 @dataclass
@@ -72,6 +80,51 @@ def threads_per_process(nproc_per_node: int) -> int:
     """Intra-op threads per process: this machine's cores shared out (torchrun would give each 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // nproc_per_node)
+
+
+def die_with_launcher() -> None:
+    """Have the kernel send this process SIGTERM when the launcher that started it dies (Linux).
+
+    torchrun stops its processes when it is stopped by a signal it can catch, but nothing is left
+    to do so after `kill -9` (or the OOM killer) ends it: the processes would go on training as
+    orphans, holding the run's lock, the CPUs and the GPUs. prctl(PR_SET_PDEATHSIG) is the kernel's
+    own guard and needs no process alive to act. SIGTERM, not SIGKILL: the processes then stop
+    together at the next step, as on Ctrl-C, and leave the run "interrupted" and resumable.
+    (The signal comes when the thread that started this process ends: torchrun starts its
+    processes from its main thread.) Other systems have no such call; there a launcher killed
+    with -9 still leaves its processes running.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return  # not allowed here (a sandbox): the processes then outlive a killed launcher, as before
+    if os.getppid() != parent:  # the launcher died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def note_for(error: Exception) -> str | None:
+    """What a process that torchrun started says about an error that does not end the job, or None
+    for one that does (it is then printed as the job's error).
+
+    With restarts left, torchrun restarts every process and the run goes on from its last
+    checkpoint, so no error is final. A lost peer (another process died or hung) is the
+    consequence of a failure that torchrun's agent reports itself, naming the process that failed
+    first (ptflow's launcher in its one "error:" line).
+    """
+    if not under_agent():
+        return None
+    lost_peer = isinstance(error, dist.LostPeer)
+    text = str(error) if lost_peer else f"process {dist.rank()} of {dist.world_size()}: {error}"
+    if dist.max_restarts() > dist.restart_count():
+        return f"{text}; torchrun restarts every process (restart {dist.restart_count() + 1} of {dist.max_restarts()})"
+    return text if lost_peer else None
+
+
+def under_agent() -> bool:
+    """Whether torchrun's agent (ptflow's launcher, or torchrun itself) started this process."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
 
 
 def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
@@ -127,11 +180,25 @@ def _quiet_torchrun() -> None:
 
 
 def _report(exc, plan: Plan, run_dir: Path) -> int:
-    """One line for a failed job: which process failed first, and how."""
-    rank, failure = exc.get_first_failure()
-    stopped = {128 + signal.SIGINT, 128 + signal.SIGTERM}
-    if all(f.exitcode in stopped for f in exc.failures.values()):  # a signal to one process stopped them all,
-        return failure.exitcode  # and the main one said how to continue
+    """One line for a failed job: which process failed first, and how.
+
+    A process killed by a signal comes first: it could say nothing itself, and the others failed
+    because they lost it (torchrun's first failure is by timestamps in whole seconds, so a process
+    that exited on losing a peer in the same second may come before the one that was killed).
+    Killed by SIGTERM comes last among those: torchrun stops the survivors with it.
+    """
+    codes = {f.exitcode for f in exc.failures.values()}
+    stopped = codes & {128 + signal.SIGINT, 128 + signal.SIGTERM}
+    # A signal to one process stopped them all, and the main one said how to continue. torchrun
+    # SIGTERMs those still exiting when the first one has ended: killed by it, they stopped too.
+    if stopped and codes <= stopped | {-signal.SIGINT, -signal.SIGTERM}:
+        return max(stopped)
+    killed = {r: f for r, f in exc.failures.items() if f.exitcode < 0}
+    if killed:
+        rank, failure = min(killed.items(), key=lambda item: (item[1].exitcode == -signal.SIGTERM,
+                                                              item[1].timestamp, item[0]))
+    else:
+        rank, failure = exc.get_first_failure()
     if failure.exitcode < 0:
         how = f"was killed by {signal.Signals(-failure.exitcode).name}"
     else:

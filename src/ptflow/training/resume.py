@@ -40,8 +40,11 @@ CHECKPOINT = "checkpoint.safetensors"
 # What --resume may change is declared on each TrainConfig field (resume=True): where files go,
 # what is printed or logged, and how long training goes on. Anything else would make the resumed
 # run a different experiment from the one that started. The device may change too (a GPU taken
-# back), with a warning that the numbers will then differ from an uninterrupted run.
+# back), with a warning that the numbers will then differ from an uninterrupted run. So may the
+# fields declared exact=True (the thread count, recorded in the run's config): the run continues
+# with its recorded value unless one is given on purpose, which is warned of in the same words.
 CHANGEABLE = tuple(sorted(fields_where(resume=True)))
+INEXACT = tuple(sorted(fields_where(resume=True, exact=True)))
 
 
 # --- which run, with which config ---------------------------------------------------------------
@@ -90,6 +93,8 @@ def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfi
     if status == "running" and not restarting:  # alive, yet unlocked: a ptflow from before run locks
         raise PtflowError(f"{run_dir} is still running (pid {record.get('pid')} on {record.get('host')}); "
                           f"stop it first")
+    # An exact field given as None (the original config file's "torch's default") keeps the value recorded
+    given = {k: v for k, v in given.items() if not (k in INEXACT and v is None)}
     changes = {k: v for k, v in given.items() if k != "runs_dir" and saved.get(k) != v}
     refused = [k for k in changes if k not in CHANGEABLE]
     if refused:
@@ -109,6 +114,10 @@ def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfi
     if status in ("finished", "pruned") and not (run_dir / CHECKPOINT).is_file():
         raise PtflowError(f"{run_dir.name} kept no checkpoint to continue from (sweep trials drop theirs when "
                           f"they end); train its settings again instead (`ptflow runs show {run_dir.name}`)")
+    for name in sorted(set(changes) & set(INEXACT)):
+        if saved.get(name) is not None:  # None: the run predates the field and recorded no value
+            warn(f"{run_dir.name} ran with --{name} {saved[name]} and continues with {changes[name]}: the numbers "
+                 f"will differ from an uninterrupted run (bit-exact resume needs the same --{name})")
     return config
 
 

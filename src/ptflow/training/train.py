@@ -10,6 +10,7 @@ prints, and shares what it decided (the folder, the checkpoint it read) with the
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from ptflow.config import TrainConfig, fields_where
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
 from ptflow.data.splits import Splits, load_splits
-from ptflow.devices import has_native_bf16, resolve_device
+from ptflow.devices import cpu_threads, has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
 from ptflow.models import registry
@@ -97,8 +98,11 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     code that the config names by import path is imported only with trust_code when the config was
     read from a run folder (resume_from), as it is then chosen by the file, not the user.
     Under torchrun, every process calls it; dist_timeout bounds how long one waits for the others.
+    Each process trains on config.num_threads CPU threads (torch's default when None); the run's
+    config.json records the count used, so that --resume continues on the same count.
     """
-    with dist.process_group(dist_timeout):
+    with dist.process_group(dist_timeout), cpu_threads(config.num_threads) as threads:
+        config = dataclasses.replace(config, num_threads=threads)
         try:
             return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
         except Exception as exc:
