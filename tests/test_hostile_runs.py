@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ptflow.config import TrainConfig
@@ -168,6 +170,33 @@ def test_a_torn_last_line_or_a_nan_loss_is_no_damage(cli, good_run, tmp_path):
     assert code == 0 and "unreadable" not in out
 
 
+def zero_d_predictions(run: Path) -> None:
+    np.savez(run / "predictions.npz", **{k: np.array(1) for k in ("y_true", "y_pred", "p_pred")},
+             fingerprint=np.array("f"), data_fingerprint=np.array(""))
+
+
+def bomb_predictions(run: Path) -> None:
+    """An entry declaring 2 GiB in a hundred bytes of deflate (more than deflate can expand to)."""
+    with zipfile.ZipFile(run / "predictions.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("y_true.npy", b"\0" * 100_000)
+    data = bytearray((run / "predictions.npz").read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # the uncompressed size, in both headers
+        at = data.index(header) + (22 if header == b"PK\x03\x04" else 24)
+        data[at:at + 4] = (2 << 30).to_bytes(4, "little")
+    (run / "predictions.npz").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [zero_d_predictions, bomb_predictions, file_as("predictions.npz", b"[]")])
+def test_compare_refuses_damaged_predictions_in_one_line(cli, good_run, tmp_path, damage):
+    root = tmp_path / "runs"
+    shutil.copytree(good_run, root / "good")
+    shutil.copytree(good_run, root / "bad")
+    damage(root / "bad")
+    code, out, err = cli("runs", "compare", "good", "bad", "--runs_dir", root, "--json")
+    line = one_error_line(code, err)
+    assert f"{root / 'bad' / 'predictions.npz'}: " in line
+
+
 HOSTILE = "evil\x1b]0;owned\x07\x1b[2J\x9b31m[red]x[bold]\u202e\udcff"
 
 
@@ -203,6 +232,14 @@ def test_the_report_escapes_a_runs_values_as_html(cli, hostile):
     page = (hostile / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert not CONTROL & set(page) - {"\t"} and "\\x1b]0;owned" in page
+
+
+def test_resume_names_a_runs_output_path_without_its_terminal_codes(cli, good_run, tmp_path):
+    run = tmp_path / "runs" / "good"
+    shutil.copytree(good_run, run)
+    json_field("config.json", "model_fn", "m\x1b[2J\x9b.safetensors")(run)
+    code, _, err = cli("train", "--resume", run)  # warns of the path it ignores, then: already finished
+    assert code == 2 and "--model_fn m\\x1b[2J\\x9b.safetensors" in err and not CONTROL & set(err), err
 
 
 def test_a_file_name_with_a_newline_forges_no_error_line(cli, good_run, tmp_path):
