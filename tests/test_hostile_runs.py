@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images
 
 from ptflow.config import TrainConfig
 from ptflow.console import printable
@@ -215,6 +216,7 @@ def hostile(good_run, tmp_path) -> Path:
     return run
 
 
+@pytest.mark.filterwarnings("error:Glyph:UserWarning")  # matplotlib would print the raw code
 def test_terminal_codes_in_a_run_never_reach_the_terminal(cli, hostile, tmp_path):
     root, name = hostile.parent, hostile.name
     for args in (["runs"], ["runs", "--json"], ["runs", "show", name], ["runs", "show", name, "--json"],
@@ -252,6 +254,27 @@ def test_a_file_name_with_a_newline_forges_no_error_line(cli, good_run, tmp_path
         line = one_error_line(code, err)  # the forged text shown, escaped, inside the one line
         assert "\\nptflow runs: error: forged" in line or "\\nerror: forged" in line
         assert not CONTROL & set(err)
+
+
+@pytest.mark.filterwarnings("error:Glyph:UserWarning")  # matplotlib would print the raw code
+def test_class_names_made_of_terminal_codes_are_printed_escaped(cli, tmp_path):
+    """Class names travel in the model file of a run: evaluate, predict, show and report print them."""
+    x, y = make_images(150)
+    data = tmp_path / "evil.npz"
+    np.savez(data, x=x, y=y, classes=np.array(["top\x1b[2J", "mid\x9b31m", "bot\u202e[red]"]))
+    code, _, err = cli("train", "--dataset", f"npz:{data}", "--runs_dir", tmp_path / "runs", "--run_name", "r",
+                       "--n_epochs", "1", "--verbose", "0")
+    assert code == 0, err
+    model = tmp_path / "runs" / "r" / "model.safetensors"
+    np.savez(tmp_path / "x.npz", x=x[:3])
+    for args in (["evaluate", "--model_fn", model, "--out_dir", tmp_path / "eval"],
+                 ["predict", "--model_fn", model, tmp_path / "x.npz"],
+                 ["predict", "--model_fn", model, tmp_path / "x.npz", "--format", "csv"],
+                 ["report", tmp_path / "runs" / "r"]):
+        code, out, err = cli(*args)
+        assert code == 0 and not CONTROL & set(out + err) and "\u202e" not in out + err, (args, err)
+        assert "top\\x1b[2J" in out or args[0] == "report"
+    assert "top\\x1b[2J" in (tmp_path / "runs" / "r" / "report.html").read_text()
 
 
 def test_a_non_utf8_folder_name_is_listed(cli, good_run, tmp_path):

@@ -15,7 +15,11 @@ from ptflow.models.inference import predict_proba, prediction_rows
 
 def format_results(rows: list[dict], classes: list[str], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps(rows, indent=2)  # ASCII: control characters escaped by JSON itself
+    # File and class names come from files: no terminal codes in a table or CSV printed to one.
+    classes = [printable(c) for c in classes]
+    rows = [{**r, "input": printable(r["input"]), "class": printable(r["class"]),
+             "probabilities": {printable(c): p for c, p in r["probabilities"].items()}} for r in rows]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
