@@ -3,7 +3,7 @@
 Reads run folders only (run.json, config.json, metrics.jsonl), through training/runfiles.py,
 which checks them, so listing is quick and needs no torch; a run whose files cannot be used is
 listed as unreadable, with why, and the runs beside it are listed as usual. Every cell printed
-passes through console.printable: a run's files and folder name are input, not terminal codes.
+passes through console.terminal_safe: a run's files and folder name are input, not terminal codes.
 Only `compare` imports matplotlib, to overlay the learning curves in one PNG, and
 numpy, to test whether the runs' test accuracies differ (significance.py). Test accuracies are
 shown with their 95% Wilson interval. Each command prints tables, or with --json one JSON
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ptflow import stats
 from ptflow.config import RUNTIME, TrainConfig, fields_where
-from ptflow.console import info, printable
+from ptflow.console import info, terminal_safe
 from ptflow.errors import PtflowError, UsageError
 from ptflow.training import runfiles, runs
 
@@ -104,7 +104,7 @@ def table(runs_dir: str, as_json: bool = False) -> None:
     if as_json:
         return print_json([as_dict(r) if r.error is None else unreadable(r) for r in listed])
     if not listed:
-        info(f"no runs in {printable(runs_dir)}")
+        info(f"no runs in {runs_dir}")
         return
     fixed = ("dataset", "model")  # always shown as columns of their own
     readable = [r for r in listed if r.error is None]
@@ -187,7 +187,7 @@ def compare(specs: list[str], runs_dir: str, out: str | None, as_json: bool = Fa
     if out is not None:
         from ptflow import plots
 
-        plots.learning_curve({printable(name): r.history for name, r in zip(names, compared)}, out)
+        plots.learning_curve({name: r.history for name, r in zip(names, compared)}, out)
     if as_json:
         return print_json({"runs": [{"name": name, **as_dict(r)} for name, r in zip(names, compared)],
                            "config_differences": {k: [r.setting(k) for r in compared] for k in keys},
@@ -202,8 +202,8 @@ def compare(specs: list[str], runs_dir: str, out: str | None, as_json: bool = Fa
     if pairs:
         info(format_table(significance.HEADERS, significance.rows(pairs)))
     for note in notes:
-        info(printable(note))
-    info(f"\nWrote {printable(out)} (learning curves of {len(compared)} runs)")
+        info(note)
+    info(f"\nWrote {out} (learning curves of {len(compared)} runs)")
 
 
 def as_dict(run: Run, detail: bool = False) -> dict:
@@ -250,9 +250,9 @@ def _labels(compared: list[Run]) -> list[str]:
 
 def format_table(headers: list[str], rows: list[list[str]], header: bool = True) -> str:
     """Plain aligned columns (pipes and files stay readable); numbers right-aligned under a header,
-    everything left-aligned in a headerless key-value list. Cells are made printable: a run's
+    everything left-aligned in a headerless key-value list. Cells are made terminal_safe: a run's
     name, config values and class names come from files."""
-    cells = [[printable(c) for c in row] for row in ([headers] if header else []) + rows]
+    cells = [[terminal_safe(c) for c in row] for row in ([headers] if header else []) + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

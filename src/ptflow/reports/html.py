@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 
-from ptflow.console import printable
 from ptflow.reports.history import is_number
 
 STYLE = """
@@ -26,11 +25,7 @@ h2 { margin-top: 1.8em; border-bottom: 2px solid #eee; }
 .muted { color: #777; }
 """
 
-
-def escape(text: str) -> str:
-    """Text as HTML: markup characters as entities, and control characters and lone surrogates
-    (a non-UTF-8 file name) as visible escapes, so any run's names and values make a valid page."""
-    return html.escape(printable(text, keep="\n\t"))
+escape = html.escape
 
 
 def page(title: str, sections: list[str], footer: str = "") -> str:

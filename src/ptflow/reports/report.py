@@ -15,7 +15,7 @@ import numpy as np
 
 from ptflow import plots, stats
 from ptflow.config import EVAL_BATCH_SIZE
-from ptflow.console import info, printable
+from ptflow.console import info
 from ptflow.files import atomic_write_text
 from ptflow.models import registry
 from ptflow.reports import history
@@ -40,7 +40,7 @@ def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str
                                          f"never tested.</p>"))
     path = Path(out) if out else entry.path / "report.html"
     atomic_write_text(path, page(f"ptflow run {entry.id}", sections, "Written by ptflow report."))
-    info(f"Wrote {printable(path)}")
+    info(f"Wrote {path}")
     return path
 
 
@@ -53,7 +53,7 @@ def _summary(entry: history.Run) -> str:
 def _curves(entry: history.Run) -> str:
     if not entry.history:
         return section("Learning curves", "<p>No epoch completed.</p>")
-    png = plots.learning_curve({printable(entry.id): entry.history}, None)
+    png = plots.learning_curve({entry.id: entry.history}, None)
     epochs = table(history.epoch_rows(entry), history.EPOCH_COLUMNS)
     return section("Learning curves", image(png, "learning curves") +
                     f"<details><summary>every epoch</summary>{epochs}</details>")

@@ -29,7 +29,7 @@ import torch
 import ptflow
 from ptflow import __version__, dist
 from ptflow.config import TrainConfig, fields_where
-from ptflow.console import printable, warn
+from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError, first_line, shown
 from ptflow.training import checkpoint, runs
@@ -124,8 +124,7 @@ def _outputs(run_dir: Path, saved: dict, given: dict) -> dict:
     for name in sorted(fields_where(writes=True) - set(outputs)):
         outputs[name] = given.get(name)
         if saved.get(name) and name not in given:
-            warn(f"{printable(run_dir.name)} was started with --{name} {printable(saved[name])}; "
-                 f"give --{name} again to write there")  # config.json is input: no terminal codes from it
+            warn(f"{run_dir.name} was started with --{name} {saved[name]}; give --{name} again to write there")
     return outputs
 
 
