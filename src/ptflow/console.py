@@ -2,7 +2,8 @@
 
 What is printed or written as text is valid Unicode (`printable`): a file or folder name with
 bytes that are not UTF-8 reaches Python as lone surrogates, which a UTF-8 terminal, an HTML
-file or a JSON response cannot encode.
+file or a JSON response cannot encode. What is printed is also free of terminal codes
+(`terminal_safe`): names and values from files are shown, never obeyed by the terminal.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ def _escape(c: str) -> str:
 
 def info(message: str = "") -> None:
     if is_main_process():
-        print(printable(message), flush=True)
+        print(terminal_safe(message, keep="\n\t"), flush=True)  # lines of text: no terminal codes
 
 
 def warn(message: str) -> None:
     if is_main_process() and not _warnings_held:
-        print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
+        print(f"warning: {terminal_safe(message)}", file=sys.stderr, flush=True)  # one line
 
 
 @contextmanager
@@ -81,3 +82,21 @@ def epoch_bar_factory(n_epochs: int, verbose: int):
     if verbose != 1 or not sys.stdout.isatty() or not is_main_process():
         return None
     return lambda epoch: EpochBar(f"epoch {epoch + 1}/{n_epochs}")
+
+
+# Characters that must not reach a terminal as they are: C0 controls (ESC starts the escape
+# sequences that recolour, retitle or rewrite a terminal; a newline forges a second line), DEL,
+# C1 controls (0x9b is a one-byte ESC [), the bidirectional marks that reorder what is shown
+# (U+202E), and line and paragraph separators. Lone surrogates are printable()'s.
+_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_ESCAPES = {code: _NAMED.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F),
+                         *range(0x2066, 0x206A))}
+
+
+def terminal_safe(text, keep: str = "") -> str:
+    """text safe to print, as one line: printable(), and each character above but those in `keep`
+    as a visible escape (\\x1b, \\n, \\u202e). info() and warn() pass everything through it, and
+    the one place that prints "error:" lines; a table escapes each cell with it, newlines included."""
+    table = {code: escape for code, escape in _ESCAPES.items() if chr(code) not in keep} if keep else _ESCAPES
+    return printable(str(text)).translate(table)

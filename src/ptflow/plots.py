@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptflow.console import terminal_safe
 from ptflow.files import atomic_write_bytes
 
 
@@ -83,6 +84,7 @@ def _figure(**kwargs):
 def to_png(fig, path: str | Path | None = None) -> bytes:
     """The figure as PNG bytes (closed afterwards), also written to path unless it is None."""
     buffer = io.BytesIO()
+    _safe_text(fig)
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     if fig.canvas.manager is not None:  # made through pyplot (Optuna's views): let pyplot forget it
         import matplotlib.pyplot as plt
@@ -92,6 +94,15 @@ def to_png(fig, path: str | Path | None = None) -> bytes:
     if path is not None:
         atomic_write_bytes(path, png)
     return png
+
+
+def _safe_text(fig) -> None:
+    """Every text of the figure with its control characters as visible escapes: class and run
+    names come from files, and matplotlib would warn about each missing glyph, raw, on stderr."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):  # tick labels are drawn afresh from their formatter: see confusion_matrix
+        text.set_text(terminal_safe(text.get_text(), keep="\n"))
 
 
 def learning_curve(histories: dict[str, list[dict]], path: str | Path | None) -> bytes:
@@ -231,8 +242,9 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path | 
     cmap = colormaps["Blues"].with_extremes(bad="white")
     ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, norm=norm)
     if len(classes) <= MAX_TICKS:
-        ax.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 10 else 0)
-        ax.set_yticks(range(len(classes)), classes)
+        names = [terminal_safe(name) for name in classes]  # tick labels escape _safe_text: made safe here
+        ax.set_xticks(range(len(classes)), names, rotation=90 if len(classes) > 10 else 0)
+        ax.set_yticks(range(len(classes)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(classes) <= 20:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ptflow.errors import PtflowError
 from ptflow.files import atomic_write_bytes
+from ptflow.sizes import check_zip
 
 FILE = "predictions.npz"
 ARRAYS = ("y_true", "y_pred", "p_pred", "fingerprint", "data_fingerprint")
@@ -65,17 +66,18 @@ def save(path: str | Path, y_true: np.ndarray, probs: np.ndarray, test_fingerpri
 
 
 def load(path: str | Path) -> Predictions:
-    """A predictions file, checked: a damaged or foreign file is a clear error."""
+    """A predictions file, checked: a damaged or foreign file is a clear error. It sits in a run
+    folder, which may come from anyone: its sizes are checked before numpy allocates them."""
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise KeyError("y_true")
-        with data:
+        with zipfile.ZipFile(path) as archive:  # a bare .npy or anything else is not a zip: BadZipFile
+            check_zip(str(path), archive, Path(path).stat().st_size)
+        with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in ARRAYS}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise PtflowError(f"{path}: not a readable ptflow predictions file ({type(exc).__name__})") from None
-    n = len(arrays["y_true"])
-    if any(arrays[k].shape != (n,) for k in ("y_true", "y_pred", "p_pred")):
-        raise PtflowError(f"{path}: damaged predictions file (arrays of different lengths)")
+    n = arrays["y_true"].size
+    if any(arrays[k].shape != (n,) for k in ("y_true", "y_pred", "p_pred")) or \
+            any(arrays[k].shape != () for k in ("fingerprint", "data_fingerprint")):
+        raise PtflowError(f"{path}: damaged predictions file (arrays of the wrong shapes)")
     return Predictions(arrays["y_true"], arrays["y_pred"], arrays["p_pred"], str(arrays["fingerprint"]),
                        str(arrays["data_fingerprint"]))

@@ -86,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors: return the status, don't raise it
         return int(exc.code or 0)
     from ptflow import dist  # here, not at the top: `ptflow --help` never needs it
+    from ptflow.console import terminal_safe
 
     try:
         return args.handler(args)
     except PtflowError as exc:
         if dist.is_main_process() or not getattr(exc, "shared", False):  # an error all processes share: once
             where = f"process {dist.rank()}: " if dist.is_distributed() and not dist.is_main_process() else ""
-            print(f"ptflow {args.command}: error: {where}{exc}", file=sys.stderr)
+            # One line whatever the message holds: a file name with a newline would forge a second.
+            print(f"ptflow {args.command}: error: {where}{terminal_safe(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if dist.is_main_process():

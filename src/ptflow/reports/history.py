@@ -1,7 +1,10 @@
 """`ptflow runs`: past runs as a table, one run in detail, several side by side.
 
-Reads run folders only (run.json, config.json, metrics.jsonl), so listing is quick and needs
-no torch; only `compare` imports matplotlib, to overlay the learning curves in one PNG, and
+Reads run folders only (run.json, config.json, metrics.jsonl), through training/runfiles.py,
+which checks them, so listing is quick and needs no torch; a run whose files cannot be used is
+listed as unreadable, with why, and the runs beside it are listed as usual. Every cell printed
+passes through console.terminal_safe: a run's files and folder name are input, not terminal codes.
+Only `compare` imports matplotlib, to overlay the learning curves in one PNG, and
 numpy, to test whether the runs' test accuracies differ (significance.py). Test accuracies are
 shown with their 95% Wilson interval. Each command prints tables, or with --json one JSON
 document on stdout for scripts (the same facts, numbers unrounded).
@@ -17,9 +20,9 @@ from pathlib import Path
 
 from ptflow import stats
 from ptflow.config import RUNTIME, TrainConfig, fields_where
-from ptflow.console import info
+from ptflow.console import info, terminal_safe
 from ptflow.errors import PtflowError, UsageError
-from ptflow.training import runs
+from ptflow.training import runfiles, runs
 
 # Config keys that say where things go or how they are shown, not what is trained: left out of
 # the table's "hyperparameters that differ" (compare still shows every difference).
@@ -38,6 +41,7 @@ class Run:
     record: dict  # run.json
     config: dict  # config.json
     history: list[dict]  # metrics.jsonl
+    error: str | None = None  # why the run's files cannot be used (listing only: the other commands refuse it)
 
     @property
     def id(self) -> str:
@@ -75,30 +79,50 @@ class Run:
 
 
 def load(path: Path) -> Run:
-    return Run(path, runs.read_json(path / "run.json") or {}, runs.read_json(path / "config.json") or {},
-               runs.read_metrics(path))
+    """A run folder's files, checked: a file that cannot be used is a one-line RunFileError."""
+    return Run(path, runfiles.read_record(path, "run.json") or {}, runfiles.read_record(path, "config.json") or {},
+               runfiles.read_metrics(path))
+
+
+def load_or_mark(path: Path) -> Run:
+    """For listing: a run whose files cannot be used is kept, marked with why."""
+    try:
+        return load(path)
+    except runfiles.RunFileError as exc:
+        return Run(path, {}, {}, [], error=exc.short)
+
+
+def environment(run: Run) -> dict:
+    return runfiles.read_record(run.path, "env.json") or {}
 
 
 def table(runs_dir: str, as_json: bool = False) -> None:
     """Every run in runs_dir, oldest first, with the hyperparameters that differ among them."""
     if not Path(runs_dir).is_dir():
         raise PtflowError(f"no runs folder {runs_dir} (pass --runs_dir DIR)")
-    listed = [load(path) for path in runs.list_runs(runs_dir)]
+    listed = [load_or_mark(path) for path in runs.list_runs(runs_dir)]
     if as_json:
-        return print_json([as_dict(r) for r in listed])
+        return print_json([as_dict(r) if r.error is None else unreadable(r) for r in listed])
     if not listed:
         info(f"no runs in {runs_dir}")
         return
     fixed = ("dataset", "model")  # always shown as columns of their own
-    keys = [k for k in differing_keys([r.config for r in listed]) if k not in BOOKKEEPING and k not in fixed]
+    readable = [r for r in listed if r.error is None]
+    keys = [k for k in differing_keys([r.config for r in readable]) if k not in BOOKKEEPING and k not in fixed]
     ece = ["test_ece"] if any(r.record.get("test_ece") is not None for r in listed) else []  # older runs lack it
     headers = ["id", "started", *fixed, "processes", *keys, "best valid loss", "test acc (95% CI)", *map(label, ece),
                "duration", "status"]
     rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed), r.processes(),
              *(format_value(r.setting(k)) for k in keys), format_number(r.metric("best_valid_loss")),
              cell(r, "test_acc"), *(cell(r, name) for name in ece), format_duration(r.seconds()), r.status]
+            if r.error is None else [r.id, *["?"] * (len(headers) - 2), f"unreadable: {r.error}"]
             for r in listed]
     info(format_table(headers, rows))
+
+
+def unreadable(run: Run) -> dict:
+    """A run that cannot be listed, for --json: its id, and why."""
+    return {"id": run.id, "path": str(run.path), "status": "unreadable", "error": run.error}
 
 
 def show(spec: str, runs_dir: str, as_json: bool = False) -> None:
@@ -117,7 +141,7 @@ def show(spec: str, runs_dir: str, as_json: bool = False) -> None:
 
 def summary(run: Run) -> list[list[str]]:
     """The facts `runs show` prints and a report opens with."""
-    env = runs.read_json(run.path / "env.json") or {}
+    env = environment(run)
     rows = [["run", run.id], ["folder", str(run.path)], ["status", run.status],
             ["dataset", run.config.get("dataset", "?")], ["model", run.config.get("model", "?")],
             ["processes", run.processes()],
@@ -193,7 +217,7 @@ def as_dict(run: Run, detail: bool = False) -> dict:
              "started": run.record.get("started"), "seconds": run.seconds(),
              **metrics, "test_acc_ci95": interval, "test_n": n, "config": run.config}
     if detail:
-        facts.update(env=runs.read_json(run.path / "env.json") or {}, cv=run.record.get("cv"), epochs=run.history)
+        facts.update(env=environment(run), cv=run.record.get("cv"), epochs=run.history)
     return facts
 
 
@@ -226,8 +250,9 @@ def _labels(compared: list[Run]) -> list[str]:
 
 def format_table(headers: list[str], rows: list[list[str]], header: bool = True) -> str:
     """Plain aligned columns (pipes and files stay readable); numbers right-aligned under a header,
-    everything left-aligned in a headerless key-value list."""
-    cells = ([headers] if header else []) + [[str(c) for c in row] for row in rows]
+    everything left-aligned in a headerless key-value list. Cells are made terminal_safe: a run's
+    name, config values and class names come from files."""
+    cells = [[terminal_safe(c) for c in row] for row in ([headers] if header else []) + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ptflow import stats
+from ptflow.console import terminal_safe
 from ptflow.models.calibration import ECE_BINS, expected_calibration_error, reliability
 
 
@@ -78,6 +79,7 @@ def headline(report: dict, temperature: float | None = None) -> list[str]:
 
 
 def format_report(report: dict, classes: list[str], temperature: float | None = None) -> str:
+    classes = [terminal_safe(c) for c in classes]  # names from a model file or a dataset: no terminal codes
     width = max(8, *(len(c) for c in classes))
     lines = [*headline(report, temperature), "", f"{'class':>{width}}  precision  recall     f1  support"]
     for i, name in enumerate(classes):

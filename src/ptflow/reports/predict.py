@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from ptflow.console import printable
+from ptflow.console import printable, terminal_safe
 from ptflow.data.inputs import collect_inputs
 from ptflow.devices import resolve_device
 from ptflow.models.files import load_model
@@ -15,7 +15,11 @@ from ptflow.models.inference import predict_proba, prediction_rows
 
 def format_results(rows: list[dict], classes: list[str], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps(rows, indent=2)  # ASCII: control characters escaped by JSON itself
+    # File and class names come from files: no terminal codes in a table or CSV printed to one.
+    classes = [terminal_safe(c) for c in classes]
+    rows = [{**r, "input": terminal_safe(r["input"]), "class": terminal_safe(r["class"]),
+             "probabilities": {terminal_safe(c): p for c, p in r["probabilities"].items()}} for r in rows]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

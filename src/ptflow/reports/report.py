@@ -45,7 +45,7 @@ def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str
 
 
 def _summary(entry: history.Run) -> str:
-    versions = (runs.read_json(entry.path / "env.json") or {}).get("versions", {})
+    versions = history.environment(entry).get("versions", {})
     rows = history.summary(entry) + [["versions", ", ".join(f"{k} {v}" for k, v in versions.items())]]
     return f"<h1>{escape(entry.id)}</h1>\n" + table(rows)
 

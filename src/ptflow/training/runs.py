@@ -10,6 +10,7 @@
       predictions.npz  each test example's predicted class and probability (predictions.py)
 
 A run is named by its folder: a path, or its id (the folder's name) under the runs folder.
+Its JSON files are read through runfiles.py, which checks them: a run folder is input.
 
 One process at a time trains a run: the one holding its lock (flock on the run folder itself),
 taken when the folder is created or a resume begins, and dropped when the run records how it
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from ptflow import dist
+from ptflow.training import runfiles
 from ptflow.console import warn
 from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
@@ -223,25 +225,12 @@ def write_metrics(run: Path, history: list[dict]) -> None:
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
 
 
-def read_metrics(run: Path) -> list[dict]:
-    """The per-epoch records; a line torn by a crash is skipped."""
-    try:
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def read_json(path: Path) -> dict | None:
+    """A run file (run.json, config.json, env.json) for bookkeeping that must go on regardless:
+    None when it is missing or unusable (runfiles.read_record says why, for commands that show it)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return runfiles.read_record(path.parent, path.name)
+    except PtflowError:
         return None
 
 
