@@ -128,7 +128,8 @@ def test_print_config_with_launcher_flags_starts_nothing(cli):
 
 
 def test_torchrun_restarts_need_a_run_name_to_find_the_run_again(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")  # as torchrun --max_restarts 1 sets it
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # as torchrun --max_restarts 1 sets them
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     code, _, err = cli("train", "--dataset", "digits", "--runs_dir", tmp_path)
     assert code == 2 and "pass --run_name" in err
 
@@ -152,6 +153,6 @@ def test_sync_bn_is_a_hyperparameter_that_resume_keeps():
 
 
 def test_a_sweep_under_torchrun_is_refused(cli, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # as torchrun sets it in each process
     code, _, err = cli("sweep", "--trials", "1", "--param", "lr=float:0.001:0.01", "--dataset", "digits")
     assert code == 2 and "start several sweep commands on one --storage" in err

@@ -1,19 +1,23 @@
-"""Printing, from the main process only: plain lines, and a progress bar when on a terminal."""
+"""Printing: plain lines, and a progress bar when on a terminal.
+
+In a training job of several processes only its main process prints (main_process.py); outside
+one, every process does.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from ptflow.dist import is_main_process
+from ptflow.main_process import is_main
 
 
 def info(message: str = "") -> None:
-    if is_main_process():
+    if is_main():
         print(message, flush=True)
 
 
 def warn(message: str) -> None:
-    if is_main_process():
+    if is_main():
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -42,6 +46,6 @@ class EpochBar:
 
 def epoch_bar_factory(n_epochs: int, verbose: int):
     """A factory of per-epoch bars, or None where a bar would only clutter a log file."""
-    if verbose != 1 or not sys.stdout.isatty() or not is_main_process():
+    if verbose != 1 or not sys.stdout.isatty() or not is_main():
         return None
     return lambda epoch: EpochBar(f"epoch {epoch + 1}/{n_epochs}")

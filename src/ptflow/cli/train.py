@@ -61,15 +61,18 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ptflow import dist
+    from ptflow.training import distributed as dist
 
     if not args.dist_timeout > 0:
         raise UsageError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
     launcher = {k: getattr(args, k) for k in LAUNCH_OPTIONS if getattr(args, k) is not None}
     if launcher and not args.print_config:
         return start_processes(args, launcher)
+    job = dist.job_from_environment()
+    if not dist.launched():
+        warn_ignored_ranks()
     # Under torchrun the processes join first, so that the main one decides for all of them.
-    with dist.process_group(args.dist_timeout):
+    with dist.joined(job, args.dist_timeout):
         decided = dist.share_json_from_main(lambda: decide(args))
         from ptflow.console import info
 
@@ -97,9 +100,21 @@ def run(args: argparse.Namespace) -> int:
 
             folds.run(config, trust_code=trust)
             return 0
-        train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code, trust_code=trust,
-                  dist_timeout=args.dist_timeout)
+        train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code, trust_code=trust)
     return 0
+
+
+def warn_ignored_ranks() -> None:
+    """A Kubernetes PyTorchJob pod or a SLURM wrapper may set RANK and WORLD_SIZE for a command that
+    torchrun did not start: such a process trains alone, and says so, once."""
+    import os
+
+    from ptflow.console import warn
+
+    given = [name for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in os.environ]
+    if given:
+        warn(f"{', '.join(given)} in the environment ignored: torchrun did not start this process, so it trains "
+             f"alone (`ptflow train --nproc_per_node N` or torchrun train on several processes)")
 
 
 def decide(args: argparse.Namespace) -> dict:
@@ -107,7 +122,7 @@ def decide(args: argparse.Namespace) -> dict:
     restarted it), as JSON: made by the main process and shared with the others."""
     from pathlib import Path
 
-    from ptflow import dist
+    from ptflow.training import distributed as dist
     from ptflow.training import resume, runs
 
     values = train_values(args, OWN_OPTIONS)
@@ -133,7 +148,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     """Start the processes through torchrun, after checking everything they would check."""
     from pathlib import Path
 
-    from ptflow import dist
+    from ptflow.training import distributed as dist
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
 

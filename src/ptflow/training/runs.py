@@ -29,9 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptflow import dist
 from ptflow.console import warn
-from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
 from ptflow.files import (
     append_line,
@@ -42,6 +40,8 @@ from ptflow.files import (
     unlock,
     write_json,
 )
+from ptflow.training import distributed as dist
+from ptflow.training.distributed import is_main_process
 
 ENDED = ("finished", "failed", "interrupted", "stopped", "pruned")  # statuses that end a process's hold
 _held: dict[str, int] = {}  # run folders whose lock this process holds: resolved path -> descriptor

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import dist, plots, predictions
+from ptflow import plots, predictions
 from ptflow.config import TrainConfig
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
@@ -30,6 +30,7 @@ from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
 from ptflow.training import ddp, interrupt, outcome, resume, runs, tracking
+from ptflow.training import distributed as dist
 from ptflow.training.loop import (
     LoopSettings,
     TrainState,
@@ -80,7 +81,7 @@ def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.dev
 
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
         evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True, trust_code: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT) -> dict:
+        resume_hint: bool = True, trust_code: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -91,15 +92,14 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     last checkpoint, provided the data, the model and the code still match. Model and dataset
     code that the config names by import path is imported only with trust_code when the config was
     read from a run folder (resume_from), as it is then chosen by the file, not the user.
-    Under torchrun, every process calls it; dist_timeout bounds how long one waits for the others.
+    Under torchrun, every process calls it, inside `distributed.joined` (cli/train.py).
     """
-    with dist.process_group(dist_timeout):
-        try:
-            return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
-        except Exception as exc:
-            if dist.lost_peer(exc):  # a dead or hung process: one line, not a traceback from a collective
-                raise dist.lost_peer_error(exc) from None
-            raise
+    try:
+        return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
+    except Exception as exc:
+        if dist.lost_peer(exc):  # a dead or hung process: one line, not a traceback from a collective
+            raise dist.lost_peer_error(exc) from None
+        raise
 
 
 def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None, allow_changed_code: bool,
