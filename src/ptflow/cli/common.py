@@ -159,8 +159,9 @@ def check_output(path: str | None, flag: str, folder: bool = False) -> None:
         raise UsageError(f"{flag} {path}: a file is in the way; give a folder")
     if not folder and target.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name")
-    if not folder and target_problem(target):
-        raise UsageError(f"{flag} {path}: {target_problem(target)}; ptflow writes regular files only")
+    problem = None if folder else target_problem(target)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}; ptflow writes regular files only")
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():

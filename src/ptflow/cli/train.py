@@ -122,8 +122,8 @@ def decide(args: argparse.Namespace) -> dict:
     restarted it), as JSON: made by the main process and shared with the others."""
     from pathlib import Path
 
-    from ptflow.training import distributed as dist
     from ptflow.training import resume, runs
+    from ptflow.training import distributed as dist
 
     values = train_values(args, OWN_OPTIONS)
     restarting = dist.restart_count() > 0
@@ -148,9 +148,9 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     """Start the processes through torchrun, after checking everything they would check."""
     from pathlib import Path
 
-    from ptflow.training import distributed as dist
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
+    from ptflow.training import distributed as dist
 
     if dist.launched():
         raise UsageError(f"--{next(iter(launcher))} starts processes, but torchrun started this one: "
