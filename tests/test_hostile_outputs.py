@@ -225,4 +225,5 @@ def test_a_run_folder_with_a_fifo_or_socket_in_it_is_not_resumed(make, cli, trai
     code, _, err = cli("train", "--resume", run)
     one_line_error(code, err, "train")
     assert "metrics.jsonl is not a regular file" in err
-    assert stat.S_ISFIFO(os.lstat(run / "metrics.jsonl").st_mode) or stat.S_ISSOCK(os.lstat(run / "metrics.jsonl").st_mode)
+    mode = os.lstat(run / "metrics.jsonl").st_mode
+    assert stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
