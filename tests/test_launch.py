@@ -129,7 +129,8 @@ def test_print_config_with_launcher_flags_starts_nothing(cli):
 
 
 def test_torchrun_restarts_need_a_run_name_to_find_the_run_again(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")  # as torchrun --max_restarts 1 sets it
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # as torchrun --max_restarts 1 sets them
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     code, _, err = cli("train", "--dataset", "digits", "--runs_dir", tmp_path)
     assert code == 2 and "pass --run_name" in err
 
@@ -153,7 +154,7 @@ def test_sync_bn_is_a_hyperparameter_that_resume_keeps():
 
 
 def test_a_sweep_under_torchrun_is_refused(cli, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it in each process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # as torchrun sets it in each process
     code, _, err = cli("sweep", "--trials", "1", "--param", "lr=float:0.001:0.01", "--dataset", "digits")
     assert code == 2 and "start several sweep commands on one --storage" in err
 
@@ -193,21 +194,21 @@ def test_a_job_stopped_by_a_signal_ends_with_its_status_and_no_error(tmp_path, c
 
 
 def test_processes_say_a_failure_torchrun_recovers_or_reports_as_a_note(monkeypatch):
-    from ptflow.dist import LostPeer, lost_peer_error
     from ptflow.errors import PtflowError
+    from ptflow.training import distributed
+    from ptflow.training.distributed import Job, LostPeer, lost_peer_error
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
+    job = Job(rank=1, world_size=2, max_restarts=2, restart_count=1)  # one restart left: nothing is final yet
+    monkeypatch.setattr(distributed, "_job", job)  # as inside distributed.joined(job)
     lost, own = lost_peer_error(RuntimeError("Connection closed by peer")), PtflowError("cannot write x")
+    monkeypatch.setattr(distributed, "_job", Job())
     assert isinstance(lost, LostPeer)
-    assert launch.note_for(lost) is None and launch.note_for(own) is None  # no torchrun agent: errors
+    assert launch.note_for(lost, job) is None and launch.note_for(own, job) is None  # no torchrun agent: errors
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "ptflow")
-    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # one restart left: nothing is final yet
-    assert launch.note_for(own) == ("process 1 of 2: cannot write x; torchrun restarts every process "
-                                    "(restart 2 of 2)")
-    assert launch.note_for(lost).startswith("process 1 of 2 lost the others") and "(restart 2 of 2)" in \
-        launch.note_for(lost)
-    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")  # none left: torchrun reports the process that failed
-    assert launch.note_for(lost) == str(lost) and "error" not in launch.note_for(lost)
-    assert launch.note_for(own) is None  # the process's own failure is the job's error
+    assert launch.note_for(own, job) == ("process 1 of 2: cannot write x; torchrun restarts every process "
+                                         "(restart 2 of 2)")
+    assert launch.note_for(lost, job).startswith("process 1 of 2 lost the others") and "(restart 2 of 2)" in \
+        launch.note_for(lost, job)
+    job = Job(rank=1, world_size=2, max_restarts=2, restart_count=2)  # none left: torchrun reports who failed
+    assert launch.note_for(lost, job) == str(lost) and "error" not in launch.note_for(lost, job)
+    assert launch.note_for(own, job) is None  # the process's own failure is the job's error

@@ -1,9 +1,10 @@
-"""Printing, from the main process only: plain lines, and a progress bar when on a terminal.
+"""Printing: plain lines, and a progress bar when on a terminal.
 
-What is printed or written as text is valid Unicode (`printable`): a file or folder name with
-bytes that are not UTF-8 reaches Python as lone surrogates, which a UTF-8 terminal, an HTML
-file or a JSON response cannot encode. What is printed is also free of terminal codes
-(`terminal_safe`): names and values from files are shown, never obeyed by the terminal.
+In a training job of several processes only its main process prints (main_process.py); outside
+one, every process does. What is printed or written as text is valid Unicode (`printable`): a
+file or folder name with bytes that are not UTF-8 reaches Python as lone surrogates, which a
+UTF-8 terminal, an HTML file or a JSON response cannot encode. What is printed is also free of
+terminal codes (`terminal_safe`): names and values from files are shown, never obeyed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from ptflow.dist import is_main_process
+from ptflow.main_process import is_main
 
 _warnings_held = False  # inside held_warnings()
 
@@ -33,12 +34,12 @@ def _escape(c: str) -> str:
 
 
 def info(message: str = "") -> None:
-    if is_main_process():
+    if is_main():
         print(terminal_safe(message, keep="\n\t"), flush=True)  # lines of text: no terminal codes
 
 
 def warn(message: str) -> None:
-    if is_main_process() and not _warnings_held:
+    if is_main() and not _warnings_held:
         print(f"warning: {terminal_safe(message)}", file=sys.stderr, flush=True)  # one line
 
 
@@ -79,7 +80,7 @@ class EpochBar:
 
 def epoch_bar_factory(n_epochs: int, verbose: int):
     """A factory of per-epoch bars, or None where a bar would only clutter a log file."""
-    if verbose != 1 or not sys.stdout.isatty() or not is_main_process():
+    if verbose != 1 or not sys.stdout.isatty() or not is_main():
         return None
     return lambda epoch: EpochBar(f"epoch {epoch + 1}/{n_epochs}")
 

@@ -85,19 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: return the status, don't raise it
         return int(exc.code or 0)
-    from ptflow import dist  # here, not at the top: `ptflow --help` never needs it
-    from ptflow.console import terminal_safe
+    from ptflow.console import terminal_safe  # here, not at the top: `ptflow --help` never needs it
 
+    # An error or interrupt leaving a process of a training job says which process it is (`where`),
+    # and one that every process of the job has is `silent` on all but rank 0 (training/distributed.py).
     try:
         return args.handler(args)
     except PtflowError as exc:
-        if dist.is_main_process() or not getattr(exc, "shared", False):  # an error all processes share: once
-            where = f"process {dist.rank()}: " if dist.is_distributed() and not dist.is_main_process() else ""
+        if not getattr(exc, "silent", False):
             # One line whatever the message holds: a file name with a newline would forge a second.
-            print(f"ptflow {args.command}: error: {where}{terminal_safe(exc)}", file=sys.stderr)
+            print(f"ptflow {args.command}: error: {getattr(exc, 'where', '')}{terminal_safe(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        if dist.is_main_process():
+        if not getattr(exc, "silent", False):
             print(f"ptflow {args.command}: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)  # 143 after SIGTERM (interrupt.Interrupted)
     except BrokenPipeError:  # output piped into `head` and friends: not an error worth a traceback

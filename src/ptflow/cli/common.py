@@ -178,8 +178,12 @@ def check_batch_size(value: int) -> None:
 
 def check_output(path: str | None, flag: str, folder: bool = False) -> None:
     """Refuse, before any work, an output path that collides with what is there: a folder where
-    a file will be written, a file where a folder will be made (or where one of its parents is)."""
+    a file will be written, anything but a regular file where one will be replaced (a device, a
+    FIFO, a link: files.target_problem), a file where a folder will be made (or where one of its
+    parents is)."""
     from pathlib import Path
+
+    from ptflow.files import target_problem
 
     if path is None:
         return
@@ -190,6 +194,9 @@ def check_output(path: str | None, flag: str, folder: bool = False) -> None:
         raise UsageError(f"{flag} {path}: a file is in the way; give a folder")
     if not folder and target.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name")
+    problem = None if folder else target_problem(target)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}; ptflow writes regular files only")
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -201,3 +208,8 @@ def check_train_outputs(config: TrainConfig) -> None:
     """The outputs of `ptflow train` and `ptflow sweep`, before data is loaded or anything trains."""
     check_output(config.model_fn, "--model_fn")
     check_output(config.runs_dir, "--runs_dir", folder=True)
+    if "mlflow" in config.log:
+        from ptflow.files import database_file
+        from ptflow.training.tracking import mlflow_uri
+
+        check_output(database_file(mlflow_uri(config)), "the MLflow store")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptflow.cli.common import add_train_options, check_train_outputs, train_values
+from ptflow.cli.common import add_train_options, check_output, check_train_outputs, train_values
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 
@@ -42,15 +42,20 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ptflow import dist
+    from pathlib import Path
 
-    if dist.is_distributed():  # README: "Several processes"
+    from ptflow.files import database_file
+    from ptflow.sweep.study import DEFAULT_DB
+    from ptflow.training import distributed as dist
+
+    if dist.launched():  # README: "Several processes"
         raise UsageError("ptflow sweep runs each trial in one process; to use more cores or machines, start "
                          "several sweep commands on one --storage instead of torchrun")
     values = train_values(args, OWN_OPTIONS)
     # Trials are quiet unless asked: one summary line each reads better than every epoch of every trial.
     base = TrainConfig.from_dict({"verbose": 0, **values})
     check_train_outputs(base)
+    check_output(database_file(args.storage) if args.storage else str(Path(base.runs_dir) / DEFAULT_DB), "--storage")
     if args.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {args.trials}")
     if min(args.prune_after, args.prune_warmup) < 0:

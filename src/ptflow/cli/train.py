@@ -60,36 +60,38 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptflow import dist
-
     if not args.dist_timeout > 0:
         raise UsageError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
     launcher = {k: getattr(args, k) for k in LAUNCH_OPTIONS if getattr(args, k) is not None}
     if launcher and not args.print_config:
         return start_processes(args, launcher)
+    from ptflow.training import distributed as dist
     from ptflow.training import launch
 
+    job = dist.job_from_environment()
     if launch.under_agent():
         launch.die_with_launcher()
+    else:
+        warn_ignored_ranks()
     try:
-        return train_here(args)
+        return train_here(args, job)
     except PtflowError as exc:
-        note = launch.note_for(exc)  # torchrun restarts the job, or reports the failure itself
+        note = launch.note_for(exc, job)  # torchrun restarts the job, or reports the failure itself
         if note is None:
             raise
-        if dist.is_main_process() or not getattr(exc, "shared", False):  # as main() prints errors
+        if not getattr(exc, "silent", False):  # as main() prints errors: once for the job
             print(f"ptflow train: {note}", file=sys.stderr, flush=True)
         return exc.exit_code
 
 
-def train_here(args: argparse.Namespace) -> int:
-    """Train in this process: alone, or as one of the processes torchrun started."""
+def train_here(args: argparse.Namespace, job) -> int:
+    """Train in this process: alone, or as process `job.rank` of the ones torchrun started."""
     from pathlib import Path
 
-    from ptflow import dist
+    from ptflow.training import distributed as dist
 
     # Under torchrun the processes join first, so that the main one decides for all of them.
-    with dist.process_group(args.dist_timeout):
+    with dist.joined(job, args.dist_timeout):
         decided = dist.share_json_from_main(lambda: decide(args))
         from ptflow.console import info
 
@@ -118,7 +120,7 @@ def train_here(args: argparse.Namespace) -> int:
             say_next(config, folds.run(config, trust_code=trust)["run_dir"])
             return 0
         metrics = train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code,
-                            trust_code=trust, dist_timeout=args.dist_timeout)
+                            trust_code=trust)
         say_next(config, metrics["run_dir"])
     return 0
 
@@ -141,13 +143,26 @@ def say_next(config: TrainConfig, run_dir: str) -> None:
     info("Next:\n" + "\n".join(f"  {line.ljust(width)}  # {why}" for line, (_, why) in zip(lines, commands)))
 
 
+def warn_ignored_ranks() -> None:
+    """A Kubernetes PyTorchJob pod or a SLURM wrapper may set RANK and WORLD_SIZE for a command that
+    torchrun did not start: such a process trains alone, and says so, once."""
+    import os
+
+    from ptflow.console import warn
+
+    given = [name for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in os.environ]
+    if given:
+        warn(f"{', '.join(given)} in the environment ignored: torchrun did not start this process, so it trains "
+             f"alone (`ptflow train --nproc_per_node N` or torchrun train on several processes)")
+
+
 def decide(args: argparse.Namespace) -> dict:
     """The config, and the run folder to continue (--resume, or this job's own after torchrun
     restarted it), as JSON: made by the main process and shared with the others."""
     from pathlib import Path
 
-    from ptflow import dist
     from ptflow.training import resume, runs
+    from ptflow.training import distributed as dist
 
     values = train_values(args, OWN_OPTIONS)
     restarting = dist.restart_count() > 0
@@ -172,10 +187,10 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     """Start the processes through torchrun, after checking everything they would check."""
     from pathlib import Path
 
-    from ptflow import dist
     from ptflow.console import held_warnings
     from ptflow.devices import resolve_device
     from ptflow.training import ddp, launch, runs
+    from ptflow.training import distributed as dist
 
     if dist.launched():
         raise UsageError(f"--{next(iter(launcher))} starts processes, but torchrun started this one: "

@@ -20,10 +20,14 @@ from ptflow.console import info, warn
 from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import resolve_device
 from ptflow.errors import PtflowError, shown
-from ptflow.files import atomic_write_bytes, write_json
+from ptflow.files import atomic_write_bytes, refuse_target, write_json
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba
 from ptflow.reports.metrics import classification_report, format_report
+
+
+PICTURES = ("samples.png", "mistakes.png")  # of image datasets only
+OUTPUTS = ("evaluation.json", predictions.FILE, "confusion_matrix.png", "reliability.png", *PICTURES)
 
 
 @dataclass
@@ -82,11 +86,13 @@ def _differ(data: list[str], model: list[str]) -> str:
 
 def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
         batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
+    out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
+    for name in OUTPUTS:  # a FIFO or a device where a file goes is refused before any work
+        refuse_target(out / name)
     judged = judge(model_fn, data_dir, device, batch_size, trust_code)
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     info(format_report(report, classes, judged.loaded.temperature))
     info(f"\n{len(judged.probs)} test examples in {judged.seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
-    out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
     write_json(out / "evaluation.json", report)
     predictions.save(out / predictions.FILE, splits.y_test, judged.probs,
                      predictions.fingerprint(splits.x_test, splits.y_test), judged.loaded.meta.get("data_fingerprint"))
@@ -115,7 +121,7 @@ def pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str]
     titles = [f"{classes[y_pred[i]]} {probs[i, y_pred[i]]:.2f} ({classes[y[i]]})" for i in worst]
     mistakes = plots.image_grid(x[worst], titles, None, ["red"] * len(worst),
                                 suptitle="most confident mistakes: predicted p (true)")
-    return {"samples.png": samples, "mistakes.png": mistakes}
+    return dict(zip(PICTURES, (samples, mistakes)))
 
 
 def write_pictures(x: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], out: Path,

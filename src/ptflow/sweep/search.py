@@ -33,6 +33,7 @@ from ptflow import stats
 from ptflow.config import TrainConfig
 from ptflow.console import info, warn
 from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
+from ptflow.files import database_file
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
 from ptflow.sweep.space import ParamSpec, config_values, parse_specs
@@ -63,8 +64,8 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
         raise UsageError(f"--study {study_name!r}: use letters, digits, '.', '_' and '-' (it names run folders)")
     check_names(base, specs)
     url = storage or sweep_study.default_storage(base.runs_dir)
-    database = sweep_study.sqlite_file(url)
-    if not specs and database is not None and not database.exists():  # without making an empty one
+    database = database_file(url)
+    if not specs and database is not None and not Path(database).exists():  # without making an empty one
         raise UsageError(f"no study {study_name!r} yet (no {database}): give at least one --param NAME=SPEC "
                          f"to search")
     if storage is None:  # the default SQLite file's folder, made only now that the command is checked

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from ptflow.config import RUNTIME, TrainConfig, fields_where
 from ptflow.console import warn
 from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.files import database_file, refuse_target
 from ptflow.sweep.space import ParamSpec, parse_specs
 from ptflow.training import runs
 from ptflow.training.tracking import redact_url as redact
@@ -37,23 +38,11 @@ CONFIG_WAIT = 5  # seconds a study without ptflow's config may still be getting 
 LOCAL_FIELDS = fields_where(role=RUNTIME)
 
 
+DEFAULT_DB = "sweeps.db"  # the SQLite file in the runs folder that holds studies without --storage
+
+
 def default_storage(runs_dir: str) -> str:
-    return f"sqlite:///{Path(runs_dir).resolve() / 'sweeps.db'}"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for other databases, in-memory SQLite or a bad URL."""
-    import sqlalchemy.engine
-    import sqlalchemy.exc
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return None  # open_storage says what is wrong with it
-    database = parsed.database
-    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:":
-        return None
-    return Path(database)
+    return f"sqlite:///{Path(runs_dir).resolve() / DEFAULT_DB}"
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -61,6 +50,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     has been checked, so that a usage error leaves nothing behind."""
     import sqlalchemy.exc
 
+    if database_file(url):
+        refuse_target(database_file(url))  # SQLite would write into a FIFO or a device as it found it
     # SQLite: wait for a lock rather than fail when several workers write at the same moment.
     engine_kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
     for _ in range(CREATE_TRIES):

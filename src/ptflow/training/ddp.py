@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ptflow import dist
 from ptflow.config import TrainConfig
 from ptflow.console import warn
 from ptflow.errors import UsageError
+from ptflow.training import distributed as dist
 
 
 def device_for_process(device: torch.device) -> torch.device:

@@ -22,7 +22,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from ptflow import dist
+from ptflow.training import distributed as dist
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

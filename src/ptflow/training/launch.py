@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptflow import dist
+from ptflow.training import distributed as dist
 from ptflow.errors import PtflowError, UsageError, first_line
 
 RDZV_ID = "ptflow"  # the same on every machine of a job; the endpoint tells jobs apart
@@ -104,9 +104,9 @@ def die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def note_for(error: Exception) -> str | None:
-    """What a process that torchrun started says about an error that does not end the job, or None
-    for one that does (it is then printed as the job's error).
+def note_for(error: Exception, job: dist.Job) -> str | None:
+    """What a process of `job` that torchrun started says about an error that does not end the job,
+    or None for one that does (it is then printed as the job's error).
 
     With restarts left, torchrun restarts every process and the run goes on from its last
     checkpoint, so no error is final. A lost peer (another process died or hung) is the
@@ -116,15 +116,15 @@ def note_for(error: Exception) -> str | None:
     if not under_agent():
         return None
     lost_peer = isinstance(error, dist.LostPeer)
-    text = str(error) if lost_peer else f"process {dist.rank()} of {dist.world_size()}: {error}"
-    if dist.max_restarts() > dist.restart_count():
-        return f"{text}; torchrun restarts every process (restart {dist.restart_count() + 1} of {dist.max_restarts()})"
+    text = str(error) if lost_peer else f"process {job.rank} of {job.world_size}: {error}"
+    if job.max_restarts > job.restart_count:
+        return f"{text}; torchrun restarts every process (restart {job.restart_count + 1} of {job.max_restarts})"
     return text if lost_peer else None
 
 
 def under_agent() -> bool:
     """Whether torchrun's agent (ptflow's launcher, or torchrun itself) started this process."""
-    return "TORCHELASTIC_RUN_ID" in os.environ
+    return dist.launched()
 
 
 def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:

@@ -28,12 +28,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ptflow import dist
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.data.augment import draw_flips, draw_shifts, random_flip, random_shift
 from ptflow.models.networks import Preprocess
 from ptflow.training import interrupt
+from ptflow.training import distributed as dist
 from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 

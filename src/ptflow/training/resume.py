@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 
 import ptflow
-from ptflow import __version__, dist
+from ptflow import __version__
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import warn
-from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError, first_line, shown
 from ptflow.training import checkpoint, runs
+from ptflow.training import distributed as dist
+from ptflow.training.distributed import is_main_process
 from ptflow.training.loop import TrainState
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -59,7 +60,7 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
     is refused, never interleaved with the first.
     """
     run_dir = runs.find(spec, given.get("runs_dir", TrainConfig.runs_dir))
-    refuse_links(run_dir)
+    refuse_special_files(run_dir)
     if is_main_process():
         runs.claim_or_refuse(run_dir)
     try:
@@ -69,18 +70,25 @@ def resolve(spec: str, given: dict, restarting: bool = False) -> tuple[Path, Tra
         raise
 
 
-def refuse_links(run_dir: Path) -> None:
+def refuse_special_files(run_dir: Path) -> None:
     """A run folder may come from someone else: a link in it (metrics.jsonl -> ~/.bashrc) would
-    make the resumed run write through it, outside the folder. Refused before anything is read or
-    written, the lock file included."""
+    make the resumed run write through it, outside the folder, and a FIFO or a device would block
+    or swallow its writes. Refused before anything is read or written, the lock file included;
+    folders (tensorboard/) are fine."""
     try:
-        links = sorted(entry.name for entry in run_dir.iterdir() if entry.is_symlink())
+        entries = sorted(run_dir.iterdir())
+        links = [entry.name for entry in entries if entry.is_symlink()]
+        special = [entry.name for entry in entries if not (entry.is_symlink() or entry.is_file() or entry.is_dir())]
     except OSError as exc:
         raise PtflowError(f"cannot read run folder {run_dir}: {exc.strerror or exc}") from None
     if links:
         what = "is a symbolic link" if len(links) == 1 else "are symbolic links"
         raise PtflowError(f"{run_dir}: {', '.join(links[:3])} {what}; ptflow does not resume a run folder with "
                           f"links in it (it would write through them): copy the run's files instead")
+    if special:
+        what = "is not a regular file" if len(special) == 1 else "are not regular files"
+        raise PtflowError(f"{run_dir}: {', '.join(special[:3])} {what} (a FIFO, a socket or a device); ptflow "
+                          f"resumes a run folder of files and folders only")
 
 
 def _resolved_config(run_dir: Path, given: dict, restarting: bool) -> TrainConfig:

@@ -30,10 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from ptflow import dist
-from ptflow.training import runfiles
 from ptflow.console import warn
-from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, UsageError
 from ptflow.files import (
     append_line,
@@ -44,6 +41,9 @@ from ptflow.files import (
     unlock,
     write_json,
 )
+from ptflow.training import distributed as dist
+from ptflow.training import runfiles
+from ptflow.training.distributed import is_main_process
 
 MODEL = "model.safetensors"  # the run's model file, written when it finishes
 ENDED = ("finished", "failed", "interrupted", "stopped", "pruned")  # statuses that end a process's hold

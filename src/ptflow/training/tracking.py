@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ptflow.console import warn
-from ptflow.dist import is_main_process
 from ptflow.errors import PtflowError, first_line
+from ptflow.files import database_file, refuse_target
+from ptflow.training.distributed import is_main_process
 
 EPOCH_METRICS = ("train_loss", "valid_loss", "valid_acc", "lr")  # the per-epoch keys of metrics.jsonl
 FINAL_METRICS = ("best_valid_loss", "valid_acc", "test_loss", "test_acc", "best_epoch")
@@ -101,12 +102,17 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
     return grid
 
 
+def mlflow_uri(config) -> str:
+    """--mlflow_uri, or by default a SQLite store in the runs folder."""
+    return config.mlflow_uri or f"sqlite:///{Path(config.runs_dir).resolve() / 'mlflow.db'}"
+
+
 class MlflowTracker:
     """One MLflow run per training run: the config as params, metrics per epoch, the model file."""
 
     def __init__(self, config, images=None):
         self.config = config
-        self.uri = config.mlflow_uri or f"sqlite:///{Path(config.runs_dir).resolve() / 'mlflow.db'}"
+        self.uri = mlflow_uri(config)
         self.client = None
         self.run_id = None
         self.run_dir = None
@@ -125,6 +131,8 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would interleave with ours
+        if database_file(self.uri):
+            refuse_target(database_file(self.uri))  # SQLite would write into a FIFO or a device as it found it
         self.client, self.run_dir = MlflowClient(tracking_uri=self.uri), run_dir
         experiment = self._call("open the experiment", self._experiment_id)
         tags = {"ptflow.run_dir": str(run_dir.resolve()), "ptflow.dataset": self.config.dataset,

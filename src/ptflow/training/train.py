@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptflow import dist, plots, predictions
+from ptflow import plots, predictions
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import epoch_bar_factory, info, warn
 from ptflow.data.preprocessing import fit_preprocessing
@@ -31,6 +31,7 @@ from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
 from ptflow.training import ddp, interrupt, outcome, resume, runs, tracking
+from ptflow.training import distributed as dist
 from ptflow.training.loop import (
     LoopSettings,
     TrainState,
@@ -86,7 +87,7 @@ def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.dev
 
 def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
         evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True, trust_code: bool = True, dist_timeout: float = dist.DEFAULT_TIMEOUT) -> dict:
+        resume_hint: bool = True, trust_code: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -97,11 +98,11 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     last checkpoint, provided the data, the model and the code still match. Model and dataset
     code that the config names by import path is imported only with trust_code when the config was
     read from a run folder (resume_from), as it is then chosen by the file, not the user.
-    Under torchrun, every process calls it; dist_timeout bounds how long one waits for the others.
+    Under torchrun, every process calls it, inside `distributed.joined` (cli/train.py).
     Each process trains on config.num_threads CPU threads (torch's default when None); the run's
     config.json records the count used, so that --resume continues on the same count.
     """
-    with dist.process_group(dist_timeout), cpu_threads(config.num_threads) as threads:
+    with cpu_threads(config.num_threads) as threads:
         config = dataclasses.replace(config, num_threads=threads)
         try:
             return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)

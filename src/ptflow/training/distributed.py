@@ -1,10 +1,12 @@
-"""Which process is which, and what the processes of one training job share.
+"""Which process is which in a training job, and what the processes of one job share.
 
 One process trains by default. Under torchrun (which `ptflow train --nproc_per_node N` calls for
-the user) each process reads RANK, LOCAL_RANK and WORLD_SIZE from its environment and joins one
-torch.distributed process group: gloo for CPU tensors, NCCL for CUDA tensors. Only the main
-process (global rank 0) prints and writes files: every print and file write in ptflow goes
-through `is_main_process()`.
+the user) each `ptflow train` process reads its RANK, LOCAL_RANK and WORLD_SIZE once, checks them
+(`job_from_environment`), and is that rank of the job while inside `joined(job)`: it joins one
+torch.distributed process group (gloo for CPU tensors, NCCL for CUDA tensors), and only the main
+process (global rank 0) prints and writes files (main_process.py). Only that command reads these
+variables, and only when torchrun started it (TORCHELASTIC_RUN_ID is set): a RANK left in the
+environment by a Kubernetes pod or a SLURM wrapper means nothing to any other command.
 
 Decisions that read files (which config, which run folder, the checkpoint's bytes) are made by
 the main process alone and shared with `share_from_main`, so that a machine that sees other
@@ -12,56 +14,119 @@ files (or none) cannot make the processes disagree; an error there reaches every
 same error, and is printed once.
 
 Every collective here is a no-op for a single process, and torch is imported inside the
-functions: console.py and files.py import this module, and `ptflow --help` must not import torch.
+functions: `ptflow --help` must not import torch.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
+from ptflow import main_process
 from ptflow.config import DIST_TIMEOUT as DEFAULT_TIMEOUT
-from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.errors import PtflowError, UsageError, first_line, shown
+
+TORCHRUN_MARK = "TORCHELASTIC_RUN_ID"  # set by torchrun in every process it starts, and by nothing else
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+@dataclass(frozen=True)
+class Job:
+    """This process's place in its training job: one process unless torchrun started several."""
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1  # processes of this job on this machine
+    restart_count: int = 0  # how many times torchrun has restarted the workers (--max_restarts)
+    max_restarts: int = 0
 
 
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_world_size() -> int:
-    """Processes of this job on this machine."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size())))
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
-def is_distributed() -> bool:
-    return world_size() > 1
+_job = Job()  # the job this process is in now: set by joined(), for `ptflow train` under torchrun only
 
 
 def launched() -> bool:
-    """Whether this process was started by torchrun (a launcher must not start another)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or "WORLD_SIZE" in os.environ
+    """Whether torchrun started this process (a launcher must not start another)."""
+    return TORCHRUN_MARK in os.environ
+
+
+def job_from_environment() -> Job:
+    """The job torchrun put this process in, from the variables it sets; one process when torchrun
+    did not start it. A malformed value is a one-line usage error, never a traceback."""
+    if not launched():
+        return Job()
+    world_size = _variable("WORLD_SIZE", 1, low=1)
+    local_world_size = _variable("LOCAL_WORLD_SIZE", world_size, low=1)
+    job = Job(rank=_variable("RANK", 0, low=0), local_rank=_variable("LOCAL_RANK", 0, low=0), world_size=world_size,
+              local_world_size=local_world_size, restart_count=_variable("TORCHELASTIC_RESTART_COUNT", 0, low=0),
+              max_restarts=_variable("TORCHELASTIC_MAX_RESTARTS", 0, low=0))
+    if job.rank >= job.world_size:
+        raise UsageError(f"RANK={job.rank} in the environment must be below WORLD_SIZE={job.world_size}")
+    if job.local_world_size > job.world_size or job.local_rank >= job.local_world_size:
+        raise UsageError(f"LOCAL_RANK={job.local_rank} and LOCAL_WORLD_SIZE={job.local_world_size} in the environment "
+                         f"do not fit WORLD_SIZE={job.world_size}")
+    return job
+
+
+def _variable(name: str, default: int, low: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) < low:
+        raise UsageError(f"{name}={shown(text)} in the environment (torchrun started this process) must be a "
+                         f"whole number >= {low}")
+    return int(text)
+
+
+@contextmanager
+def joined(job: Job, timeout: float = DEFAULT_TIMEOUT):
+    """Be process `job.rank` of the job while inside: in its process group, and printing and writing
+    only on rank 0. An error leaving it says which process it came from, and one that every process
+    shares (or an interrupt, which each gets) is marked `silent` on all but rank 0, to be printed once."""
+    global _job
+    previous, _job = _job, job
+    try:
+        with main_process.following(job.rank != 0), process_group(timeout):
+            yield
+    except BaseException as exc:
+        if job.rank != 0:
+            exc.where = f"process {job.rank}: "
+            exc.silent = isinstance(exc, KeyboardInterrupt) or getattr(exc, "shared", False)
+        raise
+    finally:
+        _job = previous
+
+
+def rank() -> int:
+    return _job.rank
+
+
+def local_rank() -> int:
+    return _job.local_rank
+
+
+def world_size() -> int:
+    return _job.world_size
+
+
+def local_world_size() -> int:
+    return _job.local_world_size
 
 
 def restart_count() -> int:
-    """How many times torchrun has restarted this job's workers (--max_restarts)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return _job.restart_count
 
 
 def max_restarts() -> int:
-    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    return _job.max_restarts
+
+
+def is_main_process() -> bool:
+    return _job.rank == 0
+
+
+def is_distributed() -> bool:
+    return _job.world_size > 1
 
 
 def backend_of(device_type: str) -> str:
@@ -92,7 +157,8 @@ def process_group(timeout: float = DEFAULT_TIMEOUT):
         backend = "cpu:gloo,cuda:nccl"
         torch.cuda.set_device(local_rank() % torch.cuda.device_count())
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        dist.init_process_group(backend, rank=rank(), world_size=world_size(),
+                                timeout=datetime.timedelta(seconds=timeout))
     except (RuntimeError, ValueError) as exc:
         hint = ""
         if restart_count() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
