@@ -8,7 +8,8 @@ from ptflow.cli.common import add_train_options, check_output, check_train_outpu
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 
-OWN_OPTIONS = ("trials", "param", "study", "storage", "pruner", "prune_after", "prune_warmup", "config")
+OWN_OPTIONS = ("trials", "param", "study", "storage", "pruner", "prune_after", "prune_warmup", "objective",
+               "config")
 
 
 def register(commands) -> None:
@@ -38,6 +39,9 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
                        help="trials that finish before any is pruned (default: 5)")
     sweep.add_argument("--prune_warmup", type=int, default=1, metavar="EPOCHS",
                        help="epochs every trial runs before it can be pruned (default: 1)")
+    sweep.add_argument("--objective", metavar="METRIC",
+                       help="what to tune: best_valid_loss (the default), or valid_NAME of a metric declared "
+                            "tunable (training/scoring.py); a resumed study keeps its own")
     sweep.add_argument("--config", metavar="FILE", help="YAML or TOML file of train options; flags override it")
 
 
@@ -63,5 +67,6 @@ def run(args) -> int:
     from ptflow.sweep import search
 
     search.run(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
-               pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup)
+               pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup,
+               objective=args.objective)
     return 0

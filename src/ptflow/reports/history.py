@@ -22,13 +22,23 @@ from ptflow import stats
 from ptflow.config import RUNTIME, TrainConfig, fields_where
 from ptflow.console import info, terminal_safe
 from ptflow.errors import PtflowError, UsageError
-from ptflow.training import runfiles, runs
+from ptflow.training import runfiles, runs, scoring
 
 # Config keys that say where things go or how they are shown, not what is trained: left out of
 # the table's "hyperparameters that differ" (compare still shows every difference).
 BOOKKEEPING = fields_where(role=RUNTIME)  # where and how a run executed, not what it trained
-METRICS = ("status", "epochs_run", "best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "duration")
-OPTIONAL_METRICS = ("test_ece", "temperature", "valid_ece", "valid_ece_calibrated")  # shown where a run has them
+
+
+def metrics() -> tuple[str, ...]:
+    """The rows of every run: status, the metrics scoring.py declares runs=ALWAYS, duration."""
+    return ("status", *(m.run_key for m in scoring.declared(runs=scoring.ALWAYS)), "duration")
+
+
+def optional_metrics() -> tuple[str, ...]:
+    """The metrics declared runs=RECORDED: shown where a run has them."""
+    return tuple(m.run_key for m in scoring.declared(runs=scoring.RECORDED))
+
+
 DEFAULTS = TrainConfig().to_dict()
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_acc", "lr", "seconds"]
 
@@ -109,12 +119,12 @@ def table(runs_dir: str, as_json: bool = False) -> None:
     fixed = ("dataset", "model")  # always shown as columns of their own
     readable = [r for r in listed if r.error is None]
     keys = [k for k in differing_keys([r.config for r in readable]) if k not in BOOKKEEPING and k not in fixed]
-    ece = ["test_ece"] if any(r.record.get("test_ece") is not None for r in listed) else []  # older runs lack it
-    headers = ["id", "started", *fixed, "processes", *keys, "best valid loss", "test acc (95% CI)", *map(label, ece),
-               "duration", "status"]
+    columns = [m.run_key for m in scoring.declared(column=True)  # a recorded-only one where some run has it
+               if m.runs == scoring.ALWAYS or any(r.record.get(m.run_key) is not None for r in listed)]
+    headers = ["id", "started", *fixed, "processes", *keys, *map(label, columns), "duration", "status"]
     rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed), r.processes(),
-             *(format_value(r.setting(k)) for k in keys), format_number(r.metric("best_valid_loss")),
-             cell(r, "test_acc"), *(cell(r, name) for name in ece), format_duration(r.seconds()), r.status]
+             *(format_value(r.setting(k)) for k in keys), *(cell(r, name) for name in columns),
+             format_duration(r.seconds()), r.status]
             if r.error is None else [r.id, *["?"] * (len(headers) - 2), f"unreadable: {r.error}"]
             for r in listed]
     info(format_table(headers, rows))
@@ -146,8 +156,8 @@ def summary(run: Run) -> list[list[str]]:
             ["dataset", run.config.get("dataset", "?")], ["model", run.config.get("model", "?")],
             ["processes", run.processes()],
             ["started", format_time(run.record.get("started"))]]
-    rows += [[label(name), cell(run, name)] for name in METRICS[1:]]
-    rows += [[label(name), cell(run, name)] for name in OPTIONAL_METRICS if run.record.get(name) is not None]
+    rows += [[label(name), cell(run, name)] for name in metrics()[1:]]
+    rows += [[label(name), cell(run, name)] for name in optional_metrics() if run.record.get(name) is not None]
     rows += [["git commit", env.get("git_commit") or "?"], ["data fingerprint", env.get("data_fingerprint") or "?"],
              ["command", " ".join(env.get("command", [])) or "?"]]
     return rows
@@ -196,7 +206,7 @@ def compare(specs: list[str], runs_dir: str, out: str | None, as_json: bool = Fa
     info(format_table(["", *names], [[k, *(format_value(r.setting(k)) for r in compared)] for k in keys])
          if keys else "(none: the same config)")
     info("\nmetrics")
-    rows = [[label(name), *(cell(r, name) for r in compared)] for name in METRICS]
+    rows = [[label(name), *(cell(r, name) for r in compared)] for name in metrics()]
     info(format_table(["", *names], rows))
     info("\nsignificance (McNemar's exact test: the examples one model gets right and the other wrong)")
     if pairs:
@@ -209,13 +219,13 @@ def compare(specs: list[str], runs_dir: str, out: str | None, as_json: bool = Fa
 def as_dict(run: Run, detail: bool = False) -> dict:
     """A run's facts for --json: its metrics unrounded, the test accuracy's 95% interval, its config;
     with detail, also its environment, cross-validation and every epoch."""
-    metrics = {name: run.metric(name) for name in (*METRICS[1:], *OPTIONAL_METRICS) if name != "duration"}
+    values = {name: run.metric(name) for name in (*metrics()[1:], *optional_metrics()) if name != "duration"}
     accuracy, n = run.record.get("test_acc"), run.record.get("test_n")
     interval = list(stats.accuracy_interval(accuracy, n)) if accuracy is not None and n else None
     facts = {"id": run.id, "path": str(run.path), "status": run.status, "dataset": run.config.get("dataset"),
              "model": run.config.get("model"), "world_size": run.record.get("world_size"),
              "started": run.record.get("started"), "seconds": run.seconds(),
-             **metrics, "test_acc_ci95": interval, "test_n": n, "config": run.config}
+             **values, "test_acc_ci95": interval, "test_n": n, "config": run.config}
     if detail:
         facts.update(env=environment(run), cv=run.record.get("cv"), epochs=run.history)
     return facts
@@ -274,19 +284,22 @@ def is_number(text: str) -> bool:
 def cell(run: Run, metric: str) -> str:
     if metric == "duration":
         return format_duration(run.seconds())
-    if metric == "test_acc":
-        return format_accuracy(run.record)
+    declared = scoring.by_run_key(metric)
+    if declared is not None and declared.interval is scoring.WILSON:
+        return format_accuracy(run.record, metric)
+    if declared is not None and declared.interval and run.record.get(f"{metric}_ci95"):
+        return f"{format_number(run.metric(metric))} {stats.format_interval(run.record[f'{metric}_ci95'])}"
     return format_number(run.metric(metric))
 
 
 def label(metric: str) -> str:
-    return {"test_acc": "test acc (95% CI)", "test_ece": "test ECE", "valid_ece": "valid ECE",
-            "valid_ece_calibrated": "valid ECE, calibrated"}.get(metric, metric.replace("_", " "))
+    return scoring.label(metric)
 
 
-def format_accuracy(record: dict) -> str:
-    """A run's test accuracy with its Wilson interval (runs from before intervals show the number alone)."""
-    accuracy, n = record.get("test_acc"), record.get("test_n")
+def format_accuracy(record: dict, key: str = "test_acc") -> str:
+    """A run's test accuracy (or other proportion) with its Wilson interval (runs from before intervals
+    show the number alone)."""
+    accuracy, n = record.get(key), record.get("test_n")
     if accuracy is None or not n:
         return format_number(accuracy)
     return f"{accuracy:.4f} {stats.format_interval(stats.accuracy_interval(accuracy, n))}"

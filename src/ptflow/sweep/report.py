@@ -2,6 +2,8 @@
 
 The winner's test accuracy is shown with its 95% Wilson interval; with --folds, each trial's
 objective is the mean of its folds' best validation losses, shown with their standard deviation.
+A study that tunes another metric (--objective) ranks and labels its trials by that metric's
+declaration (training/scoring.py).
 The report is one self-contained HTML file (reports/html.py), images included.
 Plots come from optuna.visualization.matplotlib, drawn with the Agg backend (no display needed).
 """
@@ -19,12 +21,19 @@ from ptflow import stats
 from ptflow.config import TrainConfig
 from ptflow.files import atomic_write_text
 from ptflow.reports.html import escape, image, page, section, table
+from ptflow.training import scoring
 
 STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
 
 
-def leaderboard(trials: list, names: list[str]) -> list[dict]:
-    """One row per trial, best first: finished by validation loss, then pruned, running and failed."""
+def _loss(metric: scoring.Metric | None) -> bool:
+    return metric is None or metric.objective_key == "best_valid_loss"
+
+
+def leaderboard(trials: list, names: list[str], metric: scoring.Metric | None = None) -> list[dict]:
+    """One row per trial, best first: finished by the objective (validation loss unless metric
+    says otherwise), then pruned, running and failed."""
+    sign = -1 if metric is not None and metric.goal == scoring.MAXIMIZE else 1
     rows = []
     for trial in trials:
         state = trial.state.name.lower()
@@ -36,10 +45,10 @@ def leaderboard(trials: list, names: list[str]) -> list[dict]:
             seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         cv = trial.user_attrs.get("cv") or {}
         rows.append({"trial": trial.number, "state": state, **{n: trial.params.get(n) for n in names},
-                     "valid_loss": loss, "valid_loss_std": cv.get("valid_loss_std"),
+                     "value": loss, "valid_loss_std": cv.get("valid_loss_std"),
                      "epochs": max(trial.intermediate_values, default=0), "seconds": seconds})
     rows.sort(key=lambda r: (STATE_ORDER.get(r["state"], 9),
-                             math.inf if r["valid_loss"] is None else r["valid_loss"], r["trial"]))
+                             math.inf if r["value"] is None else sign * r["value"], r["trial"]))
     return rows
 
 
@@ -54,21 +63,24 @@ def show(value) -> str:
 
 
 def _cells(row: dict, names: list[str], folds: int = 0) -> list[str]:
-    loss = "-" if row["valid_loss"] is None else f"{row['valid_loss']:.4e}"
+    loss = "-" if row["value"] is None else f"{row['value']:.4e}"
     seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f}"
     spread = [] if not folds else ["-" if row["valid_loss_std"] is None else f"{row['valid_loss_std']:.2e}"]
     return [str(row["trial"]), row["state"], *(show(row[n]) for n in names), loss, *spread, str(row["epochs"]),
             seconds]
 
 
-def _header(names: list[str], folds: int = 0) -> list[str]:
+def _header(names: list[str], folds: int = 0, metric: scoring.Metric | None = None) -> list[str]:
     if folds:  # a trial's step is a fold: it reports the mean of its folds so far
         return ["trial", "state", *names, f"mean valid loss ({folds} folds)", "std", "folds", "seconds"]
-    return ["trial", "state", *names, "best valid loss", "epochs", "seconds"]
+    tuned = "best valid loss" if _loss(metric) else f"valid {metric.name.replace('_', ' ')}"
+    return ["trial", "state", *names, tuned, "epochs", "seconds"]
 
 
-def objective_name(config: TrainConfig) -> str:
-    return f"mean_valid_loss({config.folds} folds)" if config.folds else "valid_loss"
+def objective_name(config: TrainConfig, metric: scoring.Metric | None = None) -> str:
+    if config.folds:
+        return f"mean_valid_loss({config.folds} folds)"
+    return "valid_loss" if _loss(metric) else metric.objective_key
 
 
 def format_test(test: dict | None) -> str:
@@ -79,8 +91,8 @@ def format_test(test: dict | None) -> str:
     return f"{test['test_acc']:.4f}" + (f" (95% CI {interval}, {test['test_n']:,} test examples)" if interval else "")
 
 
-def format_table(rows: list[dict], names: list[str], folds: int = 0) -> str:
-    table = [_header(names, folds)] + [_cells(row, names, folds) for row in rows]
+def format_table(rows: list[dict], names: list[str], folds: int = 0, metric: scoring.Metric | None = None) -> str:
+    table = [_header(names, folds, metric)] + [_cells(row, names, folds) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in table)
 
@@ -101,17 +113,19 @@ def train_command(config: TrainConfig) -> str:
 
 
 def write_html(path: Path, study, rows: list[dict], names: list[str], command: str | None,
-               test: dict | None, storage: str, folds: int = 0) -> None:
+               test: dict | None, storage: str, folds: int = 0, metric: scoring.Metric | None = None) -> None:
     states: dict[str, int] = {}
     for row in rows:
         states[row["state"]] = states.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in states.items())
-    ranked = f"mean validation loss of {folds} folds" if folds else "validation loss"
+    ranked = f"mean validation loss of {folds} folds" if folds else "validation loss" if _loss(metric) else \
+        f"validation {metric.name.replace('_', ' ')}"
+    best_word = "lowest" if metric is None or metric.goal == scoring.MINIMIZE else "highest"
     if command is None:
         best = "No trial has finished yet."
     else:
         judged = format_test(test).replace("not judged here", "not judged on this machine")
-        best = (f"Trial {rows[0]['trial']} has the lowest {ranked}, {rows[0]['valid_loss']:.4e}. Its test accuracy, "
+        best = (f"Trial {rows[0]['trial']} has the {best_word} {ranked}, {rows[0]['value']:.4e}. Its test accuracy, "
                 f"judged once, after selection: {judged}.")
     parts = [f"<h1>Sweep {escape(study.study_name)}</h1>",
              f"<p>{len(rows)} trials ({escape(summary)}) in <code>{escape(storage)}</code>, written "
@@ -119,13 +133,15 @@ def write_html(path: Path, study, rows: list[dict], names: list[str], command: s
              section("Best", f"<p>{escape(best)}</p>")]
     if command:
         parts.append(f"<pre>{escape(command)}</pre>")
-    parts.append(section("Leaderboard", table([_cells(row, names, folds) for row in rows], _header(names, folds))))
-    parts += _plot_sections(study, folds)
+    parts.append(section("Leaderboard", table([_cells(row, names, folds) for row in rows],
+                                              _header(names, folds, metric))))
+    parts += _plot_sections(study, folds, None if _loss(metric) else ranked)
     atomic_write_text(path, page(f"Sweep {study.study_name}", parts))
 
 
-def _plot_sections(study, folds: int = 0) -> list[str]:
-    """One section per plot: the embedded PNG, or why it is not drawn."""
+def _plot_sections(study, folds: int = 0, tuned: str | None = None) -> list[str]:
+    """One section per plot: the embedded PNG, or why it is not drawn (tuned: the objective's name,
+    when it is not the validation loss)."""
     from optuna.trial import TrialState
 
     from ptflow.plots import prepare_matplotlib
@@ -136,7 +152,7 @@ def _plot_sections(study, folds: int = 0) -> list[str]:
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     searched = len({name for trial in finished for name in trial.params})
     labels = {"plot_optimization_history": ("trial", "mean validation loss of the folds" if folds
-                                            else "validation loss (the trial's best epoch)"),
+                                            else tuned or "validation loss (the trial's best epoch)"),
               "plot_intermediate_values": ("folds done", "mean validation loss so far") if folds
               else ("epoch", "validation loss")}
     steps = "Mean validation loss after each fold" if folds else "Validation loss per epoch"

@@ -2,9 +2,12 @@
 
 TPE proposes each trial's hyperparameters from the trials so far; median pruning stops a trial
 whose validation loss is worse, at the same epoch, than the median of the finished trials.
-Selection sees validation loss only (the objective is best_valid_loss; with --folds K, the mean
-of the K folds' best validation losses, so small datasets are tuned on more than one split); the
-test split is judged once, for the winner, at the end, and its accuracy shown with its 95% interval.
+Selection sees validation numbers only: the objective is best_valid_loss (with --folds K, the
+mean of the K folds' best validation losses, so small datasets are tuned on more than one split),
+or with --objective another metric that training/scoring.py declares tunable, scored on the
+validation split, in the direction it declares (such a study is not pruned: only the loss is
+known per epoch). The test split is judged once, for the winner, at the end, and its accuracy
+shown with its 95% interval.
 
 The study lives in an Optuna RDB storage, SQLite in the runs folder unless --storage names another
 (postgresql://..., mysql://...), so several machines can run the same command against one study,
@@ -37,7 +40,7 @@ from ptflow.files import database_file
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
 from ptflow.sweep.space import ParamSpec, config_values, parse_specs
-from ptflow.training import folds, resume, runs, tracking, train
+from ptflow.training import folds, resume, runs, scoring, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
 TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
@@ -50,8 +53,10 @@ class PrunedTrial(optuna.TrialPruned, RunStopped):
 
 
 def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, study_name: str | None = None,
-        storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1) -> dict:
-    """Run n_trials more trials of the study; `given` names the train flags set on the command line."""
+        storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1,
+        objective: str | None = None) -> dict:
+    """Run n_trials more trials of the study; `given` names the train flags set on the command line;
+    objective names what it tunes (None: the study's, or validation loss for a new one)."""
     for name in ("model_fn", "run_name"):
         if name in given:
             raise UsageError(f"--{name} does not apply to a sweep: every trial has its own run folder")
@@ -59,6 +64,10 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
     if not specs and study_name is None:
         raise UsageError("nothing to search: give --param NAME=SPEC (or --study NAME to resume a study)")
     tracking.require(base.log)
+    if objective is not None:
+        scoring.objective(objective)  # a metric that is not tunable fails here
+        if base.folds and objective != sweep_study.OBJECTIVE:
+            raise UsageError(f"--objective {objective}: with --folds a sweep tunes the folds' mean validation loss")
     study_name = study_name or time.strftime("sweep-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", study_name):
         raise UsageError(f"--study {study_name!r}: use letters, digits, '.', '_' and '-' (it names run folders)")
@@ -75,21 +84,22 @@ def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, st
             raise PtflowError(f"cannot create --runs_dir {base.runs_dir}: {exc.strerror or exc}") from None
     with quiet_optuna():
         rdb = sweep_study.open_storage(url)
-        base, specs = sweep_study.load_or_create(rdb, study_name, base, given, specs)
+        base, specs = sweep_study.load_or_create(rdb, study_name, base, given, specs, objective)
         study = optuna.load_study(study_name=study_name, storage=rdb, sampler=TrialSeededTPE(base.seed),
                                   pruner=build_pruner(pruner, prune_after, prune_warmup))
+        metric = scoring.objective(sweep_study.objective_of(study))
         sweep_study.fail_dead_trials(study)
         info(f"Study {study_name} ({len(study.trials)} trials so far) in {redact(url)}; "
              f"searching {', '.join(str(s) for s in specs)}")
         # gc after each trial: a long sweep on a GPU must not keep old trials' tensors alive in cycles
         try:
-            study.optimize(objective(base, specs), n_trials=n_trials, catch=TRIAL_ERRORS, callbacks=[announce],
-                           gc_after_trial=True)
+            study.optimize(trial_objective(base, specs, metric), n_trials=n_trials, catch=TRIAL_ERRORS,
+                           callbacks=[announce], gc_after_trial=True)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trial in progress is recorded failed
             info(f"Interrupted: the study keeps every trial that ended. Continue with: "
                  f"{more_trials_command(study.study_name, base, storage)}")
             raise
-    return summarise(study, base, specs, url, storage)
+    return summarise(study, base, specs, url, storage, metric)
 
 
 def check_names(base: TrainConfig, specs: list[ParamSpec]) -> None:
@@ -153,7 +163,11 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
             sampler.after_trial(study, trial, state, values)
 
 
-def objective(base: TrainConfig, specs: list[ParamSpec]):
+def trial_objective(base: TrainConfig, specs: list[ParamSpec], metric: scoring.Metric):
+    """A trial trains one config and returns metric's validation value (pruned by validation loss
+    only when that is what it tunes)."""
+    by_loss = metric.objective_key == sweep_study.OBJECTIVE
+
     def run_trial(trial: optuna.Trial) -> float:
         sampled = {spec.name: suggest(trial, spec) for spec in specs}
         run_name = f"{trial.study.study_name}-trial{trial.number:03d}"
@@ -167,7 +181,8 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
                 metrics = folds.run(config, fold_pruning_callback(trial), evaluate_test=False, show_summary=False)
                 trial.set_user_attr("cv", {k: metrics["cv"][k] for k in ("valid_loss", "valid_loss_std")})
             else:
-                metrics = train.run(config, [pruning_callback(trial)], evaluate_test=False, resume_hint=False)
+                callbacks = [pruning_callback(trial)] if by_loss else []
+                metrics = train.run(config, callbacks, evaluate_test=False, resume_hint=False)
         except PrunedTrial:
             drop_checkpoints(run_dir)
             raise
@@ -175,7 +190,7 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
             trial.set_user_attr("error", first_line(exc))
             raise
         drop_checkpoints(run_dir)
-        return metrics["cv"]["valid_loss_mean"] if config.folds else metrics["best_valid_loss"]
+        return metrics["cv"]["valid_loss_mean"] if config.folds else metrics[metric.objective_key]
 
     return run_trial
 
@@ -227,7 +242,9 @@ def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         info(f"trial {trial.number} finished: mean valid_loss={trial.value:.4e} (std {cv['valid_loss_std']:.2e} "
              f"over {len(cv['valid_loss'])} folds)  {params}")
     elif trial.state == TrialState.COMPLETE:
-        info(f"trial {trial.number} finished: valid_loss={trial.value:.4e}  {params}")
+        tuned = sweep_study.objective_of(study)
+        name = "valid_loss" if tuned == sweep_study.OBJECTIVE else tuned
+        info(f"trial {trial.number} finished: {name}={trial.value:.4e}  {params}")
     elif trial.state == TrialState.PRUNED:
         step = "after fold" if study.user_attrs.get("ptflow_config", {}).get("folds") else "at epoch"
         info(f"trial {trial.number} pruned {step} {trial.last_step}  {params}")
@@ -236,25 +253,28 @@ def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 
 def summarise(study: optuna.Study, base: TrainConfig, specs: list[ParamSpec], url: str,
-              storage: str | None) -> dict:
+              storage: str | None, metric: scoring.Metric | None = None) -> dict:
     """Leaderboard, the winner judged on the test split, its train command, the HTML report."""
+    metric = metric or scoring.objective(sweep_study.OBJECTIVE)
     trials = study.get_trials(deepcopy=False)
-    rows = sweep_report.leaderboard(trials, [s.name for s in specs])
-    info("\n" + sweep_report.format_table(rows, [s.name for s in specs], base.folds))
+    rows = sweep_report.leaderboard(trials, [s.name for s in specs], metric)
+    info("\n" + sweep_report.format_table(rows, [s.name for s in specs], base.folds, metric))
     report = Path(base.runs_dir) / f"{study.study_name}.html"
     resume = more_trials_command(study.study_name, base, storage)
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url), base.folds)
+        sweep_report.write_html(report, study, rows, [s.name for s in specs], None, None, redact(url), base.folds,
+                                metric)
         raise PtflowError(f"no trial of study {study.study_name} has finished; report in {report}")
     best = study.best_trial
     command = sweep_report.train_command(trial_config(base, specs, best))
     test = judge(best, base)
-    sweep_report.write_html(report, study, rows, [s.name for s in specs], command, test, redact(url), base.folds)
-    info(f"\nBest trial {best.number}: {sweep_report.objective_name(base)}={best.value:.4e}  "
+    sweep_report.write_html(report, study, rows, [s.name for s in specs], command, test, redact(url), base.folds,
+                            metric)
+    info(f"\nBest trial {best.number}: {sweep_report.objective_name(base, metric)}={best.value:.4e}  "
          f"test_acc={sweep_report.format_test(test)}")
     info(f"Best configuration:\n  {command}")
     info(f"Report: {report}\nMore trials: {resume}")
-    return {"study": study.study_name, "best_trial": best.number, "best_valid_loss": best.value,
+    return {"study": study.study_name, "best_trial": best.number, metric.objective_key: best.value,
             **(test or {"test_acc": None}), "command": command, "report": str(report)}
 
 

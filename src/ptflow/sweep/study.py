@@ -1,6 +1,7 @@
 """Where a sweep's study lives: its storage, the config it was started with, and dead trials.
 
-A study records its train config and search space when it is created, so that a later command
+A study records its train config, search space and objective (a metric training/scoring.py
+declares tunable, with its direction) when it is created, so that a later command
 (or another machine) resumes it with `--study NAME` alone, and one that disagrees is refused.
 Workers started at the same moment race to create the tables and the study: one wins, the
 others open what it made and are held to its config like any resume.
@@ -25,7 +26,7 @@ from ptflow.console import warn
 from ptflow.errors import PtflowError, UsageError, first_line
 from ptflow.files import database_file, refuse_target
 from ptflow.sweep.space import ParamSpec, parse_specs
-from ptflow.training import runs
+from ptflow.training import runs, scoring
 from ptflow.training.tracking import redact_url as redact
 
 HEARTBEAT_INTERVAL = 15  # seconds between a running trial's heartbeats in the storage
@@ -36,6 +37,7 @@ CONFIG_WAIT = 5  # seconds a study without ptflow's config may still be getting 
 # (config.py), which say where things are and how output looks, not what is trained. Every other
 # flag must match the study's.
 LOCAL_FIELDS = fields_where(role=RUNTIME)
+OBJECTIVE = "best_valid_loss"  # what a study tunes unless --objective names another tunable metric
 
 
 DEFAULT_DB = "sweeps.db"  # the SQLite file in the runs folder that holds studies without --storage
@@ -72,33 +74,43 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     raise PtflowError(f"cannot open sweep storage {redact(url)}: {first_line(error)}")
 
 
-def load_or_create(rdb, name: str, base: TrainConfig, given: set[str],
-                   specs: list[ParamSpec]) -> tuple[TrainConfig, list[ParamSpec]]:
-    """A new study records its config and search space; a resumed one must agree with this command."""
+def load_or_create(rdb, name: str, base: TrainConfig, given: set[str], specs: list[ParamSpec],
+                   objective: str | None = None) -> tuple[TrainConfig, list[ParamSpec]]:
+    """A new study records its config, search space and objective; a resumed one must agree with
+    this command (objective None: the study's own)."""
     try:
         study = optuna.load_study(study_name=name, storage=rdb)
     except KeyError:
         if not specs:
             raise UsageError(f"no study {name!r} yet: give at least one --param NAME=SPEC to search") from None
         try:
-            study = optuna.create_study(storage=rdb, study_name=name, direction="minimize")
+            goal = scoring.objective(objective or OBJECTIVE).goal
+            study = optuna.create_study(storage=rdb, study_name=name, direction=goal)
         except optuna.exceptions.DuplicatedStudyError:
             # Another worker created it since we looked: its config is the study's, and this
             # command must agree with it like any resume (not overwrite it with its own).
             study = optuna.load_study(study_name=name, storage=rdb)
         else:
             study.set_user_attr("ptflow_config", base.to_dict())
+            study.set_user_attr("ptflow_objective", objective or OBJECTIVE)
             study.set_user_attr("ptflow_params", [str(s) for s in specs])  # last: once set, both are there
             return base, specs
     attrs = recorded_attrs(study)
     if "ptflow_params" not in attrs:
         raise UsageError(f"study {name!r} was not made by ptflow sweep; choose another --study")
+    if objective and objective != objective_of(study):
+        raise UsageError(f"study {name!r} tunes {objective_of(study)}; drop --objective or start a new --study")
     base = resume_config(attrs["ptflow_config"], base, given, name)
     stored = parse_specs(attrs["ptflow_params"], base)
     if specs and sorted(map(str, specs)) != sorted(map(str, stored)):
         raise UsageError(f"study {name!r} searches {' '.join(map(str, stored))}; give the same --param "
                          f"flags or none, or start a new --study")
     return base, stored
+
+
+def objective_of(study: optuna.Study) -> str:
+    """The metric a study tunes (studies from before objectives were recorded tune validation loss)."""
+    return study.user_attrs.get("ptflow_objective", OBJECTIVE)
 
 
 def recorded_attrs(study: optuna.Study) -> dict:

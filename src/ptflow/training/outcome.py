@@ -3,8 +3,11 @@
 - With --calibrate, a softmax temperature fitted on the validation split (models/calibration.py),
   with the validation ECE before and after. The validation split has already chosen the best
   epoch; fitting one more number there still leaves the test split untouched.
-- The test split, judged once: loss, accuracy with its 95% Wilson interval, ECE, and each
+- The test split, judged once: loss, every metric scoring.py declares for runs (accuracy with
+  its 95% Wilson interval, ECE, ...), scored by the same function as `ptflow evaluate`, and each
   example's prediction (the run folder's predictions.npz, for `ptflow runs compare`).
+- The validation split scored by the metrics a sweep may tune (valid_<name>), when any is
+  declared: selection then reads validation numbers only.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import torch
 
 from ptflow import stats
 from ptflow.models.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from ptflow.training import scoring
 from ptflow.training.loop import autocast, loss_function
 
-# Every key judge() may add to a run's metrics (a resumed run clears them until it finishes again)
-RESULTS = ("temperature", "valid_ece", "valid_ece_calibrated", "test_loss", "test_acc", "test_acc_ci95", "test_n",
-           "test_ece")
+
+def results() -> tuple[str, ...]:
+    """Every key judge() may add to a run's metrics (a resumed run clears them until it finishes again)."""
+    return ("temperature", "valid_ece", "valid_ece_calibrated", "test_loss", *scoring.run_keys())
 
 
 @dataclass
@@ -45,22 +50,26 @@ def judge(model: torch.nn.Module, forward, data: dict[str, torch.Tensor], batch_
           calibrate: bool, evaluate_test: bool) -> Outcome:
     """Fit the temperature (if asked) on validation, then judge the test split (if asked)."""
     outcome = Outcome()
-    if calibrate:
+    tuned = any(m.goal for m in scoring.declared(scored=True))  # a sweep may read valid_<name>
+    if calibrate or tuned:
         valid = scores(model, forward, data["x_val"], batch_size, precision).cpu()
         y_val = data["y_val"].cpu()
+    if calibrate:
         outcome.temperature = fit_temperature(valid, y_val)
         before = expected_calibration_error(apply_temperature(valid, None).numpy(), y_val.numpy())
         after = expected_calibration_error(apply_temperature(valid, outcome.temperature).numpy(), y_val.numpy())
         outcome.metrics.update(temperature=outcome.temperature, valid_ece=before, valid_ece_calibrated=after)
+    if tuned:  # the model as saved: temperature applied, as on the test split
+        outcome.metrics.update(scoring.validation_record(y_val.numpy(),
+                                                         apply_temperature(valid, outcome.temperature).numpy()))
     if evaluate_test:
         test = scores(model, forward, data["x_test"], batch_size, precision).cpu()
         y = data["y_test"].cpu()
-        correct = int((test.argmax(-1) == y).sum())
         outcome.test_probs = apply_temperature(test, outcome.temperature).numpy()
-        test_loss = mean_loss(test, y, batch_size, loss_function(model))
-        outcome.metrics.update(test_loss=test_loss, test_acc=correct / len(y),
-                               test_acc_ci95=list(stats.wilson_interval(correct, len(y))), test_n=len(y),
-                               test_ece=expected_calibration_error(outcome.test_probs, y.numpy()))
+        # The loss comes from the network's own scores and loss, summed as the validation loss is;
+        # every other number from the predictions, by the function `ptflow evaluate` uses.
+        outcome.metrics.update(test_loss=mean_loss(test, y, batch_size, loss_function(model)),
+                               **scoring.run_record(y.numpy(), outcome.test_probs))
     return outcome
 
 

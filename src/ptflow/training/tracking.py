@@ -19,10 +19,10 @@ import numpy as np
 from ptflow.console import warn
 from ptflow.errors import PtflowError, first_line
 from ptflow.files import database_file, refuse_target
+from ptflow.training import scoring
 from ptflow.training.distributed import is_main_process
 
 EPOCH_METRICS = ("train_loss", "valid_loss", "valid_acc", "lr")  # the per-epoch keys of metrics.jsonl
-FINAL_METRICS = ("best_valid_loss", "valid_acc", "test_loss", "test_acc", "best_epoch")
 MLFLOW_EXPERIMENT = "ptflow"
 MLFLOW_STATUS = {"finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "pruned": "KILLED"}
 
@@ -42,6 +42,11 @@ def start(config, splits) -> list:
     images = splits.x_train[:64].copy() if splits.is_image else None  # a copy: a view would pin x_train
     trackers = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
     return [trackers[name](config, images) for name in config.log]
+
+
+def final_metrics() -> list[str]:
+    """The run keys of the metrics declared `tracked` (scoring.py), sent when a run ends."""
+    return [m.run_key for m in scoring.declared(tracked=True)]
 
 
 def close(trackers: list, status: str, metrics: dict | None = None) -> None:
@@ -84,7 +89,7 @@ class TensorBoardTracker:
     def close(self, status: str, metrics: dict) -> None:
         if self.writer is None:
             return
-        for key in FINAL_METRICS:
+        for key in final_metrics():
             if metrics.get(key) is not None:
                 self.writer.add_scalar(f"final/{key}", metrics[key], metrics.get("epochs_run", 0))
         self.writer.add_text("status", status)
@@ -165,7 +170,7 @@ class MlflowTracker:
             return
         now, step = int(time.time() * 1000), metrics.get("epochs_run", 0)
         final = [Metric(f"final_{key}", float(metrics[key]), now, step)
-                 for key in FINAL_METRICS if metrics.get(key) is not None]
+                 for key in final_metrics() if metrics.get(key) is not None]
         self._call("log final metrics", self.client.log_batch, self.run_id, metrics=final)
         model = self.run_dir / "model.safetensors"
         if status == "finished" and model.is_file():

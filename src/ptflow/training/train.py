@@ -198,7 +198,7 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}
     resumed = [*previous.get("resumed", []), {"at": started, "after_epoch": state.epoch}]
-    runs.write_status(run_dir, status="running", finished=None, error=None, **dict.fromkeys(outcome.RESULTS),
+    runs.write_status(run_dir, status="running", finished=None, error=None, **dict.fromkeys(outcome.results()),
                       resumed=resumed, **runs.process(), **runs.processes(str(device)))
     write_json(run_dir / "config.json", config.to_dict())  # --n_epochs or --early_stop may have changed
     runs.write_metrics(run_dir, state.history)  # a kill between checkpoint and metrics line: the checkpoint wins
