@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ptflow.errors import PtflowError, shown
 from ptflow.sizes import MAX_NESTING, check_structure
+from ptflow.training import scoring
 
 MAX_JSON_BYTES = 1 << 20  # config.json, run.json, env.json: a few kilobytes each when ptflow writes them
 MAX_METRICS_BYTES = 32 << 20  # metrics.jsonl: about 150,000 epochs of some 200 bytes
@@ -196,10 +197,17 @@ def _typed(run: Path, name: str, where: str, value: dict) -> dict:
     for key in REQUIRED.get(name, ()):
         if value.get(key) is None:
             raise RunFileError(run, where, f"no {key!r}")
-    for key, check in FIELDS.get(name, {}).items():
+    for key, check in [*FIELDS.get(name, {}).items(), *(_declared() if name == "run.json" else [])]:
         if value.get(key) is not None and not check(value[key]):
             raise RunFileError(run, where, f"{key!r} is {_described(value[key])}: not a valid {key}")
     return value
+
+
+def _declared() -> list:
+    """Checks for the run.json keys of metrics declared in scoring.py that FIELDS does not list:
+    a number, and its interval a pair of numbers."""
+    keys = [key for key in scoring.run_keys() if key not in FIELDS["run.json"]]
+    return [(key, _list_of(_number) if key.endswith("_ci95") else _number) for key in keys]
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:
