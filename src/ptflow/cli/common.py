@@ -79,7 +79,7 @@ def _flag_type(name: str):
 def _default_text(value) -> str:
     if isinstance(value, list):
         value = ",".join(map(str, value))
-    if value in (None, False, "", {}, []):
+    if value is None or value is False or value in ("", {}, []):  # 0 is a default worth showing (0 == False)
         return ""
     return f" (default: {value})"
 

@@ -52,7 +52,7 @@ def run(args) -> int:
     from ptflow.sweep.study import DEFAULT_DB
     from ptflow.training import distributed as dist
 
-    if dist.launched():  # README: "Several processes"
+    if dist.launched():  # docs/guides/scale-out.md
         raise UsageError("ptflow sweep runs each trial in one process; to use more cores or machines, start "
                          "several sweep commands on one --storage instead of torchrun")
     values = train_values(args, OWN_OPTIONS)

@@ -36,16 +36,16 @@ MAX_LINE_BYTES = 64 << 10  # one epoch's record
 
 
 class RunFileError(PtflowError):
-    """A run folder's file that cannot be used; `where` names the file (and line), `reason` says why."""
+    """A run folder's file that cannot be used; `place` names the file (and line), `reason` says why."""
 
     def __init__(self, run: Path, where: str, reason: str):
         super().__init__(f"{run}: {where}: {reason}")
-        self.where, self.reason = where, reason
+        self.place, self.reason = where, reason
 
     @property
     def short(self) -> str:
         """Without the run's path, for a listing whose row already names the run."""
-        return f"{self.where}: {self.reason}"
+        return f"{self.place}: {self.reason}"
 
 
 # Checks of a value a field may hold (None is always allowed: a field ptflow cleared or never set).
