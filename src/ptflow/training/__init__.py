@@ -2,7 +2,8 @@
 
 `train.py` runs it in order (data, model, optimizer, loop, test, save); `loop.py` is the epoch
 loop; `optimizers.py`, `interrupt.py` (Ctrl-C and SIGTERM), `resume.py` (exact resume),
-`runs.py` (run folders) and `tracking.py` (TensorBoard, MLflow) serve it; `distributed.py` says
+`runs.py` (run folders), `scoring.py` (every metric, declared once, and how test predictions are
+scored) and `tracking.py` (TensorBoard, MLflow) serve it; `distributed.py` says
 which process of a torchrun job this is and holds the collectives, `ddp.py` what changes with
 several processes, and `launch.py` starts them through torchrun.
 """

@@ -47,7 +47,7 @@ def _wilson(y, probs, value: float, score=None) -> tuple[float, float]:
 
 def bootstrap(resampled: Callable | None = None) -> Interval:
     """A percentile bootstrap over the examples. By default the metric is rescored on each resample;
-    `resampled(y, probs, score)` may return a faster statistic(index) that scores many at once."""
+    `resampled(y, probs)` may return a faster statistic(index) that scores many resamples at once."""
 
     def compute(y, probs, value, score) -> tuple[float, float]:
         import numpy as np
