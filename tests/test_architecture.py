@@ -87,7 +87,7 @@ def test_every_folder_is_a_documented_layer():
 def test_the_resume_fingerprint_covers_every_module_of_every_layer(tmp_path):
     import shutil
 
-    from ptflow.training.resume import source_fingerprint
+    from ptflow.training.identity import source_fingerprint
 
     copy = tmp_path / "ptflow"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))

@@ -30,7 +30,7 @@ PICTURES = ("samples.png", "mistakes.png")  # of image datasets only
 OUTPUTS = ("evaluation.json", predictions.FILE, "confusion_matrix.png", "reliability.png", *PICTURES)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Judgement:
     """A model's predictions on its test split, and the report made of them."""
 
@@ -58,7 +58,7 @@ def judge_loaded(loaded: LoadedModel, data_dir: str | None = None, batch_size: i
     report = classification_report(splits.y_test, probs, len(loaded.classes))
     report["temperature"] = loaded.temperature
     report["images_per_second"] = len(probs) / max(seconds, 1e-9)
-    return Judgement(loaded, splits, probs, report, seconds)
+    return Judgement(loaded=loaded, splits=splits, probs=probs, report=report, seconds=seconds)
 
 
 def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code: bool = False) -> Splits:

@@ -37,7 +37,7 @@ from ptflow.files import database_file
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
 from ptflow.sweep.space import ParamSpec, config_values, parse_specs
-from ptflow.training import folds, resume, runs, tracking, train
+from ptflow.training import checkpoint, folds, runs, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
 TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
@@ -183,7 +183,7 @@ def objective(base: TrainConfig, specs: list[ParamSpec]):
 def drop_checkpoints(run_dir: Path) -> None:
     """The trial's run folder's checkpoint, and those of its fold runs (--folds)."""
     for path in [run_dir, *run_dir.parent.glob(f"{run_dir.name}-fold*")]:
-        resume.drop_checkpoint(path)
+        checkpoint.drop(path)
 
 
 def suggest(trial: optuna.Trial, spec: ParamSpec):

@@ -204,7 +204,7 @@ def _report(exc, plan: Plan, run_dir: Path) -> int:
     else:
         how = f"exited with status {failure.exitcode}"
     restarts = f" after {plan.max_restarts} restart(s)" if plan.max_restarts else " (no --max_restarts)"
-    from ptflow.training.resume import CHECKPOINT
+    from ptflow.training.checkpoint import CHECKPOINT
 
     hint = ""
     if (run_dir / CHECKPOINT).is_file():

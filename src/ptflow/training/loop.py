@@ -53,8 +53,10 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopSettings:
+    """How the loop runs, named at the call: nine values of which six are ints are easy to misorder."""
+
     n_epochs: int
     batch_size: int
     early_stop: int = 0
