@@ -159,7 +159,7 @@ def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch
     extra = ("--use_dropout", "--dropout_p", "0")  # no BatchNorm, no random masks: only the arithmetic differs
     done = run_job(*ptflow("train", *flags(data, tmp_path, "two", "--nproc_per_node", "2", *extra)))
     assert done.returncode == 0, done.stderr
-    one = train.run(TrainConfig.from_dict({
+    one = train.train_model(TrainConfig.from_dict({
         "dataset": f"npz:{data}", "runs_dir": str(tmp_path), "run_name": "one", "n_epochs": N_EPOCHS,
         "batch_size": 16, "scheduler": "cosine", "verbose": 0, "use_dropout": True, "dropout_p": 0.0}))
     two = json.loads((tmp_path / "two" / "run.json").read_text())

@@ -62,6 +62,6 @@ def run(args) -> int:
         raise UsageError("--prune_after and --prune_warmup must be >= 0")
     from ptflow.sweep import search
 
-    search.run(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
-               pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup)
+    search.run_sweep(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
+                     pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup)
     return 0

@@ -84,8 +84,8 @@ def _differ(data: list[str], model: list[str]) -> str:
     return f"class {i} is {theirs} in the data, {ours} in the model"
 
 
-def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
-        batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
+def evaluate_model(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
+                   batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
     out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
     for name in OUTPUTS:  # a FIFO or a device where a file goes is refused before any work
         refuse_target(out / name)

@@ -1,7 +1,8 @@
 """Plain text for people and JSON for scripts: aligned tables, the cells in them, --json documents.
 
-Generic: nothing here knows what a run is (history.py and report.py fill the tables). Every cell is made terminal_safe, since what fills the tables (run names, config values,
-class names) comes from files.
+Generic: nothing here knows what a run is (history.py and report.py fill the tables). Every
+cell is made terminal_safe, since what fills the tables (run names, config values, class names)
+comes from files.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def under_agent() -> bool:
     return dist.launched()
 
 
-def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
+def launch_workers(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
     """Start the processes and wait for them; the exit status of the job. run_dir: the run's
     folder, named in the message that says how to continue a failed job."""
     from torch.distributed.elastic.multiprocessing import SignalException

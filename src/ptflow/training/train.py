@@ -85,9 +85,9 @@ def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.dev
     return net
 
 
-def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
-        evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True, trust_code: bool = True) -> dict:
+def train_model(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
+                evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
+                resume_hint: bool = True, trust_code: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -105,15 +105,16 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     with cpu_threads(config.num_threads) as threads:
         config = dataclasses.replace(config, num_threads=threads)
         try:
-            return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
+            return _train_model(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint,
+                                trust_code)
         except Exception as exc:
             if dist.lost_peer(exc):  # a dead or hung process: one line, not a traceback from a collective
                 raise dist.lost_peer_error(exc) from None
             raise
 
 
-def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None, allow_changed_code: bool,
-         resume_hint: bool, trust_code: bool) -> dict:
+def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None,
+                 allow_changed_code: bool, resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
