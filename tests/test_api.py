@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 from PIL import Image
 
 import ptflow

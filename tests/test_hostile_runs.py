@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from helpers import make_images
 
 from ptflow.config import TrainConfig
 from ptflow.console import terminal_safe

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_images
-from safetensors.torch import load_file
+from helpers import assert_one_line_error, assert_same_run, epoch_metrics, make_images
 
 from ptflow.config import TrainConfig
 from ptflow.training import interrupt, train
@@ -53,30 +51,6 @@ def stopped_run(values: dict, k: int) -> Path:
     return run
 
 
-def without_seconds(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-def metrics(run: Path) -> list[dict]:
-    return without_seconds([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()])
-
-
-def assert_same_run(a: Path, b: Path):
-    """Same weights, same training state (optimizer, best weights, RNGs), same metrics."""
-    for name in ("model.safetensors", "checkpoint.safetensors"):
-        x, y = load_file(a / name), load_file(b / name)
-        assert x.keys() == y.keys()
-        different = [k for k in x if not torch.equal(x[k], y[k])]
-        assert not different, f"{name}: {different}"
-    assert metrics(a) == metrics(b)
-    status_a, status_b = (json.loads((r / "run.json").read_text()) for r in (a, b))
-    for key in ("best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "epochs_run"):
-        assert status_a[key] == status_b[key], key
-    meta_a, meta_b = read_checkpoint(a / "checkpoint.safetensors")[1], read_checkpoint(b / "checkpoint.safetensors")[1]
-    assert without_seconds(meta_a["history"]) == without_seconds(meta_b["history"])
-    assert meta_a["optimizer"] == meta_b["optimizer"] and meta_a["scheduler"] == meta_b["scheduler"]
-
-
 MODELS = {
     "batchnorm-adam-cosine": {"scheduler": "cosine"},
     "dropout-adamw-onecycle-early-stop": {"use_dropout": True, "dropout_p": 0.4, "optimizer": "adamw",
@@ -91,7 +65,7 @@ def test_resumed_run_equals_the_run_left_alone(tmp_path, npz_data, cli, flags):
     train.train_model(TrainConfig.from_dict(reference))
     run = stopped_run(options(npz_data, tmp_path, "stopped", **flags), k=2)
     assert read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"] == 2
-    assert len(metrics(run)) == 2
+    assert len(epoch_metrics(run)) == 2
     code, out, err = cli("train", "--resume", run)
     assert code == 0, err
     assert "Resuming" in out and "after epoch 2" in out
@@ -160,11 +134,6 @@ def stopped(tmp_path, npz_data):
     data = tmp_path / "data.npz"
     data.write_bytes(npz_data.read_bytes())
     return stopped_run(options(data, tmp_path / "runs", "stopped", scheduler="cosine"), k=2)
-
-
-def assert_one_line_error(err: str):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("flags, expected", [
