@@ -83,7 +83,7 @@ def main() -> None:
     x = torch.randint(0, 256, (N_TRAIN, 1, 28, 28), dtype=torch.uint8)
     y = torch.randint(0, CLASSES, (N_TRAIN,))
     x_val, y_val = x[:N_VALID].clone(), y[:N_VALID].clone()
-    settings = LoopSettings(1, args.batch_size, 0, "fp32", 0, 0)
+    settings = LoopSettings(n_epochs=1, batch_size=args.batch_size, precision="fp32", verbose=0)
     steps = -(-N_TRAIN // args.batch_size)
 
     def forward(batch):

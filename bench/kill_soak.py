@@ -2,7 +2,7 @@
 
     python bench/kill_soak.py --kills 200 [--seed 0] [--epochs 6]
 
-The same loop as tests/test_faults.py (tests/kill_loop.py), which CI runs with 20 kills. Prints
+The same loop as tests/test_faults.py (tests/helpers/kill_loop.py), which CI runs with 20 kills. Prints
 faults injected, survived and data lost (what went missing or differs from an uninterrupted run,
 bit for bit: must be 0), by kind of fault, and the time it took.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loop lives with the tests
 
-from kill_loop import kill_and_resume  # noqa: E402
+from helpers.kill_loop import kill_and_resume  # noqa: E402
 
 
 def main() -> None:

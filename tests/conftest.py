@@ -1,57 +1,20 @@
-"""Shared fixtures: tiny datasets on disk and a helper that runs the CLI in-process."""
+"""Fixtures: tiny datasets and trained models on disk, the CLI in-process, `ptflow serve` processes.
+
+Plain functions that tests share live in helpers/ (test modules import them from there, never
+from this file or from one another).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
-import re
-import socket
-import struct
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from ptflow.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"  # beside the checkout, where the article keeps it
-
-
-def find_mnist() -> Path | None:
-    """The folder of real MNIST's four IDX files: where ptflow itself finds them ($PTFLOW_DATA_DIR
-    in its layouts, the cache, system folders), else ../shared/data/mnist; None where none has them."""
-    from ptflow.data import idx
-    from ptflow.data.registry import SPECS
-    from ptflow.errors import PtflowError
-
-    for data_dir in (None, SHARED_MNIST):
-        try:
-            files = idx.locate(SPECS["mnist"], str(data_dir) if data_dir else None, download=False)
-        except PtflowError:
-            continue
-        return next(iter(files.values())).parent
-    return None
-
-
-_FOUND_MNIST = find_mnist()
-HAVE_MNIST = _FOUND_MNIST is not None  # the tests that train on real MNIST skip without it
-MNIST_DIR = _FOUND_MNIST or SHARED_MNIST
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_cli(*args: str) -> int:
-    return main([str(a) for a in args])
+from helpers import make_images, run_cli, write_idx
+from helpers.serving import start_command, stop
 
 
 @pytest.fixture
@@ -66,33 +29,11 @@ def cli(capsys):
     return _run
 
 
-def make_images(n: int, seed: int = 0, size: int = 8, n_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable toy images: class k lights up a different horizontal band, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, n_classes, n)
-    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    band = size // n_classes
-    for i, label in enumerate(y):
-        x[i, label * band:(label + 1) * band] = 200
-    return x, y.astype(np.int64)
-
-
 @pytest.fixture(scope="session")
 def npz_data(tmp_path_factory) -> Path:
     x, y = make_images(300)
     path = tmp_path_factory.mktemp("data") / "toy.npz"
     np.savez(path, x=x, y=y, classes=np.array(["top", "middle", "bottom"]))
-    return path
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
     return path
 
 
@@ -138,28 +79,12 @@ def tabular(tmp_path_factory) -> Path:
 @contextlib.contextmanager
 def _serve_process(model_fn: Path, *flags: str, env: dict | None = None):
     """`ptflow serve` in its own process on a free loopback port; yields its base URL once ready."""
-    import httpx
-
     command = [sys.executable, "-m", "ptflow", "serve", "--model_fn", str(model_fn), "--port", "0", *flags]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, **(env or {})})
+    server, url = start_command(command, env={**os.environ, **(env or {})})
     try:
-        seen, match = "", None
-        for line in server.stdout:  # the first line that names the URL; warnings may come before it
-            seen += line
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            if match:
-                break
-        assert match, f"server did not start: {seen}"
-        url = match.group(0)
-        deadline = time.monotonic() + 30
-        while httpx.get(url + "/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.05)
         yield url
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        stop(server)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from helpers import make_images
 from PIL import Image
 
 import ptflow
@@ -104,7 +104,7 @@ def test_a_preset_fills_what_the_keywords_leave_out(tmp_path, monkeypatch):
         seen["config"] = config
         raise ptflow.PtflowError("stop here")
 
-    monkeypatch.setattr("ptflow.training.train.run", fake_run)
+    monkeypatch.setattr("ptflow.training.train.train_model", fake_run)
     with pytest.raises(ptflow.PtflowError, match="stop here"):
         ptflow.train(dataset="digits", preset="fast", n_epochs=1)
     config = seen["config"]

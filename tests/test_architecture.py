@@ -1,5 +1,6 @@
 """The package's folders are its layers: each module imports only from its own layer or below,
-and the module-level imports form no cycle (ARCHITECTURE.md draws the same picture)."""
+and the module-level imports form no cycle (ARCHITECTURE.md draws the same picture). The tests
+share code through tests/helpers/ only: no test module imports another, nor conftest.py."""
 
 import ast
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import ptflow
 
 ROOT = Path(ptflow.__file__).parent
+TESTS = Path(__file__).resolve().parent
 
 # Bottom to top. Root modules are shared helpers (errors, files, config, plugins...), except the
 # two entry points that sit on top of everything.
@@ -87,7 +89,7 @@ def test_every_folder_is_a_documented_layer():
 def test_the_resume_fingerprint_covers_every_module_of_every_layer(tmp_path):
     import shutil
 
-    from ptflow.training.resume import source_fingerprint
+    from ptflow.training.identity import source_fingerprint
 
     copy = tmp_path / "ptflow"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -100,3 +102,24 @@ def test_the_resume_fingerprint_covers_every_module_of_every_layer(tmp_path):
         edited.write_text(original)
     (copy / "sweep" / "space.py").rename(copy / "sweep" / "space2.py")  # a moved module counts too
     assert source_fingerprint(copy) != source_fingerprint()
+
+
+def local_imports(path: Path, local: set[str]) -> set[str]:
+    """The modules of tests/ that a file imports, anywhere in it ("." for a relative import)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+    return {name for name in found if name in local or name == "."}
+
+
+def test_tests_share_code_through_helpers_only():
+    local = {p.stem for p in TESTS.glob("*.py")} | {p.name for p in TESTS.iterdir() if (p / "__init__.py").exists()}
+    assert {"helpers", "conftest", "test_architecture"} <= local  # the scan sees the tests folder
+    seen = {path.relative_to(TESTS).as_posix(): local_imports(path, local) for path in sorted(TESTS.rglob("*.py"))}
+    wrong = [f"{name} imports {', '.join(sorted(found - {'helpers'}))}" for name, found in seen.items()
+             if found - {"helpers"}]
+    assert not wrong, "\n".join(wrong)
+    assert "helpers" in seen["conftest.py"] and "helpers" in seen["test_resume.py"]  # imports are found at all

@@ -3,14 +3,10 @@
 import json
 
 import pytest
+from helpers import assert_one_line_error
 
 from ptflow.cli import configfile
 from ptflow.config import TrainConfig
-
-
-def assert_one_line_error(err: str):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
 
 
 def printed(cli, *args, kind: str | None = None) -> str:

@@ -2,7 +2,7 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import make_images, write_idx
+from helpers import make_images, write_idx
 
 from ptflow.data.idx import read_idx
 from ptflow.data.preprocessing import fit_preprocessing

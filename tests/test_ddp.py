@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, make_images
+from helpers import assert_same_run, epoch_metrics, free_port, make_images
 from safetensors.torch import load_file
-from test_resume import assert_same_run, metrics
 
 from ptflow.config import TrainConfig
 from ptflow.data.splits import load_splits
@@ -159,7 +158,7 @@ def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch
     extra = ("--use_dropout", "--dropout_p", "0")  # no BatchNorm, no random masks: only the arithmetic differs
     done = run_job(*ptflow("train", *flags(data, tmp_path, "two", "--nproc_per_node", "2", *extra)))
     assert done.returncode == 0, done.stderr
-    one = train.run(TrainConfig.from_dict({
+    one = train.train_model(TrainConfig.from_dict({
         "dataset": f"npz:{data}", "runs_dir": str(tmp_path), "run_name": "one", "n_epochs": N_EPOCHS,
         "batch_size": 16, "scheduler": "cosine", "verbose": 0, "use_dropout": True, "dropout_p": 0.0}))
     two = json.loads((tmp_path / "two" / "run.json").read_text())
@@ -173,7 +172,7 @@ def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch
     assert two["best_epoch"] == one["best_epoch"] and two["test_acc"] == one["test_acc"]
     assert two["best_valid_loss"] == pytest.approx(one["best_valid_loss"], rel=1e-4)
     # Every training example counted once in the reported training loss, per epoch.
-    for x, y in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+    for x, y in zip(epoch_metrics(tmp_path / "one"), epoch_metrics(tmp_path / "two")):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
 
 
@@ -190,7 +189,7 @@ def stop_with_sigterm(tmp_path: Path, data: Path, target: str) -> tuple[Path, in
     assert f"ptflow train --resume {run} --nproc_per_node 2" in out
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     epoch = read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"]
-    assert 3 <= epoch < N_EPOCHS and len(metrics(run)) == epoch
+    assert 3 <= epoch < N_EPOCHS and len(epoch_metrics(run)) == epoch
     return run, epoch, out
 
 

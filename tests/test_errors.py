@@ -3,12 +3,7 @@
 import json
 
 import pytest
-
-
-def assert_one_line_error(err: str):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "error" in lines[0] and "Traceback" not in err
+from helpers import assert_one_line_error
 
 
 @pytest.mark.parametrize("flag, value", [

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 
 def test_the_predict_notebook_runs_and_reports_the_models_accuracy(tmp_path, npz_data):

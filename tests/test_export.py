@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
-from test_errors import assert_one_line_error
+from helpers import assert_one_line_error, make_images
 
 from ptflow.data.splits import load_splits
 from ptflow.models.files import load_model

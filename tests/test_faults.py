@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_processes import Child, run
-from kill_loop import kill_and_resume, train_args
+from helpers.children import Child, run
+from helpers.kill_loop import kill_and_resume, train_args
 from safetensors.torch import load_file
 
 from ptflow.errors import PtflowError

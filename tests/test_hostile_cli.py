@@ -1,6 +1,6 @@
 """Hostile inputs through the real CLI: every one is a clear error, and nothing is lost or half-written.
 
-Each case runs `ptflow ...` in its own child process (cli_processes.py) in an empty working
+Each case runs `ptflow ...` in its own child process (helpers/children.py) in an empty working
 folder, with the hostile files in a shared inputs folder, and must end with: a non-zero exit
 status, exactly one line on stderr, no traceback, nothing new in its working folder (no
 temporary files, no run folders), and every existing input file byte for byte as it was.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_processes import run
-from conftest import make_images
+from helpers import make_images
+from helpers.children import run
 
 GOOD = "model.safetensors"  # a good model, copied into the inputs folder by the fixture
 

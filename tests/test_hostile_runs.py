@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from helpers import make_images
 
 from ptflow.config import TrainConfig
 from ptflow.console import terminal_safe
@@ -30,7 +30,7 @@ CONTROL = {chr(c) for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))} - {"\n"}
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory, npz_data) -> Path:
     root = tmp_path_factory.mktemp("good")
-    train.run(TrainConfig.from_dict({"dataset": f"npz:{npz_data}", "runs_dir": str(root), "run_name": "good",
+    train.train_model(TrainConfig.from_dict({"dataset": f"npz:{npz_data}", "runs_dir": str(root), "run_name": "good",
                                      "n_epochs": 3, "batch_size": 32, "verbose": 0}))
     return root / "good"
 

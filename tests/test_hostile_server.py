@@ -135,6 +135,10 @@ def test_two_hosts_a_missing_host_and_a_malformed_host_are_400(serve_process, mo
             assert split(answer)[0] == 400, (request, answer)
             assert words in one_line_detail(answer)
             assert b"connection: close" in answer.lower()
+        # a refused HEAD gets the refusal's status and headers, without the body (never a 500)
+        status, headers, body = split(exchange(port, b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                     b"Host: evil.example\r\n\r\n"))
+        assert (status, body) == (400, b"") and int(headers["content-length"]) > 0
         for host in (b"127.0.0.1", b"127.0.0.1:8000", b"[::1]:8000", b"localhost"):  # well formed: answered
             answer = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
             assert split(answer)[0] == 200, (host, answer)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import HAVE_MNIST, MNIST_DIR
+from helpers import HAVE_MNIST, MNIST_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_MNIST, reason="real MNIST not present")]
 

@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 
 import numpy as np
 import pytest
-from conftest import REPO, find_mnist, make_images
+from helpers import REPO, assert_one_line_error, find_mnist, make_images
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -42,11 +42,6 @@ def commands(block: str) -> list[list[str]]:
 def ptflow_args(line: list[str]) -> list[str]:
     assert line[0] == "ptflow", line
     return line[1:]
-
-
-def assert_one_line_error(err: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
 
 
 def train_flags(data: Path, runs_dir: Path, *more: str) -> list[str]:

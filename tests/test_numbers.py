@@ -28,7 +28,7 @@ def train(cli, runs_dir, name, *flags, dataset="digits"):
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory):
     """Runs on the digits: two identical ones, a weaker one, a calibrated one, and one of the cnn on other data."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     root = tmp_path_factory.mktemp("numbers")
     common = ["--dataset", "digits", "--batch_size", "64", "--runs_dir", root, "--verbose", "0"]

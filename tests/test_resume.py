@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_images
-from safetensors.torch import load_file
+from helpers import assert_one_line_error, assert_same_run, epoch_metrics, make_images
 
 from ptflow.config import TrainConfig
 from ptflow.training import interrupt, train
@@ -47,34 +45,10 @@ def signal_after_epoch(k: int):
 
 def stopped_run(values: dict, k: int) -> Path:
     with pytest.raises(interrupt.Interrupted):
-        train.run(TrainConfig.from_dict(values), callbacks=[signal_after_epoch(k)])
+        train.train_model(TrainConfig.from_dict(values), callbacks=[signal_after_epoch(k)])
     run = Path(values["runs_dir"]) / values["run_name"]
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     return run
-
-
-def without_seconds(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-def metrics(run: Path) -> list[dict]:
-    return without_seconds([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()])
-
-
-def assert_same_run(a: Path, b: Path):
-    """Same weights, same training state (optimizer, best weights, RNGs), same metrics."""
-    for name in ("model.safetensors", "checkpoint.safetensors"):
-        x, y = load_file(a / name), load_file(b / name)
-        assert x.keys() == y.keys()
-        different = [k for k in x if not torch.equal(x[k], y[k])]
-        assert not different, f"{name}: {different}"
-    assert metrics(a) == metrics(b)
-    status_a, status_b = (json.loads((r / "run.json").read_text()) for r in (a, b))
-    for key in ("best_epoch", "best_valid_loss", "valid_acc", "test_loss", "test_acc", "epochs_run"):
-        assert status_a[key] == status_b[key], key
-    meta_a, meta_b = read_checkpoint(a / "checkpoint.safetensors")[1], read_checkpoint(b / "checkpoint.safetensors")[1]
-    assert without_seconds(meta_a["history"]) == without_seconds(meta_b["history"])
-    assert meta_a["optimizer"] == meta_b["optimizer"] and meta_a["scheduler"] == meta_b["scheduler"]
 
 
 MODELS = {
@@ -88,10 +62,10 @@ MODELS = {
 @pytest.mark.parametrize("flags", MODELS.values(), ids=MODELS.keys())
 def test_resumed_run_equals_the_run_left_alone(tmp_path, npz_data, cli, flags):
     reference = options(npz_data, tmp_path, "alone", **flags)
-    train.run(TrainConfig.from_dict(reference))
+    train.train_model(TrainConfig.from_dict(reference))
     run = stopped_run(options(npz_data, tmp_path, "stopped", **flags), k=2)
     assert read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"] == 2
-    assert len(metrics(run)) == 2
+    assert len(epoch_metrics(run)) == 2
     code, out, err = cli("train", "--resume", run)
     assert code == 0, err
     assert "Resuming" in out and "after epoch 2" in out
@@ -102,7 +76,7 @@ def test_resumed_run_equals_the_run_left_alone(tmp_path, npz_data, cli, flags):
 
 def test_a_stop_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, npz_data, cli, monkeypatch):
     flags = {"use_dropout": True, "scheduler": "cosine"}
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "alone", **flags)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "alone", **flags)))
 
     class SignalOnStep:  # stands in for the progress bar, which sees every step
         def __init__(self, epoch):
@@ -120,7 +94,7 @@ def test_a_stop_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, npz_da
 
     monkeypatch.setattr(train, "epoch_bar_factory", lambda n_epochs, verbose: SignalOnStep)
     with pytest.raises(interrupt.Interrupted):
-        train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "stopped", **flags)))
+        train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "stopped", **flags)))
     monkeypatch.undo()
     run = tmp_path / "stopped"
     assert read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"] == 2
@@ -130,7 +104,7 @@ def test_a_stop_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, npz_da
 
 
 def test_a_run_stopped_before_its_first_epoch_starts_again(tmp_path, npz_data, cli, monkeypatch):
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "alone")))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "alone")))
     run = stopped_run(options(npz_data, tmp_path, "stopped"), k=1)
     (run / "checkpoint.safetensors").unlink()  # as if stopped during epoch 1
     code, out, err = cli("train", "--resume", "stopped", "--runs_dir", tmp_path)
@@ -140,8 +114,8 @@ def test_a_run_stopped_before_its_first_epoch_starts_again(tmp_path, npz_data, c
 
 
 def test_a_finished_run_trains_longer_with_a_larger_n_epochs(tmp_path, npz_data, cli):
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "long", n_epochs=5)))
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "short", n_epochs=3)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "long", n_epochs=5)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "short", n_epochs=3)))
     code, _, err = cli("train", "--resume", tmp_path / "short")
     assert code == 2 and "already finished" in err
     # the original command line with --resume added is accepted: unchanged values are no change
@@ -160,11 +134,6 @@ def stopped(tmp_path, npz_data):
     data = tmp_path / "data.npz"
     data.write_bytes(npz_data.read_bytes())
     return stopped_run(options(data, tmp_path / "runs", "stopped", scheduler="cosine"), k=2)
-
-
-def assert_one_line_error(err: str):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -209,7 +178,8 @@ def test_resume_refuses_changed_code_unless_allowed(stopped, cli, tmp_path, npz_
     assert snapshot(stopped) == before
     code, _, err = cli("train", "--resume", stopped, "--allow_changed_code")
     assert code == 0 and "changed code" in err
-    train.run(TrainConfig.from_dict(options(tmp_path / "data.npz", tmp_path / "runs", "alone", scheduler="cosine")))
+    values = options(tmp_path / "data.npz", tmp_path / "runs", "alone", scheduler="cosine")
+    train.train_model(TrainConfig.from_dict(values))
     assert_same_run(tmp_path / "runs" / "alone", stopped)  # only the recorded identity was altered
 
 

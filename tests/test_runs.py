@@ -28,10 +28,10 @@ def runs_dir(tmp_path_factory, npz_data) -> Path:
     """Four runs: two finished (lr differs), one interrupted, one whose process died."""
     root = tmp_path_factory.mktemp("history")
     base = {"dataset": f"npz:{npz_data}", "runs_dir": str(root), "n_epochs": 3, "batch_size": 32, "verbose": 0}
-    train.run(TrainConfig.from_dict({**base, "run_name": "base"}))
-    train.run(TrainConfig.from_dict({**base, "run_name": "fast", "lr": 0.01}))
+    train.train_model(TrainConfig.from_dict({**base, "run_name": "base"}))
+    train.train_model(TrainConfig.from_dict({**base, "run_name": "fast", "lr": 0.01}))
     with pytest.raises(KeyboardInterrupt):
-        train.run(TrainConfig.from_dict({**base, "run_name": "stopped"}), callbacks=[stop_after_first_epoch])
+        train.train_model(TrainConfig.from_dict({**base, "run_name": "stopped"}), callbacks=[stop_after_first_epoch])
     shutil.copytree(root / "stopped", root / "dead")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid that no longer runs

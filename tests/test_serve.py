@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 import re
 import struct
@@ -23,24 +22,14 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from conftest import make_images  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from test_errors import assert_one_line_error  # noqa: E402
+from helpers import assert_one_line_error, make_images  # noqa: E402
+from helpers.serving import LOCAL, metric, png, wait_ready  # noqa: E402
 
 from ptflow.models.files import read_model_file  # noqa: E402
 from ptflow.serve.app import Settings, create_app  # noqa: E402
 from ptflow.serve.batching import MicroBatcher, QueueFull  # noqa: E402
 from ptflow.serve.security import page_and_csp  # noqa: E402
-
-LOCAL = "http://localhost"  # without an API key, the server answers loopback Host names only
-
-
-def wait_ready(client) -> None:
-    for _ in range(500):
-        if client.get("/readyz").status_code == 200:
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError(client.get("/readyz").json())
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +49,6 @@ def client(model_fn):
 def images():
     x, _ = make_images(6, seed=7)  # (6, 8, 8) uint8, like the training data
     return x
-
-
-def png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def cli_predictions(cli, tmp_path, model_fn, *inputs) -> list[dict]:
@@ -122,16 +103,6 @@ def test_image_predictions_equal_cli_predict(client, cli, tmp_path, model_fn, im
     encoded[0] = "data:image/png;base64," + encoded[0]  # what a browser's toDataURL gives
     as_json = client.post("/v1/predict", json={"images": encoded})
     assert_same_predictions(as_json.json()["predictions"], reference)
-
-
-def metric(text: str, metric_name: str, **labels) -> float:
-    """One sample's value from a /metrics page, read by prometheus_client's own parser."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    found = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-             if sample.name == metric_name and all(sample.labels.get(k) == v for k, v in labels.items())]
-    assert len(found) == 1, (metric_name, labels, found)
-    return found[0]
 
 
 def test_metrics_count_requests_batches_and_queue(client):

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from test_errors import assert_one_line_error  # noqa: E402
-from test_serve import LOCAL, png, wait_ready  # noqa: E402
+from helpers import assert_one_line_error  # noqa: E402
+from helpers.serving import LOCAL, png, wait_ready  # noqa: E402
 
 from ptflow.serve.app import Settings, create_app  # noqa: E402
 from ptflow.serve.batching import MicroBatcher, QueueFull  # noqa: E402

@@ -8,7 +8,6 @@ every request in flight at SIGTERM (each must be answered).
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from test_serve import metric  # noqa: E402
+from helpers.serving import metric, start_command, stop  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,40 +31,7 @@ def start(model_fn, *flags: str) -> tuple[subprocess.Popen, str]:
     return start_command([sys.executable, "-m", "ptflow", "serve", "--model_fn", str(model_fn), "--port", "0", *flags])
 
 
-def start_command(command: list[str], env: dict | None = None,
-                  ready_within: float = 60) -> tuple[subprocess.Popen, str]:
-    """A serve command line in its own process; (process, URL) once /readyz answers 200."""
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        seen = ""
-        for line in server.stdout:
-            seen += line
-            match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-            if match:
-                break
-        else:
-            raise AssertionError(f"server did not start: {seen}")
-        url = match.group(0)
-        deadline = time.monotonic() + ready_within
-        while httpx.get(url + "/readyz", timeout=60).status_code != 200:  # workers accept once warm
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.05)
-    except BaseException:
-        stop(server)
-        raise
-    return server, url
-
-
 STOPPED = (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped for, once stopped
-
-
-def stop(server: subprocess.Popen) -> int:
-    server.send_signal(signal.SIGTERM)
-    try:
-        return server.wait(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
 
 
 def read_all(sock: socket.socket, timeout: float) -> bytes:

@@ -29,7 +29,7 @@ def flags(data: Path, runs_dir: Path, name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def left_alone(tmp_path_factory, npz_data) -> Path:
-    from conftest import run_cli
+    from helpers import run_cli
 
     runs_dir = tmp_path_factory.mktemp("alone")
     assert run_cli("train", *flags(npz_data, runs_dir, "alone")) == 0

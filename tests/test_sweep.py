@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import assert_one_line_error
 
 optuna = pytest.importorskip("optuna")
 
@@ -33,11 +34,6 @@ def load(runs_dir, name):
 def status(study, number):
     run_dir = study.trials[number].user_attrs["run_dir"]
     return json.loads(open(os.path.join(run_dir, "run.json")).read())
-
-
-def assert_one_line_error(err: str):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
 
 
 def test_sweep_ranks_by_validation_and_its_best_command_reproduces_the_best_trial(cli, npz_data, tmp_path):

@@ -24,7 +24,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 import sqlalchemy  # noqa: E402  (Optuna's own dependency)
-from conftest import free_port  # noqa: E402
+from helpers import free_port  # noqa: E402
 
 from ptflow.config import TrainConfig  # noqa: E402
 

@@ -58,7 +58,7 @@ def stopped_after_epoch_1(values: dict) -> Path:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(interrupt.Interrupted):
-        train.run(TrainConfig.from_dict(values), callbacks=[ctrl_c])
+        train.train_model(TrainConfig.from_dict(values), callbacks=[ctrl_c])
     return Path(values["runs_dir"]) / values["run_name"]
 
 
@@ -73,15 +73,15 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def test_a_run_records_the_count_it_trained_on(tmp_path, npz_data, threads_seen):
     torch.set_num_threads(1)  # this machine's default, as OMP_NUM_THREADS=1 would make it
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "default")))
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "asked", num_threads=2)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "default")))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "asked", num_threads=2)))
     assert threads_seen == [1, 2]
     assert (recorded(tmp_path / "default"), recorded(tmp_path / "asked")) == (1, 2)
     assert torch.get_num_threads() == 1  # the caller's count, back after the run
 
 
 def test_resume_trains_on_the_recorded_count_and_ends_as_the_run_left_alone(tmp_path, npz_data, cli, threads_seen):
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "alone", num_threads=1)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "alone", num_threads=1)))
     torch.set_num_threads(1)
     run = stopped_after_epoch_1(options(npz_data, tmp_path, "stopped"))  # not given: torch's 1, recorded
     assert recorded(run) == 1
@@ -134,12 +134,13 @@ def test_a_bad_count_in_a_config_file_or_from_python_is_one_clear_error(tmp_path
 
 
 def test_evaluate_runs_on_the_count_asked_for(tmp_path, npz_data, cli, monkeypatch):
-    train.run(TrainConfig.from_dict(options(npz_data, tmp_path, "run", n_epochs=1)))
+    train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "run", n_epochs=1)))
     from ptflow.reports import evaluate
 
     seen = []
-    original = evaluate.run
-    monkeypatch.setattr(evaluate, "run", lambda *a, **k: (seen.append(torch.get_num_threads()), original(*a, **k)))
+    original = evaluate.evaluate_model
+    monkeypatch.setattr(evaluate, "evaluate_model",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), original(*a, **k)))
     torch.set_num_threads(2)
     code, _, err = cli("evaluate", "--model_fn", tmp_path / "run" / "model.safetensors", "--num_threads", "1",
                        "--out_dir", tmp_path / "eval")
@@ -154,7 +155,7 @@ def test_the_launcher_leaves_the_warning_to_the_process_that_trains(tmp_path, np
 
     run = stopped_after_epoch_1(options(npz_data, tmp_path, "stopped", num_threads=1))
     started = []
-    monkeypatch.setattr(launch, "run", lambda plan, worker_args, run_dir: started.append(worker_args) or 0)
+    monkeypatch.setattr(launch, "launch_workers", lambda plan, worker_args, run_dir: started.append(worker_args) or 0)
     code, _, err = cli("train", "--resume", run, "--num_threads", "2", "--nproc_per_node", "2")
     assert code == 0 and err == "", err
     assert "--num_threads=2" in started[0]  # the processes get it, and warn

@@ -12,7 +12,7 @@ import tempfile
 
 import httpx
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 webdriver = pytest.importorskip("selenium.webdriver")
 pytest.importorskip("fastapi")

@@ -8,7 +8,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_the_wheel_holds_every_module_and_the_console_script_runs(fresh_venv):
 
 def test_the_wheel_serves_its_web_page(fresh_venv, trained):
     import httpx
-    from test_serve_processes import start_command, stop
+    from helpers.serving import start_command, stop
 
     server, url = start_command([str(fresh_venv / "bin" / "ptflow"), "serve", "--model_fn", str(trained["safetensors"]),
                                  "--port", "0"], env={**os.environ, "PYTHONPATH": ""}, ready_within=30)

@@ -54,7 +54,7 @@ def train(dataset: str | Any | None = None, model: str | Any | None = None, n_ep
     from ptflow.training import train as training
 
     # --folds K cross-validates first, as `ptflow train` does; summary["cv"] then holds the folds
-    summary = folds.run(config) if config.folds and config.fold is None else training.run(config)
+    summary = folds.cross_validate(config) if config.folds and config.fold is None else training.train_model(config)
     run_dir = Path(summary.pop("run_dir"))
     loaded = load(run_dir / "model.safetensors", device=config.device_name(), trust_code=True)
     return TrainResult(run_dir, summary, loaded, config)

@@ -26,6 +26,6 @@ def run(args) -> int:
     check_output(args.out, "--out")
     from ptflow.reports import explore
 
-    explore.run(config.dataset, args.data_dir, args.target, config.train_ratio, config.test_ratio,
-                config.seed, args.out)
+    explore.explore_dataset(config.dataset, args.data_dir, args.target, config.train_ratio, config.test_ratio,
+                            config.seed, args.out)
     return 0

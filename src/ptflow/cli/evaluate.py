@@ -34,6 +34,6 @@ def run(args) -> int:
     check_output(args.out_dir, "--out_dir", folder=True)
     from ptflow.reports import evaluate
 
-    evaluate.run(model_file(args), args.data_dir, device_of(args), args.out_dir, args.batch_size,
-                 trust_code=args.trust_model_code)
+    evaluate.evaluate_model(model_file(args), args.data_dir, device_of(args), args.out_dir, args.batch_size,
+                            trust_code=args.trust_model_code)
     return 0

@@ -30,9 +30,9 @@ def run(args) -> int:
     if not args.inputs:
         from ptflow.reports import evaluate
 
-        evaluate.run(model, device=device_of(args), trust_code=args.trust_model_code)
+        evaluate.evaluate_model(model, device=device_of(args), trust_code=args.trust_model_code)
         return 0
     from ptflow.reports import predict
 
-    predict.run(model, args.inputs, args.format, device_of(args), trust_code=args.trust_model_code)
+    predict.predict_inputs(model, args.inputs, args.format, device_of(args), trust_code=args.trust_model_code)
     return 0

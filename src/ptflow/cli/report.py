@@ -39,8 +39,8 @@ def run(args) -> int:
     from ptflow.reports import report
 
     run = args.run if args.run is not None else latest(args.runs_dir)
-    report.run(run, args.runs_dir, args.out, args.data_dir, device_of(args), args.batch_size,
-               trust_code=args.trust_model_code)
+    report.write_report(run, args.runs_dir, args.out, args.data_dir, device_of(args), args.batch_size,
+                        trust_code=args.trust_model_code)
     return 0
 
 

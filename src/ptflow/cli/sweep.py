@@ -66,7 +66,7 @@ def run(args) -> int:
         raise UsageError("--prune_after and --prune_warmup must be >= 0")
     from ptflow.sweep import search
 
-    search.run(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
-               pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup,
-               objective=args.objective)
+    search.run_sweep(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
+                     pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup,
+                     objective=args.objective)
     return 0

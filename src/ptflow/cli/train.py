@@ -117,10 +117,10 @@ def train_here(args: argparse.Namespace, job) -> int:
                                  "torchrun or --nproc_per_node")
             from ptflow.training import folds
 
-            say_next(config, folds.run(config, trust_code=trust)["run_dir"])
+            say_next(config, folds.cross_validate(config, trust_code=trust)["run_dir"])
             return 0
-        metrics = train.run(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code,
-                            trust_code=trust)
+        metrics = train.train_model(config, resume_from=run_dir, allow_changed_code=args.allow_changed_code,
+                                    trust_code=trust)
         say_next(config, metrics["run_dir"])
     return 0
 
@@ -161,8 +161,8 @@ def decide(args: argparse.Namespace) -> dict:
     restarted it), as JSON: made by the main process and shared with the others."""
     from pathlib import Path
 
-    from ptflow.training import resume, runs
     from ptflow.training import distributed as dist
+    from ptflow.training import resume, runs
 
     values = train_values(args, OWN_OPTIONS)
     restarting = dist.restart_count() > 0
@@ -222,7 +222,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     run_dir = Path(decided["run_dir"] or Path(config.runs_dir) / (config.run_name or run_name))
     if decided["run_dir"] is None and run_dir.exists():
         raise runs.taken(run_dir)
-    return launch.run(plan, ["train", *worker_flags(args, run_name)], run_dir)
+    return launch.launch_workers(plan, ["train", *worker_flags(args, run_name)], run_dir)
 
 
 def worker_flags(args: argparse.Namespace, run_name: str | None) -> list[str]:

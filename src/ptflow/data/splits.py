@@ -17,7 +17,7 @@ from ptflow.data.sources import RawData, load_raw
 from ptflow.errors import PtflowError
 
 
-@dataclass
+@dataclass(kw_only=True)  # six arrays of the same type: named, never in order
 class Splits:
     name: str
     x_train: np.ndarray
@@ -75,8 +75,9 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
         raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train (at least 2), "
                           f"validation and test with these ratios (--train_ratio, --test_ratio)")
     shuffle_rows(order, x, y)
-    return Splits(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], x_test, y_test,
-                  raw.classes, raw.image_style, fingerprint)
+    return Splits(name=name, x_train=x[:n_train], y_train=y[:n_train], x_val=x[n_train:], y_val=y[n_train:],
+                  x_test=x_test, y_test=y_test, classes=raw.classes, image_style=raw.image_style,
+                  fingerprint=fingerprint)
 
 
 def fold_of(labels: np.ndarray, k: int) -> np.ndarray:

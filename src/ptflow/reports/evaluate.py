@@ -25,12 +25,11 @@ from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba
 from ptflow.reports.metrics import classification_report, format_report
 
-
 PICTURES = ("samples.png", "mistakes.png")  # of image datasets only
 OUTPUTS = ("evaluation.json", predictions.FILE, "confusion_matrix.png", "reliability.png", *PICTURES)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Judgement:
     """A model's predictions on its test split, and the report made of them."""
 
@@ -58,7 +57,7 @@ def judge_loaded(loaded: LoadedModel, data_dir: str | None = None, batch_size: i
     report = classification_report(splits.y_test, probs, len(loaded.classes))
     report["temperature"] = loaded.temperature
     report["images_per_second"] = len(probs) / max(seconds, 1e-9)
-    return Judgement(loaded, splits, probs, report, seconds)
+    return Judgement(loaded=loaded, splits=splits, probs=probs, report=report, seconds=seconds)
 
 
 def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code: bool = False) -> Splits:
@@ -84,8 +83,8 @@ def _differ(data: list[str], model: list[str]) -> str:
     return f"class {i} is {theirs} in the data, {ours} in the model"
 
 
-def run(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
-        batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
+def evaluate_model(model_fn: str, data_dir: str | None = None, device: str = "auto", out_dir: str | None = None,
+                   batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> dict:
     out = Path(out_dir) if out_dir else Path(model_fn).with_name(Path(model_fn).stem + "-eval")
     for name in OUTPUTS:  # a FIFO or a device where a file goes is refused before any work
         refuse_target(out / name)

@@ -11,8 +11,8 @@ from ptflow.data.splits import describe, load_splits
 MAX_ROWS = 30  # class rows printed in full; with more classes, the largest and smallest ten
 
 
-def run(name: str, data_dir: str | None = None, target: str | None = None, train_ratio: float = 0.8,
-        test_ratio: float = 0.2, seed: int = 0, out: str | None = None) -> dict:
+def explore_dataset(name: str, data_dir: str | None = None, target: str | None = None, train_ratio: float = 0.8,
+                    test_ratio: float = 0.2, seed: int = 0, out: str | None = None) -> dict:
     splits = load_splits(name, data_dir, target, train_ratio, test_ratio, seed)
     summary = describe(splits)
     sizes = summary["sizes"]

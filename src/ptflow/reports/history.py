@@ -12,16 +12,21 @@ document on stdout for scripts (the same facts, numbers unrounded).
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ptflow import stats
 from ptflow.config import RUNTIME, TrainConfig, fields_where
-from ptflow.console import info, terminal_safe
+from ptflow.console import info
 from ptflow.errors import PtflowError, UsageError
+from ptflow.reports.tables import (
+    format_duration,
+    format_number,
+    format_table,
+    format_time,
+    format_value,
+    print_json,
+)
 from ptflow.training import runfiles, runs, scoring
 
 # Config keys that say where things go or how they are shown, not what is trained: left out of
@@ -231,21 +236,6 @@ def as_dict(run: Run, detail: bool = False) -> dict:
     return facts
 
 
-def print_json(value) -> None:
-    info(json.dumps(_finite(value), indent=2, allow_nan=False, default=str))
-
-
-def _finite(value):
-    """NaN and infinity (a diverged run's loss) as null: JSON has no such numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def differing_keys(configs: list[dict], ignore: set[str] = frozenset()) -> list[str]:
     """Config keys whose values are not all the same, in TrainConfig's order (defaults fill gaps)."""
     keys = list(DEFAULTS) + sorted({k for c in configs for k in c} - set(DEFAULTS))
@@ -256,29 +246,6 @@ def differing_keys(configs: list[dict], ignore: set[str] = frozenset()) -> list[
 def _labels(compared: list[Run]) -> list[str]:
     ids = [r.id for r in compared]
     return [str(r.path) if ids.count(r.id) > 1 else r.id for r in compared]
-
-
-def format_table(headers: list[str], rows: list[list[str]], header: bool = True) -> str:
-    """Plain aligned columns (pipes and files stay readable); numbers right-aligned under a header,
-    everything left-aligned in a headerless key-value list. Cells are made terminal_safe: a run's
-    name, config values and class names come from files."""
-    cells = [[terminal_safe(c) for c in row] for row in ([headers] if header else []) + rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [c.rjust(w) if header and is_number(c.replace(",", "")) else c.ljust(w) for c, w in zip(row, widths)]
-        lines.append("  ".join(parts).rstrip())
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def cell(run: Run, metric: str) -> str:
@@ -303,29 +270,3 @@ def format_accuracy(record: dict, key: str = "test_acc") -> str:
     if accuracy is None or not n:
         return format_number(accuracy)
     return f"{accuracy:.4f} {stats.format_interval(stats.accuracy_interval(accuracy, n))}"
-
-
-def format_value(value) -> str:
-    if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return "-" if value is None else str(value)
-
-
-def format_number(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-3 else f"{value:.4f}"
-    return str(value)
-
-
-def format_time(timestamp) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else "?"
-
-
-def format_duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 
-from ptflow.reports.history import is_number
+from ptflow.reports.tables import is_number
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }

@@ -36,8 +36,8 @@ def format_results(rows: list[dict], classes: list[str], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def run(model_fn: str, inputs: list[str], fmt: str = "table", device: str = "auto",
-        trust_code: bool = False) -> list[dict]:
+def predict_inputs(model_fn: str, inputs: list[str], fmt: str = "table", device: str = "auto",
+                   trust_code: bool = False) -> list[dict]:
     loaded = load_model(model_fn, resolve_device(device), trust_code)
     names, x = collect_inputs(inputs, loaded.input_shape, loaded.meta.get("image_style", "resize"),
                               loaded.meta["preprocessing"]["scale"])

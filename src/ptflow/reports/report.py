@@ -20,14 +20,15 @@ from ptflow.files import atomic_write_text
 from ptflow.models import registry
 from ptflow.reports import history
 from ptflow.reports.html import escape, image, page, section, table
+from ptflow.reports.tables import format_value
 from ptflow.training import runs
 
 
-def run(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
-        device: str = "auto", batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> Path:
+def write_report(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
+                 device: str = "auto", batch_size: int = EVAL_BATCH_SIZE, trust_code: bool = False) -> Path:
     entry = history.load(runs.find(spec, runs_dir))
     unused = registry.flags_not_used_by(str(entry.config.get("model")))  # a cnn run has no n_layers to show
-    config = table([[key, history.format_value(value)] for key, value in entry.config.items() if key not in unused])
+    config = table([[key, format_value(value)] for key, value in entry.config.items() if key not in unused])
     sections = [_summary(entry), section("Config", config), _curves(entry), *_folds(entry)]
     model_file = entry.path / "model.safetensors"
     if model_file.is_file():

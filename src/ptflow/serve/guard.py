@@ -22,6 +22,17 @@ from ptflow.serve.security import host_allowed, host_well_formed
 from ptflow.serve.settings import Settings
 
 
+def _without_body(send):
+    """send, with every body chunk emptied: HEAD gets GET's status and headers only."""
+
+    async def send_without_body(message):
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_without_body
+
+
 class Guard:
     def __init__(self, app, metrics: Metrics, settings: Settings):
         self.app, self.metrics, self.limit = app, metrics, settings.max_body_bytes
@@ -35,12 +46,12 @@ class Guard:
             return await self.app(scope, receive, send)
         start, status, limit, received = time.perf_counter(), 500, self.limit, 0
         head = scope["method"] == "HEAD"
-        if head:  # the route runs as for GET; its body is dropped below
-            scope = {**scope, "method": "GET"}
+        if head:  # the route runs as for GET; its body is dropped on the way out
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         refusal = self._refusal(scope["headers"], scope["http_version"])
         if refusal is not None:
             response = JSONResponse({"detail": refusal[1]}, refusal[0], headers={"Connection": "close"})
-            await response(scope, receive, send_without_body if head else send)
+            await response(scope, receive, send)
             self.metrics.observe_request(scope["path"], refusal[0], time.perf_counter() - start)
             return
 
@@ -52,16 +63,11 @@ class Guard:
                 raise RequestError(413, f"request body larger than the {limit:,} bytes allowed")
             return message
 
-        async def send_without_body(message):
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
         async def send_and_record(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await (send_without_body if head else send)(message)
+            await send(message)
 
         try:
             await self.app(scope, limited_receive, send_and_record)

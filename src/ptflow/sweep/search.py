@@ -40,7 +40,7 @@ from ptflow.files import database_file
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
 from ptflow.sweep.space import ParamSpec, config_values, parse_specs
-from ptflow.training import folds, resume, runs, scoring, tracking, train
+from ptflow.training import checkpoint, folds, runs, scoring, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
 TRIAL_ERRORS = (PtflowError, torch.cuda.OutOfMemoryError)  # fail the trial, not the sweep
@@ -52,9 +52,9 @@ class PrunedTrial(optuna.TrialPruned, RunStopped):
     status = "pruned"
 
 
-def run(base: TrainConfig, given: set[str], params: list[str], n_trials: int, study_name: str | None = None,
-        storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1,
-        objective: str | None = None) -> dict:
+def run_sweep(base: TrainConfig, given: set[str], params: list[str], n_trials: int, study_name: str | None = None,
+              storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1,
+              objective: str | None = None) -> dict:
     """Run n_trials more trials of the study; `given` names the train flags set on the command line;
     objective names what it tunes (None: the study's, or validation loss for a new one)."""
     for name in ("model_fn", "run_name"):
@@ -178,11 +178,12 @@ def trial_objective(base: TrainConfig, specs: list[ParamSpec], metric: scoring.M
         try:
             config = TrainConfig.from_dict({**config_values(base.to_dict(), specs, sampled), "run_name": run_name})
             if config.folds:  # the objective is the folds' mean; the trial's own run is the final model
-                metrics = folds.run(config, fold_pruning_callback(trial), evaluate_test=False, show_summary=False)
+                metrics = folds.cross_validate(config, fold_pruning_callback(trial), evaluate_test=False,
+                                               show_summary=False)
                 trial.set_user_attr("cv", {k: metrics["cv"][k] for k in ("valid_loss", "valid_loss_std")})
             else:
                 callbacks = [pruning_callback(trial)] if by_loss else []
-                metrics = train.run(config, callbacks, evaluate_test=False, resume_hint=False)
+                metrics = train.train_model(config, callbacks, evaluate_test=False, resume_hint=False)
         except PrunedTrial:
             drop_checkpoints(run_dir)
             raise
@@ -198,7 +199,7 @@ def trial_objective(base: TrainConfig, specs: list[ParamSpec], metric: scoring.M
 def drop_checkpoints(run_dir: Path) -> None:
     """The trial's run folder's checkpoint, and those of its fold runs (--folds)."""
     for path in [run_dir, *run_dir.parent.glob(f"{run_dir.name}-fold*")]:
-        resume.drop_checkpoint(path)
+        checkpoint.drop(path)
 
 
 def suggest(trial: optuna.Trial, spec: ParamSpec):
@@ -301,7 +302,7 @@ def judge(trial: optuna.trial.FrozenTrial, base: TrainConfig) -> dict | None:
         if status.get("test_acc") is None:  # else judged by an earlier command (or worker) of this study
             info(f"\nTest split, judged once, for the best trial {trial.number} ({run_dir}):")
             # The winner's architecture is the one this study trains (its own config), not a stranger's file.
-            result = evaluate.run(str(model), base.data_dir, base.device_name(), trust_code=True)
+            result = evaluate.evaluate_model(str(model), base.data_dir, base.device_name(), trust_code=True)
             status = {"test_acc": result["accuracy"], "test_acc_ci95": result["accuracy_ci95"], "test_n": result["n"]}
             runs.write_status(run_dir, **status)
     return {k: status.get(k) for k in ("test_acc", "test_acc_ci95", "test_n")}

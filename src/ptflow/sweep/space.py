@@ -26,7 +26,7 @@ KINDS = ("float", "loguniform", "int", "choice")
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # bounds and step are all numbers: named, never in order
 class ParamSpec:
     name: str  # the TrainConfig field, or model_args.KEY for one of the model's arguments
     kind: str  # one of KINDS
@@ -156,14 +156,14 @@ def _parse_range(name: str, kind: str, args: str, field_type: type, text: str) -
         raise UsageError(f"--param {text!r}: loguniform needs LO > 0")
     if step is not None and (step < 1 or (high - low) % step):
         raise UsageError(f"--param {text!r}: STEP must be >= 1 and divide HI - LO")
-    return ParamSpec(name, kind, low, high, step, is_int=is_int)
+    return ParamSpec(name=name, kind=kind, low=low, high=high, step=step, is_int=is_int)
 
 
 def _parse_choice(name: str, args: str, field_type: type, text: str) -> ParamSpec:
     values = [_parse_value(part.strip(), field_type, name, text) for part in args.split(",")]
     if len(set(values)) != len(values):
         raise UsageError(f"--param {text!r}: a choice is repeated")
-    return ParamSpec(name, "choice", choices=tuple(values), is_list=field_type is list)
+    return ParamSpec(name=name, kind="choice", choices=tuple(values), is_list=field_type is list)
 
 
 def _parse_value(word: str, field_type: type, name: str, text: str):

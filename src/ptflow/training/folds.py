@@ -30,8 +30,8 @@ from ptflow.training import runs, train
 FoldCallback = Callable[[int, list[dict]], None]  # (folds done, each done fold's metrics)
 
 
-def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_test: bool = True,
-        trust_code: bool = True, show_summary: bool = True) -> dict:
+def cross_validate(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_test: bool = True,
+                   trust_code: bool = True, show_summary: bool = True) -> dict:
     """Train the K folds, then the final model; returns the final run's metrics with "cv" added.
 
     on_fold_end(i, results) is called after fold i (sweeps prune there); evaluate_test=False
@@ -46,7 +46,7 @@ def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_t
         # A fold's model is an estimate, not a product: no --model_fn copy and no temperature.
         fold_config = dataclasses.replace(config, fold=fold, run_name=f"{name}-fold{fold}", model_fn=None,
                                           calibrate=False)
-        results.append(train.run(fold_config, evaluate_test=False, resume_hint=False, trust_code=trust_code))
+        results.append(train.train_model(fold_config, evaluate_test=False, resume_hint=False, trust_code=trust_code))
         if on_fold_end is not None:
             on_fold_end(fold, results)
     cv = summary(results, [f"{name}-fold{i}" for i in range(1, config.folds + 1)])
@@ -54,8 +54,8 @@ def run(config: TrainConfig, on_fold_end: FoldCallback | None = None, evaluate_t
         info(format_summary(cv, config.seed))
     if config.verbose >= 1:
         info(f"\nFinal model: trained on the train split (--train_ratio {config.train_ratio}), validated on the rest")
-    metrics = train.run(dataclasses.replace(config, run_name=name), evaluate_test=evaluate_test,
-                        trust_code=trust_code)
+    metrics = train.train_model(dataclasses.replace(config, run_name=name), evaluate_test=evaluate_test,
+                                trust_code=trust_code)
     runs.write_status(Path(metrics["run_dir"]), cv=cv)
     return {**metrics, "cv": cv}
 

@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptflow.training import distributed as dist
 from ptflow.errors import PtflowError, UsageError, first_line
+from ptflow.training import distributed as dist
 
 RDZV_ID = "ptflow"  # the same on every machine of a job; the endpoint tells jobs apart
 PR_SET_PDEATHSIG = 1  # Linux's prctl option, from <sys/prctl.h>
@@ -127,7 +127,7 @@ def under_agent() -> bool:
     return dist.launched()
 
 
-def run(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
+def launch_workers(plan: Plan, worker_args: list[str], run_dir: Path) -> int:
     """Start the processes and wait for them; the exit status of the job. run_dir: the run's
     folder, named in the message that says how to continue a failed job."""
     from torch.distributed.elastic.multiprocessing import SignalException
@@ -204,7 +204,7 @@ def _report(exc, plan: Plan, run_dir: Path) -> int:
     else:
         how = f"exited with status {failure.exitcode}"
     restarts = f" after {plan.max_restarts} restart(s)" if plan.max_restarts else " (no --max_restarts)"
-    from ptflow.training.resume import CHECKPOINT
+    from ptflow.training.checkpoint import CHECKPOINT
 
     hint = ""
     if (run_dir / CHECKPOINT).is_file():

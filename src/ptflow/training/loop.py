@@ -32,8 +32,8 @@ from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.data.augment import draw_flips, draw_shifts, random_flip, random_shift
 from ptflow.models.networks import Preprocess
-from ptflow.training import interrupt
 from ptflow.training import distributed as dist
+from ptflow.training import interrupt
 from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 
@@ -53,8 +53,10 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopSettings:
+    """How the loop runs, named at the call: nine values of which six are ints are easy to misorder."""
+
     n_epochs: int
     batch_size: int
     early_stop: int = 0

@@ -1,7 +1,7 @@
 """`ptflow train`: data -> model -> optimizer -> loop -> test -> save, in that order.
 
 Takes a validated TrainConfig; everything below gets plain values from it. Every epoch ends
-with a training checkpoint in the run folder, so a stopped run can continue (resume.py).
+with a training checkpoint in the run folder, so a stopped run can continue (checkpoint.py, resume.py).
 
 Under torchrun every process runs this same function (ddp.py says what changes): each loads
 the data and builds the model; the main process alone opens the run folder, writes files and
@@ -30,7 +30,7 @@ from ptflow.files import remove_temporaries, write_json
 from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import ddp, interrupt, outcome, resume, runs, tracking
+from ptflow.training import checkpoint, ddp, identity, interrupt, outcome, runs, tracking
 from ptflow.training import distributed as dist
 from ptflow.training.loop import (
     LoopSettings,
@@ -85,9 +85,9 @@ def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.dev
     return net
 
 
-def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
-        evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
-        resume_hint: bool = True, trust_code: bool = True) -> dict:
+def train_model(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]] = (),
+                evaluate_test: bool = True, resume_from: Path | None = None, allow_changed_code: bool = False,
+                resume_hint: bool = True, trust_code: bool = True) -> dict:
     """Train one model as the config says; returns the run's summary (also in run.json) and its folder.
 
     Each callback is called as callback(state, run_dir) after every epoch (sweeps prune there);
@@ -105,15 +105,16 @@ def run(config: TrainConfig, callbacks: list[Callable[[TrainState, Path], None]]
     with cpu_threads(config.num_threads) as threads:
         config = dataclasses.replace(config, num_threads=threads)
         try:
-            return _run(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint, trust_code)
+            return _train_model(config, callbacks, evaluate_test, resume_from, allow_changed_code, resume_hint,
+                                trust_code)
         except Exception as exc:
             if dist.lost_peer(exc):  # a dead or hung process: one line, not a traceback from a collective
                 raise dist.lost_peer_error(exc) from None
             raise
 
 
-def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None, allow_changed_code: bool,
-         resume_hint: bool, trust_code: bool) -> dict:
+def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None,
+                 allow_changed_code: bool, resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
@@ -140,9 +141,9 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     state, args = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
         info(str(state.model))
-    identity = resume.identity(config.model, args, splits.fingerprint)
+    ident = identity.current(config.model, args, splits.fingerprint)
     if resume_from is not None:  # before anything is written: a refusal leaves the run folder as it was
-        resume.restore(Path(resume_from), state, identity, device, config.n_epochs, allow_changed_code)
+        checkpoint.restore(Path(resume_from), state, ident, device, config.n_epochs, allow_changed_code)
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from))))
@@ -150,7 +151,7 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
     net = forward_model(state.model, config, device)
 
     def on_epoch_end(s: TrainState) -> None:
-        resume.save(run_dir, s, identity, device)  # first, so that nothing below can lose this epoch
+        checkpoint.save(run_dir, s, ident, device)  # first, so that nothing below can lose this epoch
         runs.append_metrics(run_dir, s.history[-1])
         for callback in (*callbacks, *trackers):
             callback(s, run_dir)
@@ -158,8 +159,9 @@ def _run(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path 
         # processes an all-reduce, so also the barrier after the main process's writes.
         interrupt.check()
 
-    settings = LoopSettings(config.n_epochs, config.batch_size, config.early_stop, config.precision, config.verbose,
-                            config.augment_shift, dist.rank(), dist.world_size(), config.augment_flip)
+    settings = LoopSettings(n_epochs=config.n_epochs, batch_size=config.batch_size, early_stop=config.early_stop,
+                            precision=config.precision, verbose=config.verbose, augment_shift=config.augment_shift,
+                            augment_flip=config.augment_flip, rank=dist.rank(), world=dist.world_size())
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():

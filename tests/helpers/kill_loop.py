@@ -2,7 +2,7 @@
 that nothing saved is ever lost and that the finished run equals one left alone, bit for bit.
 
 Used by tests/test_faults.py (sized for CI) and bench/kill_soak.py (as many kills as asked).
-Every run is `ptflow train` in a child process (cli_processes.py). A fault is one of:
+Every run is `ptflow train` in a child process (children.py). A fault is one of:
 - "timer": SIGKILL from outside after a random delay within the run's expected time;
 - "replace-before" / "replace-after": the child kills itself right before or right after the
   n-th rename of an atomic write (checkpoint, run.json, model file, plot...);
@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli_processes import Child, run
-
+from helpers import epoch_metrics
+from helpers.children import Child, run
 from ptflow.training.runs import read_json as runs_read_json
 
 FAULTS = ("timer", "replace-before", "replace-after", "fsync")
@@ -57,7 +57,7 @@ def kill_and_resume(root: Path, kills: int, n_epochs: int = 6, seed: int = 0) ->
 
     rng = random.Random(seed)
     ref, seconds = reference(root, n_epochs)
-    ref_model, ref_metrics = load_file(ref / "model.safetensors"), _metrics(ref)
+    ref_model, ref_metrics = load_file(ref / "model.safetensors"), epoch_metrics(ref)
     tally = Tally()
     while tally.injected < kills:
         tally.runs += 1
@@ -69,7 +69,7 @@ def kill_and_resume(root: Path, kills: int, n_epochs: int = 6, seed: int = 0) ->
         model = load_file(run_dir / "model.safetensors")
         if model.keys() != ref_model.keys() or any(not torch.equal(model[k], ref_model[k]) for k in model):
             tally.lost.append(f"{run_dir.name}: final weights differ from the uninterrupted run")
-        if _metrics(run_dir) != ref_metrics:
+        if epoch_metrics(run_dir) != ref_metrics:
             tally.lost.append(f"{run_dir.name}: per-epoch metrics differ from the uninterrupted run")
         leftovers = [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".tmp")]
         if leftovers:
@@ -136,7 +136,3 @@ def _check_after_kill(run_dir: Path, last_epoch: int, tally: Tally) -> int:
         tally.lost.append(f"{run_dir.name}: checkpoint went back from epoch {last_epoch} to {epoch}")
     return max(epoch, last_epoch)
 
-
-def _metrics(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PRELOAD = ["cli_processes", "ptflow.cli", "torch", "numpy", "safetensors.torch", "PIL.Image",
+PRELOAD = ["helpers.children", "ptflow.cli", "torch", "numpy", "safetensors.torch", "PIL.Image",
            "ptflow.training.train", "ptflow.reports.evaluate", "ptflow.reports.predict", "ptflow.models.export",
            "matplotlib.pyplot"]  # headless here, so Agg, as ptflow.plots sets
 _context = None
