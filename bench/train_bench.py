@@ -92,11 +92,13 @@ def run_typical(args, workdir: Path) -> dict:
             "test_acc": find_accuracy(out["lines"])}
 
 
-def run_ptflow(args, workdir: Path, precision: str = "fp32") -> dict:
+def run_ptflow(args, workdir: Path, precision: str = "fp32", src: Path | None = None) -> dict:
+    """ptflow's train; src: another checkout's src/ folder to run instead (an A/B of two versions)."""
     out = timed_run([sys.executable, "-m", "ptflow", "train", "--dataset", "mnist", "--data_dir",
                      str(args.data_dir), "--n_epochs", str(args.epochs), "--batch_size", "256",
                      "--n_layers", "5", "--device", args.device, "--precision", precision,
-                     "--runs_dir", str(workdir / "runs"), "--verbose", "1"])
+                     "--runs_dir", str(workdir / "runs"), "--verbose", "1"],
+                    env={"PYTHONPATH": str(src)} if src else None)
     return {"wall": out["wall"], "rss_mb": out["rss_mb"], "train_seconds": training_seconds(out["lines"]),
             "test_acc": find_accuracy(out["lines"])}
 
@@ -106,6 +108,7 @@ CONTENDERS = {
     "typical": ("typical loop (DataLoader, loss.item())", run_typical),
     "ptflow": ("ptflow fp32", run_ptflow),
     "ptflow-bf16": ("ptflow --precision bf16", lambda a, w: run_ptflow(a, w, "bf16")),
+    "baseline": ("ptflow fp32, --baseline_src", lambda a, w: run_ptflow(a, w, src=a.baseline_src)),
 }
 
 
@@ -182,7 +185,8 @@ def main() -> None:
     parser.add_argument("--data_dir", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=1, help="rounds of alternating runs (medians reported)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--contenders", default="seed,typical,ptflow,ptflow-bf16")
+    parser.add_argument("--baseline_src", type=Path, help="another ptflow's src/ folder: contender `baseline`")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed_code", type=Path, default=SEED_CODE, help="the article's code (its train.py)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "train_bench.json")
