@@ -34,7 +34,8 @@ def test_dropout_replaces_batchnorm():
 
 
 def test_models_return_log_probabilities_of_the_right_shape():
-    for model in (MLP(**builtin_args("mlp", (1, 8, 8), 4, flags())), ConvNet(**builtin_args("cnn", (1, 8, 8), 4, flags()))):
+    for model in (MLP(**builtin_args("mlp", (1, 8, 8), 4, flags())),
+                  ConvNet(**builtin_args("cnn", (1, 8, 8), 4, flags()))):
         model.eval()
         out = model(torch.rand(5, 1, 8, 8))
         assert out.shape == (5, 4)

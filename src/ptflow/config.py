@@ -33,8 +33,16 @@ import math
 import typing
 from dataclasses import dataclass
 
-from ptflow.checks import check, check_choice, check_threads, check_type, describe_type, is_file_name, is_json, \
-    value_type
+from ptflow.checks import (
+    check,
+    check_choice,
+    check_threads,
+    check_type,
+    describe_type,
+    is_file_name,
+    is_json,
+    value_type,
+)
 from ptflow.constants import (
     DEVICE,
     DIST_TIMEOUT,
@@ -56,7 +64,8 @@ from ptflow.models import registry as models
 from ptflow.presets import PRESETS, preset_values
 from ptflow.sizes import check_structure
 
-# Imported from here by modules written before the split (constants.py, presets.py, checks.py).
+# What other modules import from here; the constants, presets and checks are re-exported from
+# their own modules (constants.py, presets.py, checks.py), where they were split off to.
 __all__ = ["TrainConfig", "option", "names", "help_of", "fields_where", "field_type", "HYPERPARAMETER", "DATA",
            "RUNTIME", "DEVICE", "DIST_TIMEOUT", "EVAL_BATCH_SIZE", "MAX_GPU_ID", "MAX_SEED", "MAX_THREADS",
            "PRESETS", "preset_values", "check_threads", "describe_type"]
