@@ -25,7 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ptflow.models.networks import MLP, Preprocess, get_hidden_sizes
+from ptflow.models.mlp import MLP, get_hidden_sizes
+from ptflow.models.networks import Preprocess
 from ptflow.training.loop import LoopSettings, TrainState, eval_batch_size, evaluate, train_epoch
 from ptflow.training.optimizers import EagerAdam
 

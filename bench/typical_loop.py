@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ptflow.models.networks import MLP, get_hidden_sizes
+from ptflow.models.mlp import MLP, get_hidden_sizes
 
 
 def load(folder: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -304,7 +304,7 @@ class Noisy(torch.nn.Module):
 def test_the_check_changes_nothing_the_run_depends_on():
     # The reference: the same weights, statistics, mode and random state as without the check,
     # so runs (and their exact resumes) are what they were.
-    from ptflow.models.networks import MLP
+    from ptflow.models.mlp import MLP
     from ptflow.models.registry import check_fits
 
     torch.manual_seed(0)

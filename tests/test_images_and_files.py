@@ -138,7 +138,7 @@ def test_weights_that_do_not_fit_the_description_are_refused_before_building(tmp
     import torch
     from safetensors.torch import load_file, save_file
 
-    from ptflow.models import networks
+    from ptflow.models import mlp
     from ptflow.models.files import load_model, read_model_file
 
     _, meta = read_model_file(trained["safetensors"])
@@ -148,13 +148,13 @@ def test_weights_that_do_not_fit_the_description_are_refused_before_building(tmp
     state[first] = torch.zeros(state[first].shape[0] + 1, state[first].shape[1])
     save_file(state, tmp_path / "wrong.safetensors", metadata={"ptflow": json.dumps(meta)})
     built = []
-    original = networks.MLP.__init__
+    original = mlp.MLP.__init__
 
     def spy(self, *args, **kwargs):
         built.append(torch.empty(0).device.type)  # the default device: "meta" inside the shape check
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(networks.MLP, "__init__", spy)
+    monkeypatch.setattr(mlp.MLP, "__init__", spy)
     with pytest.raises(PtflowError, match=f"{first}"):
         load_model(tmp_path / "wrong.safetensors")
     assert built == ["meta"]  # only the shapes were built: no real weights allocated

@@ -1,6 +1,15 @@
 import torch
 
-from ptflow.models.networks import MLP, ConvNet, Preprocess, builtin_args, get_hidden_sizes
+from ptflow.config import TrainConfig
+from ptflow.models.cnn import ConvNet
+from ptflow.models.mlp import MLP, get_hidden_sizes
+from ptflow.models.networks import Preprocess
+from ptflow.models.registry import builtin_args
+
+
+def flags(**given) -> dict:
+    """The train flags as TrainConfig's defaults (the one place they are written), with `given` over them."""
+    return {**TrainConfig().to_dict(), **given}
 
 
 def test_hidden_sizes_follow_the_articles_arithmetic():
@@ -9,7 +18,7 @@ def test_hidden_sizes_follow_the_articles_arithmetic():
 
 
 def test_mlp_matches_the_articles_layout_and_state_dict_keys():
-    args = builtin_args("mlp", (1, 28, 28), 10, n_layers=5)
+    args = builtin_args("mlp", (1, 28, 28), 10, flags(n_layers=5))
     model = MLP(**args)
     keys = list(model.state_dict())
     assert keys[0] == "layers.0.block.0.weight"  # the article's ImageClassifier naming
@@ -19,13 +28,14 @@ def test_mlp_matches_the_articles_layout_and_state_dict_keys():
 
 
 def test_dropout_replaces_batchnorm():
-    model = MLP(**builtin_args("mlp", (64,), 3, n_layers=3, use_dropout=True, dropout_p=0.25))
+    model = MLP(**builtin_args("mlp", (64,), 3, flags(n_layers=3, use_dropout=True, dropout_p=0.25)))
     kinds = {type(m).__name__ for m in model.modules()}
     assert "Dropout" in kinds and "BatchNorm1d" not in kinds
 
 
 def test_models_return_log_probabilities_of_the_right_shape():
-    for model in (MLP(**builtin_args("mlp", (1, 8, 8), 4)), ConvNet(**builtin_args("cnn", (1, 8, 8), 4))):
+    for model in (MLP(**builtin_args("mlp", (1, 8, 8), 4, flags())),
+                  ConvNet(**builtin_args("cnn", (1, 8, 8), 4, flags()))):
         model.eval()
         out = model(torch.rand(5, 1, 8, 8))
         assert out.shape == (5, 4)

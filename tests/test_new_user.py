@@ -218,12 +218,12 @@ def config_table(html: str) -> dict[str, str]:
 
 
 def test_the_reports_config_shows_only_the_flags_that_build_the_runs_model(cli, tmp_path, trained):
-    """Reference: the flags each built-in network's builder takes (networks.BUILDERS), which must
-    all be train flags; a cnn's report has channels but no n_layers, an mlp's the reverse."""
+    """Reference: the flags each built-in network's builder takes (its module's MODEL.args), which
+    must all be train flags; a cnn's report has channels but no n_layers, an mlp's the reverse."""
     from ptflow.config import names
-    from ptflow.models import networks
+    from ptflow.models import registry
 
-    assert networks.model_flags() <= set(names())
+    assert registry.model_flags() <= set(names())
     x, y = make_images(120)
     np.savez(tmp_path / "images.npz", x=x, y=y)
     assert cli(*train_flags(tmp_path / "images.npz", tmp_path / "runs", "--model", "cnn", "--channels", "4",
@@ -232,8 +232,8 @@ def test_the_reports_config_shows_only_the_flags_that_build_the_runs_model(cli, 
         out = tmp_path / f"{model}.html"
         assert cli("report", run, "-o", out)[0] == 0
         shown = set(config_table(out.read_text()))
-        assert networks.train_flags(model) <= shown
-        assert not (networks.model_flags() - networks.train_flags(model)) & shown
+        assert registry.train_flags(model) <= shown
+        assert not (registry.model_flags() - registry.train_flags(model)) & shown
         assert shown >= {"dataset", "lr", "batch_size", "model_args"}
 
 

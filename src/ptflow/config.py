@@ -17,6 +17,11 @@ other module keeps its own list of names:
 - writes=True: it names where files are written. A resumed run never takes these from the run
   folder's config (which may come from elsewhere): only from the flags given with --resume.
 
+The model group's fields are the options of the built-in networks (models/registry.py): each
+network names the ones it reads and its needs (BatchNorm, images), so the rule on one-example
+batches asks the network, and the names listed in help come from the model and dataset registries.
+Constants live in constants.py, recipes in presets.py, value checking in checks.py.
+
 This module must stay free of heavy imports: `ptflow --help` reads the defaults and help here.
 """
 
@@ -25,39 +30,47 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
-import types
 import typing
 from dataclasses import dataclass
 
+from ptflow.checks import (
+    check,
+    check_choice,
+    check_threads,
+    check_type,
+    describe_type,
+    is_file_name,
+    is_json,
+    value_type,
+)
+from ptflow.constants import (
+    DEVICE,
+    DIST_TIMEOUT,
+    EVAL_BATCH_SIZE,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_GPU_ID,
+    MAX_SEED,
+    MAX_THREADS,
+    NORMALIZATIONS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULERS,
+    TRACKERS,
+)
+from ptflow.data import registry as datasets
 from ptflow.errors import UsageError, shown
+from ptflow.models import registry as models
+from ptflow.presets import PRESETS, preset_values
 from ptflow.sizes import check_structure
 
+# What other modules import from here; the constants, presets and checks are re-exported from
+# their own modules (constants.py, presets.py, checks.py), where they were split off to.
+__all__ = ["TrainConfig", "option", "names", "help_of", "fields_where", "field_type", "HYPERPARAMETER", "DATA",
+           "RUNTIME", "DEVICE", "DIST_TIMEOUT", "EVAL_BATCH_SIZE", "MAX_GPU_ID", "MAX_SEED", "MAX_THREADS",
+           "PRESETS", "preset_values", "check_threads", "describe_type"]
+
 HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16")
-NORMALIZATIONS = ("none", "standard")
-TRACKERS = ("tensorboard", "mlflow")
-
-DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")  # what --device accepts
-MAX_GPU_ID = 9999  # --gpu_id, as cuda:N above
-MAX_EPOCHS = 1_000_000  # larger values are typos (a run of a million epochs is already years)
-MAX_DEPTH = 1_000  # entries of --hidden_sizes and --channels, and --n_layers
-MAX_SEED = 2 ** 63 - 1  # torch and numpy both take seeds up to here
-MAX_THREADS = 1024  # --num_threads: more than any one machine's cores; larger values are typos
-
-# Examples per forward pass when evaluating and predicting. On CPU, 1024 rows of the article's MLP
-# keep each layer's activations (2.5 MB) in the L2 cache: ~120k images/s here, against ~70k/s
-# at 8192 rows, whose activations spill to memory.
-EVAL_BATCH_SIZE = 1024
-
-# Seconds one process of a multi-process job waits for the others in a collective before giving
-# up with an error: a hung (not dead) peer must not hang the job. A dead peer is noticed at once
-# (its sockets close). It must cover the longest stretch one process works alone while the others
-# wait: the main process writing a checkpoint or the final model and plots.
-DIST_TIMEOUT = 300
 
 
 def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
@@ -76,7 +89,8 @@ class TrainConfig:
     # --- data ---
     dataset: str = option(  # the article's data; never hard-coded: shapes and classes come from the data
         "mnist", group="data", role=DATA, metavar="NAME",
-        help="a built-in dataset, csv:PATH, npz:PATH, folder:PATH, a plugin's name or PACKAGE.MODULE:FUNCTION")
+        help=f"a built-in dataset ({', '.join(datasets.BUILTIN)}), {datasets.formats_help()}, a plugin's name "
+             f"or PACKAGE.MODULE:FUNCTION")
     data_dir: str | None = option(  # searched first for dataset files (else $PTFLOW_DATA_DIR, then the cache)
         group="data", role=RUNTIME, resume=True, metavar="DIR",
         help="folder searched first for dataset files (also $PTFLOW_DATA_DIR)")
@@ -95,10 +109,11 @@ class TrainConfig:
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
         False, group="data", help="mirror half the training images left to right, at random each epoch")
-    # --- model ---
+    # --- model: the built-in networks' options (models/registry.py: each network names those it reads) ---
     model: str = option(  # mlp is the article's network; cnn a small convnet for images
         "mlp", group="model", metavar="NAME",
-        help="a built-in network, a plugin's name, or PACKAGE.MODULE:NAME (a class or factory)")
+        help=f"a built-in network ({', '.join(models.BUILTIN)}), a plugin's name, or PACKAGE.MODULE:NAME (a class "
+             f"or factory)")
     model_args: dict = option(  # JSON-able keyword arguments, stored in the model file to rebuild the model
         group="model", factory=dict, metavar="JSON",
         help="the model's keyword arguments as a JSON object, e.g. '{\"width\": 64}'")
@@ -188,51 +203,51 @@ class TrainConfig:
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):  # from Python (ptflow.train) values arrive untyped
-            _check_type(field.name, getattr(self, field.name))
+            check_type(field.name, getattr(self, field.name), *field_type(field.name))
         for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
-            _check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
-        _check(self.n_layers >= 1, f"--n_layers must be >= 1, got {self.n_layers}")
-        _check(self.n_layers <= MAX_DEPTH, f"--n_layers must be <= {MAX_DEPTH}, got {self.n_layers}")
-        _check(0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
-        _check(0 <= self.dropout_p < 1, f"--dropout_p must be in [0, 1), got {self.dropout_p}")
-        _check(0 < self.train_ratio < 1, f"--train_ratio must be in (0, 1), got {self.train_ratio}")
-        _check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
-        _check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        batch_norm = self.model == "cnn" or (self.model == "mlp" and not self.use_dropout)
-        _check(self.batch_size >= 2 or not batch_norm,
-               "--batch_size 1 cannot train BatchNorm layers (the cnn, or the mlp without --use_dropout): use >= 2")
-        _check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
-        _check(self.n_epochs <= MAX_EPOCHS, f"--n_epochs must be <= {MAX_EPOCHS:,}, got {self.n_epochs}")
-        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
-        _check(self.folds == 0 or self.folds >= 2, f"--folds must be 0 (off) or >= 2, got {self.folds}")
-        _check(self.fold is None or 1 <= self.fold <= self.folds,
+            check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
+        check(self.n_layers >= 1, f"--n_layers must be >= 1, got {self.n_layers}")
+        check(self.n_layers <= MAX_DEPTH, f"--n_layers must be <= {MAX_DEPTH}, got {self.n_layers}")
+        check(0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+        check(0 <= self.dropout_p < 1, f"--dropout_p must be in [0, 1), got {self.dropout_p}")
+        check(0 < self.train_ratio < 1, f"--train_ratio must be in (0, 1), got {self.train_ratio}")
+        check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
+        check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:  # asked only then: a network's declaration sits beside its code, which imports torch
+            check(not models.uses_batch_norm(self.model, self.to_dict()),
+                  f"--batch_size 1 cannot train BatchNorm layers ({models.batch_norm_note(self.model)}): use >= 2")
+        check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
+        check(self.n_epochs <= MAX_EPOCHS, f"--n_epochs must be <= {MAX_EPOCHS:,}, got {self.n_epochs}")
+        check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
+        check(self.folds == 0 or self.folds >= 2, f"--folds must be 0 (off) or >= 2, got {self.folds}")
+        check(self.fold is None or 1 <= self.fold <= self.folds,
                f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
                "--fold needs --folds K")
-        _check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
+        check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
         for name in ("hidden_sizes", "channels"):
             sizes = getattr(self, name)
-            _check(sizes is None or (0 < len(sizes) <= MAX_DEPTH and min(sizes) >= 1),
+            check(sizes is None or (0 < len(sizes) <= MAX_DEPTH and min(sizes) >= 1),
                    f"--{name} must be 1 to {MAX_DEPTH} positive integers, got {shown(sizes)}")
-        _check(self.gpu_id is None or -1 <= self.gpu_id <= MAX_GPU_ID,
+        check(self.gpu_id is None or -1 <= self.gpu_id <= MAX_GPU_ID,
                f"--gpu_id must be -1 or a GPU index, got {self.gpu_id}")
         check_threads(self.num_threads)
-        _check(DEVICE.fullmatch(self.device) is not None,
+        check(DEVICE.fullmatch(self.device) is not None,
                f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         check_structure(self.model_args, "--model_args")
-        _check(_is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
-        _check(bool(self.model.strip()), "--model must name a model")
-        _check(bool(self.dataset.strip()), "--dataset must name a dataset")
+        check(is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
+        check(bool(self.model.strip()), "--model must name a model")
+        check(bool(self.dataset.strip()), "--dataset must name a dataset")
         for field in dataclasses.fields(self):
             if field.metadata["choices"]:
-                _check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
-        _check(self.run_name is None or _is_file_name(self.run_name),
+                check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
+        check(self.run_name is None or is_file_name(self.run_name),
                f"--run_name must be a folder name, not a path, got {self.run_name!r}")
         for name in self.log:
-            _check_choice("log", name, TRACKERS)
-        _check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
-        _check(self.mlflow_uri is None or "mlflow" in self.log, "--mlflow_uri is used only with --log mlflow")
+            check_choice("log", name, TRACKERS)
+        check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
+        check(self.mlflow_uri is None or "mlflow" in self.log, "--mlflow_uri is used only with --log mlflow")
 
     def device_name(self) -> str:
         """The device asked for, with the article's --gpu_id taking precedence over --device."""
@@ -268,91 +283,4 @@ def _hints() -> dict:
 def field_type(name: str) -> tuple[typing.Any, bool]:
     """A TrainConfig field's value type with Optional unwrapped (list[int] stays list[int]), and
     whether None is allowed: for config files and sweep specs, which read values from text."""
-    hint = _hints()[name]
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
-    return next(t for t in options if t is not type(None)), type(None) in options
-
-
-def _check_type(name: str, value) -> None:
-    """Values of the field's declared type (from a config file or Python, flags are typed already)."""
-    kind, optional = field_type(name)
-    if value is None:
-        _check(optional, f"--{name} needs a value")
-        return
-    if typing.get_origin(kind) is list:
-        item = typing.get_args(kind)[0]
-        ok = isinstance(value, list) and all(_is_type(v, item) for v in value)
-    else:
-        ok = _is_type(value, kind)
-    _check(ok, f"--{name} must be {describe_type(kind)}, got {shown(value)}")
-    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
-        _check(all("\0" not in v for v in ([value] if isinstance(value, str) else value)),
-               f"--{name} contains a NUL character")
-
-
-def describe_type(kind) -> str:
-    """A field type in words, for errors about values read from files and flags."""
-    if typing.get_origin(kind) is list:
-        return {int: "a list of integers", str: "a list of strings"}.get(typing.get_args(kind)[0], str(kind))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            dict: "a mapping (or its JSON text)"}.get(kind, str(kind))
-
-
-def _is_type(value, kind) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _is_file_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and len(name) <= 255
-
-
-def _is_json(value) -> bool:
-    import json
-
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def check_threads(count: int | None) -> None:
-    """--num_threads, of train and of the commands that run a model (evaluate, predict, report)."""
-    _check(count is None or 1 <= count <= MAX_THREADS, f"--num_threads must be in 1..{MAX_THREADS}, got {count}")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise UsageError(message)
-
-
-def _check_choice(name: str, value, choices: tuple) -> None:
-    _check(value in choices, f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
-
-
-# Tuned recipes for MNIST-like images (`--preset NAME`); bench/recipes.py measures them.
-PRESETS = {
-    "fast": {"about": ">= 99% on MNIST in seconds on a CPU",
-             "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adam", "lr": 0.01,
-             "scheduler": "onecycle", "n_epochs": 2},
-    # The article's MLP (n_layers 5, BatchNorm), tuned by `ptflow sweep` on validation loss (bench/RESULTS.md)
-    "mlp": {"about": "the article's MLP at >= 98.6% on MNIST (99.15% in the sweep)",
-            "model": "mlp", "n_layers": 5, "use_dropout": False, "batch_size": 256, "optimizer": "adamw",
-            "lr": 0.0029, "weight_decay": 0.065, "scheduler": "cosine", "n_epochs": 30, "augment_shift": 2},
-    "accurate": {"about": ">= 99.5% on MNIST in about a minute on a CPU",
-                 "model": "cnn", "channels": [16, 32, 64], "batch_size": 128, "optimizer": "adamw", "lr": 0.01,
-                 "weight_decay": 0.05, "scheduler": "onecycle", "n_epochs": 12, "augment_shift": 2},
-}
-
-
-def preset_values(name: str | None) -> dict:
-    if name is None:
-        return {}
-    if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
-    return {k: v for k, v in PRESETS[name].items() if k != "about"}
+    return value_type(_hints()[name])

@@ -6,7 +6,7 @@ A corrupt or hostile file can declare gigabytes in a kilobyte, and the reader wo
 them before reading a byte of data. So every reader asks here before it allocates: a declared
 size must fit in the bytes really there (times deflate's largest expansion when the bytes are
 compressed) and under the limits below. The readers: data/idx.py, data/readers.py (npz, CSV),
-data/sources.py (image folders), models/files.py (model files and checkpoints), models/registry.py
+data/formats/folder.py (image folders), models/files.py (model files and checkpoints), models/registry.py
 (layer sizes, counted on the meta device), cli/configfile.py and --model_args (nesting).
 
 Pure standard library: the CLI's flag parsing uses it.

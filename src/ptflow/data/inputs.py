@@ -13,7 +13,7 @@ import numpy as np
 
 from ptflow.data.image_files import image_files
 from ptflow.data.imaging import load_image_input
-from ptflow.data.readers import parse_numbers, read_csv, read_npz
+from ptflow.data.registry import input_format
 from ptflow.errors import PtflowError
 
 
@@ -71,29 +71,11 @@ def collect_inputs(paths: list[str], input_shape: tuple[int, ...], image_style: 
 
 
 def read_file(file: Path, shape: tuple[int, ...], image_style: str = "resize") -> tuple[list[str], np.ndarray]:
-    """(names, inputs) of one file: an image, an .npz array `x` or the rows of a .csv."""
-    suffix = file.suffix.lower()
-    if suffix == ".npz":
-        arrays = read_npz(file)
-        key = "x" if "x" in arrays else next(iter(arrays)) if len(arrays) == 1 else None
-        if key is None:
-            raise PtflowError(f"{file}: expected an array named 'x'")
-        x = check_inputs(arrays[key], shape, str(file))
-        return [f"{file.name}[{i}]" for i in range(len(x))], x
-    if suffix == ".csv":
-        x = _read_csv(file)
-        x = check_inputs(x, shape, str(file))
+    """(names, inputs) of one file: the examples of a dataset format's file (an .npz array `x`,
+    the rows of a .csv: registry.input_format), else one image."""
+    form = input_format(file)
+    if form is not None:
+        x = check_inputs(np.asarray(form.read_inputs(file)), shape, str(file))
         return [f"{file.name}[{i}]" for i in range(len(x))], x
     x = load_image_input(file, shape, image_style, str(file))
     return [str(file)], x[None]
-
-
-def _read_csv(file: Path) -> np.ndarray:
-    """Rows of numbers; a header row of names is skipped."""
-    header, body = read_csv(file)
-    if not body:
-        raise PtflowError(f"{file}: no data rows, only a header")
-    x = np.array([parse_numbers(file, line, row) for line, row in body], dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise PtflowError(f"{file}: values too large for float32 (beyond 3.4e38)")
-    return x

@@ -1,7 +1,7 @@
 """Every dataset name ptflow understands: built-in datasets, file formats, plugins, import paths.
 
     --dataset mnist                  built in: the IDX family below, and scikit-learn's 8x8 digits
-    --dataset csv:PATH               a file format (csv:, npz:, folder:); sources.py reads them
+    --dataset csv:PATH               a file format (csv:, npz:, folder:): a module of formats/ each
     --dataset my_letters             registered by an installed package under `ptflow.datasets`
     --dataset my_pkg.data:load       a function imported from a module
 
@@ -16,11 +16,14 @@ Pure standard library, so `ptflow --help` lists the names without importing nump
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from ptflow.data.formats import Format, csv, folder, npz
 from ptflow.plugins import Source, find
 
 GROUP = "ptflow.datasets"
-FORMATS = ("csv", "npz", "folder")
+# The file formats, by prefix: training, `ptflow predict`, the --dataset help and run names read them here.
+FORMATS = {form.prefix: form for form in (csv.FORMAT, npz.FORMAT, folder.FORMAT)}
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,33 @@ SPECS = {
     ),
 }
 
-BUILTIN = {**{name: "ptflow.data.idx:load" for name in SPECS}, "digits": "ptflow.data.sources:load_digits"}
+# The built-in datasets: name -> its loader, called as loader(name, data_dir) -> sources.RawData.
+BUILTIN = {**{name: "ptflow.data.sources:load_idx" for name in SPECS}, "digits": "ptflow.data.sources:load_digits"}
+
+
+def format_of(name: str) -> Format | None:
+    """The format of `PREFIX:PATH`; None for any other dataset name."""
+    prefix, _, path = name.partition(":")
+    return FORMATS.get(prefix) if path else None
 
 
 def is_format(name: str) -> bool:
-    kind, _, path = name.partition(":")
-    return kind in FORMATS and bool(path)
+    return format_of(name) is not None
+
+
+def input_format(path: Path) -> Format | None:
+    """The format `ptflow predict` reads this file with, by its suffix; None for an image."""
+    suffix = path.suffix.lower()
+    return next((form for form in FORMATS.values() if suffix in form.suffixes and form.read_inputs), None)
+
+
+def formats_help() -> str:
+    """The formats as --dataset's help lists them: csv:PATH (what it holds), ..."""
+    return ", ".join(f"{prefix}:PATH ({form.help})" for prefix, form in FORMATS.items())
 
 
 def source(name: str) -> Source:
     """Where dataset `name` comes from, without importing it (a UsageError if it is nowhere)."""
     if is_format(name):
         return Source(name, "format", name.partition(":")[0])
-    return find(name, BUILTIN, GROUP, "dataset", also=tuple(f"{kind}:PATH" for kind in FORMATS))
+    return find(name, BUILTIN, GROUP, "dataset", also=tuple(f"{prefix}:PATH" for prefix in FORMATS))

@@ -1,7 +1,9 @@
 """Where examples come from: every dataset name ptflow understands, read into plain numpy arrays.
 
 `load_raw(name)` returns a `RawData`: images as uint8 (N, C, H, W), tabular features as float32
-(N, F), labels as int64 class indices, and the class names. Shapes and class counts always come
+(N, F), labels as int64 class indices, and the class names. A file format (`PREFIX:PATH`) is read
+by its module in formats/, a built-in dataset by the loader registry.py names, a plugin's by its
+function, whose arrays are checked here as an .npz file's are. Shapes and class counts always come
 from the data, never from code; labels.py turns every source's labels into classes the same way.
 """
 
@@ -16,11 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ptflow import plugins
-from ptflow.console import info, printable
 from ptflow.data import idx, labels, registry
-from ptflow.data.readers import parse_numbers, read_csv, read_npz
 from ptflow.errors import PtflowError, UsageError
-from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
 
 @dataclass
@@ -37,31 +36,27 @@ def load_raw(name: str, data_dir: str | None = None, target: str | None = None, 
              origin: str | None = None) -> RawData:
     """The dataset `name` (see registry.py), as arrays. origin names the file `name` was read from,
     for the trust rule on import paths (plugins.py)."""
-    kind, _, path = name.partition(":")
-    if name in registry.SPECS:
-        spec = registry.SPECS[name]
-        x, y, x_test, y_test = idx.load(spec, data_dir)
-        return RawData(x, y, list(spec.classes), x_test, y_test, spec.image_style)
-    if name == "digits":
-        return load_digits()
-    if registry.is_format(name):
-        _check_kind(name, Path(path), folder=kind == "folder")
-        loaders = {"csv": lambda p: _load_csv(p, target), "npz": _load_npz, "folder": _load_folder}
-        return loaders[kind](Path(path))
-    source = registry.source(name)  # a plugin or an import path; unknown names fail here
+    form = registry.format_of(name)
+    if form is not None:  # PREFIX:PATH, read by its format's module
+        path = Path(name.partition(":")[2])
+        _check_kind(name, path, form)
+        return form.load(path, target)
+    source = registry.source(name)  # built in, a plugin or an import path; unknown names fail here
     function = plugins.load(source, trust_code, origin, "dataset")
+    if source.kind == "builtin":
+        return function(name, data_dir)
     return from_plugin(name, function, data_dir)
 
 
-def _check_kind(name: str, path: Path, folder: bool) -> None:
-    """A folder where a folder is expected and a file where a file is: a clear error otherwise."""
+def _check_kind(name: str, path: Path, form) -> None:
+    """A folder where the format reads a folder and a file where it reads a file: a clear error otherwise."""
     if not path.exists():
         raise PtflowError(f"{name}: {path} does not exist")
-    if folder and not path.is_dir():
-        raise PtflowError(f"{name}: {path} is a file; folder: needs a folder of class sub-folders")
-    if not folder and path.is_dir():
+    if form.folder and not path.is_dir():
+        raise PtflowError(f"{name}: {path} is a file; {form.prefix}: needs {form.help}")
+    if not form.folder and path.is_dir():
         raise PtflowError(f"{name}: {path} is a folder, not a file")
-    if not folder and not path.is_file():  # a device or a FIFO, which might never end
+    if not form.folder and not path.is_file():  # a device or a FIFO, which might never end
         raise PtflowError(f"{name}: {path} is not a regular file")
 
 
@@ -77,7 +72,7 @@ def from_plugin(name: str, function, data_dir: str | None) -> RawData:
     if not isinstance(value, dict):
         raise PtflowError(f"dataset {name!r} returned {type(value).__name__}; expected a dict of arrays "
                           f"(x, y, optionally x_test, y_test, classes) or a torch Dataset of (x, y) pairs")
-    return _from_arrays(name, value)
+    return from_arrays(name, value)
 
 
 def _takes_data_dir(name: str, function) -> bool:
@@ -117,8 +112,16 @@ def _stack_dataset(name: str, dataset) -> dict:
         raise PtflowError(f"dataset {name!r}: its examples do not all have the same shape") from None
 
 
-def load_digits() -> RawData:
-    """scikit-learn's 8x8 handwritten digits, read straight from its package data (no sklearn import)."""
+def load_idx(name: str, data_dir: str | None) -> RawData:
+    """A built-in IDX dataset (registry.SPECS: mnist, fashion-mnist, kmnist), found or downloaded by idx.py."""
+    spec = registry.SPECS[name]
+    x, y, x_test, y_test = idx.load(spec, data_dir)
+    return RawData(x, y, list(spec.classes), x_test, y_test, spec.image_style)
+
+
+def load_digits(name: str = "digits", data_dir: str | None = None) -> RawData:
+    """scikit-learn's 8x8 handwritten digits, read straight from its package data (no sklearn import).
+    A built-in loader's signature (name, data_dir); the digits need neither."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise PtflowError("the digits dataset needs scikit-learn: pip install scikit-learn")
@@ -130,11 +133,7 @@ def load_digits() -> RawData:
     return RawData(x, y, [str(i) for i in range(10)], image_style="digit")
 
 
-def _load_npz(path: Path) -> RawData:
-    return _from_arrays(str(path), read_npz(path))
-
-
-def _from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
+def from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
     """The npz layout (x, y, optionally x_test, y_test, classes), checked: from a file or a plugin."""
     missing = {"x", "y"} - set(arrays)
     if missing:
@@ -193,119 +192,3 @@ def _check_xy(path: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
         if not np.isfinite(x).all():
             raise PtflowError(f"{path}: x contains NaN or infinite values")
     return np.ascontiguousarray(x), y
-
-
-def _load_csv(path: Path, target: str | None) -> RawData:
-    """Numeric features, one label column (string labels become class names)."""
-    header, body = read_csv(path)
-    width = len(header or body[0][1])
-    column = _target_column(path, target, header, width)
-    features, label_cells = [], []
-    for line, row in body:
-        label = row[column].strip()
-        if not label:
-            raise PtflowError(f"{path}: line {line} has no label in column {column}")
-        label_cells.append(label)
-        features.append(parse_numbers(path, line, row[:column] + row[column + 1:]))
-    if not features or width < 2:
-        raise PtflowError(f"{path}: need at least one feature column and one data row")
-    x = np.asarray(features, dtype=np.float32)
-    if not np.isfinite(x).all():  # finite as float64, too large for float32
-        raise PtflowError(f"{path}: features too large for float32 (beyond 3.4e38)")
-    (y,), classes = labels.encode(str(path), [np.array(label_cells)])
-    return RawData(x, y, classes)
-
-
-def _target_column(path: Path, target: str | None, header: list[str] | None, width: int) -> int:
-    if target is None:
-        return width - 1
-    if header and target in header:
-        return header.index(target)
-    if target.lstrip("-").isdigit() and -width <= int(target) < width:
-        return int(target) % width
-    raise UsageError(f"{path}: --target {target!r} is neither a column name nor an index below {width}")
-
-
-def _load_folder(path: Path) -> RawData:
-    """One sub-folder of images per class; a train/ and test/ pair of such folders keeps its split."""
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        train, test = _class_folders(path / "train"), _class_folders(path / "test")
-        classes = labels.class_names(str(path / "train"), list(train))
-        unknown = set(test) - set(classes)
-        if unknown:
-            raise PtflowError(f"{path / 'test'}: class folder(s) {', '.join(sorted(unknown))} not in the "
-                              f"training classes")
-        x, y = _read_class_folders(path / "train", train, classes)
-        x_test, y_test = _read_class_folders(path / "test", test, classes, size=x.shape[-2:], channels=x.shape[1])
-        return RawData(x, y, classes, x_test, y_test)
-    folders = _class_folders(path)
-    classes = labels.class_names(str(path), list(folders))
-    x, y = _read_class_folders(path, folders, classes)
-    return RawData(x, y, classes)
-
-
-def _class_folders(root: Path) -> dict[str, Path]:
-    """{class name: folder} for the sub-folders of root holding images, by printable name.
-
-    A hidden folder (.ipynb_checkpoints, .git) or one without images is no class: a model with a
-    class it has never seen an example of can only be wrong about it. Said once, as they are skipped.
-    """
-    folders, skipped = {}, []
-    for folder in _entries(root):
-        if not folder.is_dir():
-            continue
-        name = printable(folder.name)
-        if folder.name.startswith(".") or not _images_in(folder):
-            skipped.append(name)
-        else:
-            folders[name] = folder
-    if skipped:
-        info(f"{root}: not classes (hidden or without images): {', '.join(skipped[:10])}"
-             f"{', ...' if len(skipped) > 10 else ''}")
-    return folders
-
-
-def _images_in(folder: Path) -> list[Path]:
-    """A folder's image files, by name (image_files.py: another image format is refused, not skipped);
-    hidden files (macOS's ._photo.jpg) are metadata, not images."""
-    from ptflow.data.image_files import image_files
-
-    return image_files([f for f in _entries(folder) if not f.name.startswith(".") and f.is_file()], folder)
-
-
-def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str], size=None, channels=None):
-    """Every image of the class folders, labelled by its class's index in classes, as the first
-    image's channels and size (resized to it).
-
-    Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
-    whole dataset's decoded size is checked from the first image before the rest are decoded.
-    """
-    from ptflow.data.image_files import read_image
-    from ptflow.data.imaging import channels_of, to_pixels
-
-    index = {name: i for i, name in enumerate(classes)}
-    files = [(index[name], file) for name, folder in folders.items() for file in _images_in(folder)]
-    images, y = [], []
-    for label, file in files:
-        image = read_image(file, str(file))
-        if channels is None:
-            channels = channels_of(image)
-        if size is None:
-            size = (image.height, image.width)  # every image is resized to the first one's size
-            check_declared(f"{root}: {len(files)} images of {channels}x{size[0]}x{size[1]} pixels",
-                           len(files) * channels * size[0] * size[1], limit=MAX_DATASET_BYTES)
-        try:
-            images.append(to_pixels(image, channels, size))
-        except PtflowError as exc:
-            raise PtflowError(f"{file}: {exc}") from None
-        y.append(label)
-    if not images:
-        raise PtflowError(f"{root}: no images found in the class folders")
-    return np.stack(images), np.array(y, dtype=np.int64)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except OSError as exc:
-        raise PtflowError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptflow.config import EVAL_BATCH_SIZE
+from ptflow.constants import EVAL_BATCH_SIZE
 from ptflow.models.calibration import apply_temperature
 from ptflow.models.files import LoadedModel
 

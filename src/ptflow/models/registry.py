@@ -1,6 +1,6 @@
 """Every model name ptflow can build: the built-in networks, plugins and import paths.
 
-    --model mlp                      built in (networks.py)
+    --model mlp                      built in: a module of this folder (mlp.py), named in BUILTIN
     --model resnet_small             registered by an installed package under `ptflow.models`
     --model my_pkg.nets:WideNet      a class or factory imported from a module
 
@@ -17,7 +17,9 @@ from files.
 
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import dataclass
 from typing import Callable
 
 from ptflow.errors import PtflowError, UsageError
@@ -25,7 +27,39 @@ from ptflow.plugins import Source, describe, find, load
 from ptflow.sizes import MAX_PARAMETERS
 
 GROUP = "ptflow.models"
-BUILTIN = {"mlp": "ptflow.models.networks:MLP", "cnn": "ptflow.models.networks:ConvNet"}
+# The built-in networks: name -> the `MODEL` its module declares. Imported when a network is built
+# or asked about, never to list the names (the modules import torch; `ptflow --help` must not).
+BUILTIN = {"mlp": "ptflow.models.mlp:MODEL", "cnn": "ptflow.models.cnn:MODEL"}
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A built-in network as its module declares it, beside its class.
+
+    `args(input_shape, n_classes, *, FLAG...)` makes the constructor's keyword arguments (JSON,
+    stored in the model file) from the train flags: its keyword-only parameters are the flags the
+    network reads, named as TrainConfig's fields, which hold their defaults and help (config.py),
+    and a report shows a run only those. Its needs: BatchNorm layers (unless the bool flag
+    `batch_norm_unless` is set), which cannot train on one-example batches, and image inputs
+    (C, H, W). Whether it returns log-probabilities is its class's `returns_log_probs`.
+    Called, it builds the network, as any model factory does.
+    """
+
+    network: Callable  # the nn.Module class
+    args: Callable[..., dict]
+    batch_norm: bool = False
+    batch_norm_unless: str | None = None
+    needs_images: bool = False
+
+    def __call__(self, **args):
+        return self.network(**args)
+
+    def flags(self) -> set[str]:
+        parameters = inspect.signature(self.args).parameters.values()
+        return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def uses_batch_norm(self, flags: dict) -> bool:
+        return self.batch_norm and not (self.batch_norm_unless and flags.get(self.batch_norm_unless))
 
 
 def source(name: str) -> Source:
@@ -33,26 +67,63 @@ def source(name: str) -> Source:
     return find(name, BUILTIN, GROUP, "model")
 
 
+def builtin(name: str) -> BuiltinModel | None:
+    """The declaration of built-in network `name` (importing its module, and torch); None for others."""
+    if name not in BUILTIN:
+        return None
+    return load(source(name), True, None, "model")
+
+
 def constructor_args(name: str, input_shape: tuple[int, ...], n_classes: int, model_args: dict,
-                     **builtin_options) -> dict:
+                     flags: dict) -> dict:
     """The keyword arguments that build `name` for this data: JSON, stored in the model file.
 
-    Built-in networks take their sizes from the train flags (builtin_options: n_layers, channels...),
-    which --model_args may override key by key; other models get input_shape and n_classes.
+    Built-in networks take their sizes from the train flags (`flags`: TrainConfig's values by
+    name, of which each reads its own), which --model_args may override key by key; other models
+    get input_shape and n_classes.
     """
     if name in BUILTIN:
-        from ptflow.models.networks import builtin_args
-
-        return {**builtin_args(name, input_shape, n_classes, **builtin_options), **model_args}
+        return {**builtin_args(name, input_shape, n_classes, flags), **model_args}
     return {"input_shape": list(input_shape), "n_classes": n_classes, **model_args}
+
+
+def builtin_args(name: str, input_shape: tuple[int, ...], n_classes: int, flags: dict) -> dict:
+    """Constructor arguments of built-in network `name` from the train flags it reads."""
+    model = builtin(name)
+    if model is None:
+        raise ValueError(f"not a built-in network: {name!r}")
+    if model.needs_images and len(input_shape) != 3:
+        raise UsageError(f"--model {name} needs image data (C, H, W); this dataset's inputs are {tuple(input_shape)}")
+    return model.args(input_shape, n_classes, **{k: flags[k] for k in model.flags()})
+
+
+def train_flags(name: str) -> set[str]:
+    """The train flags network `name` is built from: none for a model that is not built in (--model_args)."""
+    model = builtin(name)
+    return model.flags() if model else set()
+
+
+def model_flags() -> set[str]:
+    """Every train flag that builds some built-in network (n_layers, channels...)."""
+    return set().union(*map(train_flags, BUILTIN))
 
 
 def flags_not_used_by(name: str) -> set[str]:
     """The train flags that build built-in networks but not model `name` (a cnn ignores n_layers;
     a plugin's model, built from --model_args, ignores them all)."""
-    from ptflow.models.networks import model_flags, train_flags
-
     return model_flags() - train_flags(name)
+
+
+def uses_batch_norm(name: str, flags: dict) -> bool:
+    """Whether `name` built from these train flags has BatchNorm layers (known for built-ins only)."""
+    model = builtin(name)
+    return model is not None and model.uses_batch_norm(flags)
+
+
+def batch_norm_note(name: str) -> str:
+    """Which network has BatchNorm, and the flag that would take it out, for one-line errors."""
+    unless = builtin(name).batch_norm_unless if name in BUILTIN else None
+    return f"--model {name}" + (f" without --{unless}" if unless else "")
 
 
 def build(name: str, args: dict, trust_code: bool = True, origin: str | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ptflow.config import MAX_SEED
+from ptflow.constants import MAX_SEED
 from ptflow.errors import PtflowError, shown
 from ptflow.sizes import MAX_CLASSES, check_structure
 

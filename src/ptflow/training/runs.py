@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ptflow.console import warn
+from ptflow.data.registry import is_format
 from ptflow.errors import PtflowError, UsageError
 from ptflow.files import (
     append_line,
@@ -160,7 +161,7 @@ def _stem(dataset: str, model: str) -> str:
 def _slug(name: str) -> str:
     """A dataset or model name as a folder-name part: csv:data/x.csv -> x, my_pkg.nets:Wide -> Wide."""
     kind, _, path = name.partition(":")
-    if path and kind in ("csv", "npz", "folder"):
+    if is_format(name):
         name = Path(path).stem
     elif path:  # an import path: its attribute names it
         name = path.rsplit(".", 1)[-1]

@@ -60,9 +60,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     """
     torch.manual_seed(config.seed)  # initial weights and dropout masks follow the seed
     args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
-                                     n_layers=config.n_layers, hidden_sizes=config.hidden_sizes,
-                                     use_dropout=config.use_dropout, dropout_p=config.dropout_p,
-                                     channels=config.channels)
+                                     config.to_dict())  # a built-in network reads the flags it names
     model = registry.build(config.model, args, trust_code, origin)
     sample = preprocess(torch.from_numpy(splits.x_train[:2]).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
