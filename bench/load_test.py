@@ -10,6 +10,7 @@ the requests it delayed (no coordinated omission).
     python bench/load_test.py --model_fn mnist.safetensors
     python bench/load_test.py --model_fn mnist.safetensors --concurrency 16 --duration 10 --modes batched
     python bench/load_test.py --model_fn mnist.safetensors --modes batched,workers2   # 1 vs 2 worker processes
+    python bench/load_test.py --model_fn mnist.safetensors --modes batched,baseline --baseline_src ../old/src  # A/B
 
 Prints a Markdown table and writes the numbers as JSON (--out).
 """
@@ -30,7 +31,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-MODES = {"batched": [], "unbatched": ["--max_batch_size", "1"], "workers2": ["--workers", "2"]}
+MODES = {"batched": [], "unbatched": ["--max_batch_size", "1"], "workers2": ["--workers", "2"],
+         "baseline": []}  # baseline: batched, served by the ptflow in --baseline_src (an A/B of two versions)
 TARGETS = "c=16: >= 1500 req/s, p99 <= 25 ms, 0 errors; c=64: batched >= 1.3x unbatched; c=1: p50 <= 3 ms"
 
 
@@ -149,7 +151,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="open loop at this many requests/s in all")
     parser.add_argument("--server_args", default="", help="extra `ptflow serve` flags, e.g. '--max_wait_ms 1'")
     parser.add_argument("--out", default="bench/serve_results.json", help="JSON results file")
+    parser.add_argument("--baseline_src", help="another ptflow's src/ folder, served in mode `baseline`")
     args = parser.parse_args()
+    if "baseline" in args.modes.split(",") and not args.baseline_src:
+        parser.error("mode baseline needs --baseline_src")
     try:
         import uvloop
 
@@ -158,7 +163,8 @@ def main() -> None:
         pass
     rows = []
     for mode in args.modes.split(","):
-        server, url = start_server(args.model_fn, MODES[mode] + args.server_args.split())
+        src = args.baseline_src if mode == "baseline" else None
+        server, url = start_server(args.model_fn, MODES[mode] + args.server_args.split(), src)
         try:
             requests, model = request_bytes(url)
             for concurrency in map(int, args.concurrency.split(",")):
