@@ -7,7 +7,6 @@ every failure is a UsageError naming the flag. Pure standard library.
 
 from __future__ import annotations
 
-import json
 import types
 import typing
 
@@ -61,6 +60,8 @@ def is_file_name(name: str) -> bool:
 
 
 def is_json(value) -> bool:
+    import json  # here: json stays off `ptflow --help`'s imports
+
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):

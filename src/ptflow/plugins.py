@@ -19,10 +19,12 @@ import importlib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ptflow.errors import PtflowError, UsageError, first_line
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -48,6 +50,8 @@ def is_import_path(name: str) -> bool:
 
 def entry_points(group: str) -> dict[str, metadata.EntryPoint]:
     """The installed plugins of a group, by name (the first of duplicate names wins, as pip installs)."""
+    from importlib import metadata  # 20 ms: here, so that `ptflow --help` does not pay it
+
     found: dict[str, metadata.EntryPoint] = {}
     for point in metadata.entry_points(group=group):
         found.setdefault(point.name, point)
@@ -122,6 +126,8 @@ def describe(exc: BaseException) -> str:
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata
+
     try:
         return metadata.version(package)
     except (metadata.PackageNotFoundError, ValueError):

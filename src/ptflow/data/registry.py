@@ -16,7 +16,10 @@ Pure standard library, so `ptflow --help` lists the names without importing nump
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports
+    from pathlib import Path
 
 from ptflow.data.formats import Format, csv, folder, npz
 from ptflow.plugins import Source, find

@@ -18,7 +18,6 @@ from files.
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -203,5 +202,7 @@ def check_fits(model, x, n_classes: int, name: str, model_args: dict) -> None:
 
 
 def _brief(args: dict) -> str:
+    import json
+
     text = json.dumps(args)
     return text if len(text) <= 80 else text[:77] + "..."

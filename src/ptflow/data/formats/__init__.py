@@ -9,8 +9,10 @@ functions: `ptflow --help` reads the declarations without them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports
+    from pathlib import Path
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports
+    from pathlib import Path
 
 from ptflow.console import info, printable
 from ptflow.data.formats import Format
