@@ -179,3 +179,12 @@ def test_predict_still_stops_at_a_broken_file(cli, tmp_path):
     assert code == 1 and out == ""
     assert_one_line_error(err)
     assert f"{bad}: {WHY['truncated.jpg']}" in err
+
+
+@pytest.mark.parametrize("flags, message", [(("--max_bad_fraction", "1.5"), "--max_bad_fraction must be in [0, 1]"),
+                                            (("--max_bad_fraction", "nan"), "--max_bad_fraction must be a finite"),
+                                            (("--bad_images", "drop"), "invalid choice: 'drop'")])
+def test_bad_values_are_refused_before_any_work(cli, tmp_path, flags, message):
+    code, _, err = cli("train", "--dataset", f"folder:{tmp_path / 'none'}", *flags, "--runs_dir", tmp_path / "runs")
+    assert code != 0 and message in err and not (tmp_path / "runs").exists()
+    assert_one_line_error(err)
