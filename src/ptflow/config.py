@@ -59,6 +59,7 @@ from ptflow.constants import (
     TRACKERS,
 )
 from ptflow.data import registry as datasets
+from ptflow.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
 from ptflow.errors import UsageError, shown
 from ptflow.models import registry as models
 from ptflow.presets import PRESETS, preset_values
@@ -105,6 +106,16 @@ class TrainConfig:
         help="standard: subtract the train split's mean, divide by its std")
     seed: int = option(  # same seed, same split and same numbers on CPU
         0, group="data", role=DATA, help="one seed for the split, initial weights and shuffling")
+    bad_images: str = option(  # fail: a broken file is the user's to fix or remove, knowingly, never dropped unseen
+        "fail", group="data", role=DATA, choices=BAD_IMAGE_POLICIES,
+        help="an image file of a folder: dataset that cannot be read (damaged, empty, not an image, another format, "
+             "too many pixels): fail stops with its name and why; skip leaves it out, lists it in the run folder's "
+             "bad_images.jsonl and counts it in run.json and `ptflow runs`")
+    max_bad_fraction: float = option(  # 1%: a few broken files in a scraped photo folder is normal; more is a
+        # systematic fault (a failed copy, a truncated download, the wrong folder) that training would hide
+        0.01, group="data", role=DATA, metavar="SHARE",
+        help="with --bad_images skip: stop when more than this share of the image files cannot be read "
+             "(0: stop at the first)")
     augment_shift: int = option(  # 0 trains on the images as they are
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
@@ -204,7 +215,7 @@ class TrainConfig:
     def validate(self) -> None:
         for field in dataclasses.fields(self):  # from Python (ptflow.train) values arrive untyped
             check_type(field.name, getattr(self, field.name), *field_type(field.name))
-        for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay"):
+        for name in ("train_ratio", "test_ratio", "dropout_p", "lr", "weight_decay", "max_bad_fraction"):
             check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
         check(self.n_layers >= 1, f"--n_layers must be >= 1, got {self.n_layers}")
         check(self.n_layers <= MAX_DEPTH, f"--n_layers must be <= {MAX_DEPTH}, got {self.n_layers}")
@@ -225,6 +236,7 @@ class TrainConfig:
         check(self.fold is None or 1 <= self.fold <= self.folds,
                f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
                "--fold needs --folds K")
+        check(0 <= self.max_bad_fraction <= 1, f"--max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
         for name in ("hidden_sizes", "channels"):
             sizes = getattr(self, name)

@@ -36,13 +36,25 @@ DAMAGED = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
 class ImageRefused(PtflowError):
     """Not an image in one of FORMATS, whatever its name says (HTTP 415)."""
 
+    problem = "not an image"  # what a dataset's list of skipped files calls it (bad_images.py)
+
+
+class OtherFormat(ImageRefused):
+    """A file named as an image format PIL knows and ptflow does not read (.tif, .ico...)."""
+
+    problem = "format not accepted"
+
 
 class ImageTooLarge(PtflowError):
     """More pixels than allowed, known from the header before any pixel is decoded (HTTP 413)."""
 
+    problem = "too many pixels"
+
 
 class ImageDamaged(PtflowError):
-    """An accepted format, but damaged or truncated (HTTP 400)."""
+    """An accepted format, but damaged, truncated or empty (HTTP 400)."""
+
+    problem = "damaged"
 
 
 def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int = MAX_PIXELS):
@@ -50,6 +62,8 @@ def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int 
     from PIL import Image, UnidentifiedImageError
 
     _limit(max_pixels)
+    if _is_empty(source):  # PIL would call it "not an image"; it is a file whose copy failed
+        raise ImageDamaged(f"{name}: an empty file (0 bytes)")
     try:
         with warnings.catch_warnings():  # between 1x and 2x the limit: refused just below, with its size named
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -59,7 +73,7 @@ def open_image(source: bytes | str | Path, name: str = "image", max_pixels: int 
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{name}: image too large (more than {max_pixels:,} pixels)") from None
     except DAMAGED as exc:
-        raise ImageDamaged(f"{name}: not a readable image ({type(exc).__name__})") from None
+        raise ImageDamaged(f"{name}: not a readable image, damaged or truncated ({type(exc).__name__})") from None
     if image.width * image.height > max_pixels:
         raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels is more than the "
                             f"{max_pixels:,} allowed per image")
@@ -78,7 +92,7 @@ def decode(image, name: str = "image"):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(f"{name}: image too large (more than {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except DAMAGED as exc:  # truncated or damaged past the header
-        raise ImageDamaged(f"{name}: not a readable image ({type(exc).__name__})") from None
+        raise ImageDamaged(f"{name}: not a readable image, damaged or truncated ({type(exc).__name__})") from None
     if image.size != size:  # a decoder that learned another size while decoding: refuse, whatever it was
         raise ImageDamaged(f"{name}: the image's size changed while decoding ({size} -> {image.size})")
     return image
@@ -93,16 +107,38 @@ def image_files(files, where: str | Path) -> list[Path]:
     """The files among `files` to read as images: those named as an accepted format. A file named
     as another image format is refused rather than skipped, so no class or input goes missing
     silently; other files (notes, .DS_Store) are skipped."""
-    accepted, other = _suffixes()
-    found = []
-    for file in files:
-        suffix = Path(file).suffix.lower()
-        if suffix in other:
-            raise ImageRefused(f"{file}: {suffix} images are not read (accepted formats: {FORMAT_NAMES}); "
-                               f"convert it or move it out of {where}")
-        if suffix in accepted:
-            found.append(Path(file))
+    found = named_as_images(files)
+    for file in found:
+        if not is_accepted_name(file):
+            raise other_format(file, where)
     return found
+
+
+def named_as_images(files) -> list[Path]:
+    """The files among `files` named as an image of any format PIL knows, accepted or not."""
+    accepted, other = _suffixes()
+    known = accepted | other
+    return [Path(file) for file in files if Path(file).suffix.lower() in known]
+
+
+def is_accepted_name(file: str | Path) -> bool:
+    return Path(file).suffix.lower() in _suffixes()[0]
+
+
+def other_format(file: str | Path, where: str | Path) -> OtherFormat:
+    """The refusal of a file named as an image format that is not read."""
+    suffix = Path(file).suffix.lower()
+    return OtherFormat(f"{file}: {suffix} images are not read (accepted formats: {FORMAT_NAMES}); "
+                       f"convert it or move it out of {where}")
+
+
+def _is_empty(source: bytes | str | Path) -> bool:
+    if isinstance(source, bytes):
+        return not source
+    try:
+        return Path(source).stat().st_size == 0
+    except OSError:  # PIL's own open says what is wrong with the path
+        return False
 
 
 @lru_cache(maxsize=1)

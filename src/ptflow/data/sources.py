@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +30,20 @@ class RawData:
     x_test: np.ndarray | None = None  # the dataset's own test split, where it has one
     y_test: np.ndarray | None = None
     image_style: str = "resize"  # how `predict` turns a photo into an input (see imaging.py)
+    skipped: list[dict] = field(default_factory=list)  # image files left out by --bad_images skip (bad_images.py)
 
 
 def load_raw(name: str, data_dir: str | None = None, target: str | None = None, trust_code: bool = True,
-             origin: str | None = None) -> RawData:
+             origin: str | None = None, bad_images=None) -> RawData:
     """The dataset `name` (see registry.py), as arrays. origin names the file `name` was read from,
-    for the trust rule on import paths (plugins.py)."""
+    for the trust rule on import paths (plugins.py). bad_images (a bad_images.BadImages) is what a
+    format that reads image files does with one it cannot read; other sources have no such files."""
     form = registry.format_of(name)
     if form is not None:  # PREFIX:PATH, read by its format's module
         path = Path(name.partition(":")[2])
         _check_kind(name, path, form)
+        if form.reads_images and bad_images is not None:
+            return form.load(path, target, bad_images=bad_images)
         return form.load(path, target)
     source = registry.source(name)  # built in, a plugin or an import path; unknown names fail here
     function = plugins.load(source, trust_code, origin, "dataset")

@@ -8,7 +8,8 @@ here (a quarter of the float32 memory); they become floats one batch at a time.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class Splits:
     classes: list[str]
     image_style: str
     fingerprint: str  # sha256 of the raw data, to notice when a dataset changed under a run
+    skipped: list[dict] = field(default_factory=list)  # image files left out (--bad_images skip)
 
     def __post_init__(self):
         self.input_shape: tuple[int, ...] = tuple(self.x_train.shape[1:])  # kept after release()
@@ -44,8 +46,10 @@ class Splits:
 
 def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
-                origin: str | None = None, fold: tuple[int, int] | None = None) -> Splits:
-    raw = load_raw(name, data_dir, target, trust_code, origin)
+                origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None) -> Splits:
+    """The dataset `name`, split. bad_images (a bad_images.BadImages) says what an image file that
+    cannot be read does: stop (the default) or be skipped."""
+    raw = load_raw(name, data_dir, target, trust_code, origin, bad_images)
     return split(name, raw, train_ratio, test_ratio, seed, fold)
 
 
@@ -77,7 +81,7 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
     shuffle_rows(order, x, y)
     return Splits(name=name, x_train=x[:n_train], y_train=y[:n_train], x_val=x[n_train:], y_val=y[n_train:],
                   x_test=x_test, y_test=y_test, classes=raw.classes, image_style=raw.image_style,
-                  fingerprint=fingerprint)
+                  fingerprint=fingerprint, skipped=raw.skipped)
 
 
 def fold_of(labels: np.ndarray, k: int) -> np.ndarray:
@@ -125,11 +129,15 @@ def _writable(array: np.ndarray) -> np.ndarray:
 
 
 def _fingerprint(raw: RawData) -> str:
+    """sha256 of the arrays and, where files were skipped, of which: a resumed run continues only on
+    the same examples with the same files left out (and its bad_images.jsonl stays true)."""
     digest = hashlib.sha256()
     for array in (raw.x, raw.y, raw.x_test, raw.y_test):
         if array is not None:
             digest.update(str(array.shape).encode())
             digest.update(np.ascontiguousarray(array).data)
+    if raw.skipped:  # nothing added otherwise: the fingerprints of every other dataset stay as they were
+        digest.update(json.dumps(sorted(s["file"] for s in raw.skipped)).encode())
     return digest.hexdigest()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ptflow import plots, predictions
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
+from ptflow.data.bad_images import BadImages
 from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import resolve_device
 from ptflow.errors import PtflowError, shown
@@ -65,7 +66,7 @@ def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code:
     config = loaded.meta["config"]
     splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
                          config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
-                         origin=loaded.meta["path"])
+                         origin=loaded.meta["path"], bad_images=BadImages.of_run(config))
     if splits.fingerprint != loaded.meta.get("data_fingerprint"):
         warn(f"the data of {config['dataset']} differ from what the model was trained on")
     if splits.classes != loaded.classes:  # class i of the data would be judged as the model's class i

@@ -44,6 +44,9 @@ def optional_metrics() -> tuple[str, ...]:
     return tuple(m.run_key for m in scoring.declared(runs=scoring.RECORDED))
 
 
+# run.json facts about the data, not metrics, shown where a run has them: the image files that
+# --bad_images skip left out (the run folder's bad_images.jsonl lists them).
+EXTRA = {"bad_images": "images skipped"}
 DEFAULTS = TrainConfig().to_dict()
 EPOCH_COLUMNS = ["epoch", "train_loss", "valid_loss", "valid_acc", "lr", "seconds"]
 
@@ -126,10 +129,12 @@ def table(runs_dir: str, as_json: bool = False) -> None:
     keys = [k for k in differing_keys([r.config for r in readable]) if k not in BOOKKEEPING and k not in fixed]
     columns = [m.run_key for m in scoring.declared(column=True)  # a recorded-only one where some run has it
                if m.runs == scoring.ALWAYS or any(r.record.get(m.run_key) is not None for r in listed)]
-    headers = ["id", "started", *fixed, "processes", *keys, *map(label, columns), "duration", "status"]
+    extra = [k for k in EXTRA if any(r.record.get(k) is not None for r in readable)]  # where some run has it
+    headers = ["id", "started", *fixed, "processes", *keys, *map(label, columns), *map(EXTRA.get, extra),
+               "duration", "status"]
     rows = [[r.id, format_time(r.record.get("started")), *(r.config.get(k, "?") for k in fixed), r.processes(),
              *(format_value(r.setting(k)) for k in keys), *(cell(r, name) for name in columns),
-             format_duration(r.seconds()), r.status]
+             *(format_value(r.record.get(k)) for k in extra), format_duration(r.seconds()), r.status]
             if r.error is None else [r.id, *["?"] * (len(headers) - 2), f"unreadable: {r.error}"]
             for r in listed]
     info(format_table(headers, rows))
@@ -163,6 +168,7 @@ def summary(run: Run) -> list[list[str]]:
             ["started", format_time(run.record.get("started"))]]
     rows += [[label(name), cell(run, name)] for name in metrics()[1:]]
     rows += [[label(name), cell(run, name)] for name in optional_metrics() if run.record.get(name) is not None]
+    rows += [[title, format_value(run.record[key])] for key, title in EXTRA.items() if run.record.get(key) is not None]
     rows += [["git commit", env.get("git_commit") or "?"], ["data fingerprint", env.get("data_fingerprint") or "?"],
              ["command", " ".join(env.get("command", [])) or "?"]]
     return rows
@@ -230,7 +236,8 @@ def as_dict(run: Run, detail: bool = False) -> dict:
     facts = {"id": run.id, "path": str(run.path), "status": run.status, "dataset": run.config.get("dataset"),
              "model": run.config.get("model"), "world_size": run.record.get("world_size"),
              "started": run.record.get("started"), "seconds": run.seconds(),
-             **values, "test_acc_ci95": interval, "test_n": n, "config": run.config}
+             **values, "test_acc_ci95": interval, "test_n": n, **{k: run.record.get(k) for k in EXTRA},
+             "config": run.config}
     if detail:
         facts.update(env=environment(run), cv=run.record.get("cv"), epochs=run.history)
     return facts

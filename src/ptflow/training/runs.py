@@ -8,6 +8,7 @@
       checkpoint.safetensors  the training state after the last completed epoch (see checkpoint.py)
       model.safetensors, learning_curve.png
       predictions.npz  each test example's predicted class and probability (predictions.py)
+      bad_images.jsonl with --bad_images skip: each image file left out, with its problem and why
 
 A run is named by its folder: a path, or its id (the folder's name) under the runs folder.
 Its JSON files are read through runfiles.py, which checks them: a run folder is input.
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from ptflow.console import warn
+from ptflow.data import bad_images
 from ptflow.data.registry import is_format
 from ptflow.errors import PtflowError, UsageError
 from ptflow.files import (
@@ -224,6 +226,11 @@ def append_metrics(run: Path, record: dict) -> None:
 def write_metrics(run: Path, history: list[dict]) -> None:
     """Rewrite metrics.jsonl as exactly `history` (on resume: drop epochs after the checkpoint)."""
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+
+
+def write_bad_images(run: Path, skipped: list[dict]) -> None:
+    """The image files --bad_images skip left out, one JSON object a line: file, problem, reason."""
+    atomic_write_text(run / bad_images.FILE, "".join(json.dumps(record) + "\n" for record in skipped))
 
 
 def read_json(path: Path) -> dict | None:

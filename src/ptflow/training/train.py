@@ -22,6 +22,7 @@ import torch
 from ptflow import plots, predictions
 from ptflow.config import TrainConfig, fields_where
 from ptflow.console import epoch_bar_factory, info, warn
+from ptflow.data.bad_images import BadImages
 from ptflow.data.preprocessing import fit_preprocessing
 from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import cpu_threads, has_native_bf16, resolve_device
@@ -119,7 +120,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin,
-                         fold=(config.fold, config.folds) if config.fold else None)
+                         fold=(config.fold, config.folds) if config.fold else None,
+                         bad_images=BadImages(config.bad_images, config.max_bad_fraction))
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
@@ -144,7 +146,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         checkpoint.restore(Path(resume_from), state, ident, device, config.n_epochs, allow_changed_code)
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
-        lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from))))
+        lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped))))
     data = to_device(splits, device)
     net = forward_model(state.model, config, device)
 
@@ -185,15 +187,20 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
 
 
 def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, started: float, state: TrainState,
-              resume_from: Path | None) -> Path:
-    """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only)."""
+              resume_from: Path | None, skipped: list[dict] = ()) -> Path:
+    """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only).
+    skipped: the image files --bad_images skip left out (the fingerprint keeps a resumed run's the same)."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
         # config.json first: a kill at any moment after it leaves a run that --resume can continue
         write_json(run_dir / "config.json", config.to_dict())
         write_json(run_dir / "env.json", runs.environment(config.seed, fingerprint, str(device)))
+        counted = {}
+        if config.bad_images == "skip":  # the list, even empty: this run would have skipped
+            runs.write_bad_images(run_dir, skipped)
+            counted = {"bad_images": len(skipped)}
         runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
-                          **runs.process(), **runs.processes(str(device)))
+                          **counted, **runs.process(), **runs.processes(str(device)))
         return run_dir
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}

@@ -23,3 +23,4 @@ class Format:
     folder: bool = False  # PATH names a folder (else a regular file)
     suffixes: tuple[str, ...] = ()  # files of this format `ptflow predict` reads with read_inputs
     read_inputs: Callable[[Path], Any] | None = None  # file -> its examples, an (N, ...) numpy array
+    reads_images: bool = False  # load also takes bad_images= (a bad_images.BadImages): --bad_images applies

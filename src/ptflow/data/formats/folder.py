@@ -1,5 +1,6 @@
 """`folder:PATH`: one sub-folder of images per class (a train/ and test/ pair keeps its split).
 
+An image file that cannot be read stops the run or is skipped, as --bad_images says (bad_images.py).
 `ptflow predict` reads images itself (inputs.py), a file or a folder of them, as training made them.
 """
 
@@ -16,11 +17,17 @@ from ptflow.errors import PtflowError
 from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
 
-def load(path: Path, target: str | None = None):
-    """One sub-folder of images per class; a train/ and test/ pair of such folders keeps its split."""
+def load(path: Path, target: str | None = None, bad_images=None):
+    """One sub-folder of images per class; a train/ and test/ pair of such folders keeps its split.
+
+    bad_images (a bad_images.BadImages; default: stop at the first) decides what an image file that
+    cannot be read does. Every file is listed before any is decoded: its ceiling is a share of them all.
+    """
     from ptflow.data import labels
+    from ptflow.data.bad_images import BadImages
     from ptflow.data.sources import RawData
 
+    bad = bad_images if bad_images is not None else BadImages("fail", 0.0)
     if (path / "train").is_dir() and (path / "test").is_dir():
         train, test = _class_folders(path / "train"), _class_folders(path / "test")
         classes = labels.class_names(str(path / "train"), list(train))
@@ -28,17 +35,20 @@ def load(path: Path, target: str | None = None):
         if unknown:
             raise PtflowError(f"{path / 'test'}: class folder(s) {', '.join(sorted(unknown))} not in the "
                               f"training classes")
-        x, y = _read_class_folders(path / "train", train, classes)
-        x_test, y_test = _read_class_folders(path / "test", test, classes, size=x.shape[-2:], channels=x.shape[1])
-        return RawData(x, y, classes, x_test, y_test)
+        _refuse_other_formats(bad, train, test)
+        x, y = _read_class_folders(path / "train", train, classes, bad)
+        x_test, y_test = _read_class_folders(path / "test", test, classes, bad, size=x.shape[-2:],
+                                             channels=x.shape[1])
+        return RawData(x, y, classes, x_test, y_test, skipped=bad.skipped)
     folders = _class_folders(path)
     classes = labels.class_names(str(path), list(folders))
-    x, y = _read_class_folders(path, folders, classes)
-    return RawData(x, y, classes)
+    _refuse_other_formats(bad, folders)
+    x, y = _read_class_folders(path, folders, classes, bad)
+    return RawData(x, y, classes, skipped=bad.skipped)
 
 
-def _class_folders(root: Path) -> dict[str, Path]:
-    """{class name: folder} for the sub-folders of root holding images, by printable name.
+def _class_folders(root: Path) -> dict[str, tuple[Path, list[Path]]]:
+    """{class name: (folder, its image files)} for the sub-folders of root holding images, by printable name.
 
     A hidden folder (.ipynb_checkpoints, .git) or one without images is no class: a model with a
     class it has never seen an example of can only be wrong about it. Said once, as they are skipped.
@@ -48,10 +58,11 @@ def _class_folders(root: Path) -> dict[str, Path]:
         if not folder.is_dir():
             continue
         name = printable(folder.name)
-        if folder.name.startswith(".") or not _images_in(folder):
+        files = [] if folder.name.startswith(".") else _images_in(folder)
+        if not files:
             skipped.append(name)
         else:
-            folders[name] = folder
+            folders[name] = (folder, files)
     if skipped:
         info(f"{root}: not classes (hidden or without images): {', '.join(skipped[:10])}"
              f"{', ...' if len(skipped) > 10 else ''}")
@@ -59,30 +70,48 @@ def _class_folders(root: Path) -> dict[str, Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    """A folder's image files, by name (image_files.py: another image format is refused, not skipped);
-    hidden files (macOS's ._photo.jpg) are metadata, not images."""
-    from ptflow.data.image_files import image_files
+    """A folder's files named as images of any format, by name (another format than the accepted
+    ones is refused, not skipped: _refuse_other_formats); hidden files (macOS's ._photo.jpg) are
+    metadata, not images."""
+    from ptflow.data.image_files import named_as_images
 
-    return image_files([f for f in _entries(folder) if not f.name.startswith(".") and f.is_file()], folder)
+    return named_as_images([f for f in _entries(folder) if not f.name.startswith(".") and f.is_file()])
 
 
-def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str], size=None, channels=None):
-    """Every image of the class folders, labelled by its class's index in classes, as the first
-    image's channels and size (resized to it).
+def _refuse_other_formats(bad, *parts: dict[str, tuple[Path, list[Path]]]) -> None:
+    """Count every image file for the ceiling, then refuse those named as a format that is not read
+    (.tif, .ico...) before a pixel is decoded: with --bad_images fail, the first stops the run."""
+    from ptflow.data.image_files import is_accepted_name, other_format
+
+    folders = [value for part in parts for value in part.values()]
+    bad.total = sum(len(files) for _, files in folders)
+    for folder, files in folders:
+        for file in files:
+            if not is_accepted_name(file):
+                bad.refuse(file, other_format(file, folder))
+
+
+def _read_class_folders(root: Path, folders: dict[str, tuple[Path, list[Path]]], classes: list[str], bad,
+                        size=None, channels=None):
+    """Every readable image of the class folders, labelled by its class's index in classes, as
+    the first image's channels and size (resized to it).
 
     Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
     whole dataset's decoded size is checked from the first image before the rest are decoded.
+    A file that cannot be read stops here or is skipped, as `bad` says.
     """
     import numpy as np
 
-    from ptflow.data.image_files import read_image
+    from ptflow.data.image_files import is_accepted_name
     from ptflow.data.imaging import channels_of, to_pixels
 
     index = {name: i for i, name in enumerate(classes)}
-    files = [(index[name], file) for name, folder in folders.items() for file in _images_in(folder)]
+    files = [(index[name], file) for name, (_, found) in folders.items() for file in found if is_accepted_name(file)]
     images, y = [], []
     for label, file in files:
-        image = read_image(file, str(file))
+        image = bad.read(file)
+        if image is None:  # skipped, and recorded
+            continue
         if channels is None:
             channels = channels_of(image)
         if size is None:
@@ -91,12 +120,22 @@ def _read_class_folders(root: Path, folders: dict[str, Path], classes: list[str]
                            len(files) * channels * size[0] * size[1], limit=MAX_DATASET_BYTES)
         try:
             images.append(to_pixels(image, channels, size))
-        except PtflowError as exc:
-            raise PtflowError(f"{file}: {exc}") from None
+        except PtflowError as exc:  # a mode that cannot become gray or RGB
+            bad.refuse(file, PtflowError(f"{file}: {exc}"))
+            continue
         y.append(label)
     if not images:
         raise PtflowError(f"{root}: no images found in the class folders")
+    _check_every_class_kept(folders, index, y)
     return np.stack(images), np.array(y, dtype=np.int64)
+
+
+def _check_every_class_kept(folders: dict, index: dict[str, int], y: list[int]) -> None:
+    """A class folder whose every image was skipped would leave a class no example teaches."""
+    kept = set(y)
+    for name, (folder, _) in folders.items():
+        if index[name] not in kept:
+            raise PtflowError(f"{folder}: none of its images can be read (--bad_images skip left none of them)")
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -106,4 +145,4 @@ def _entries(folder: Path) -> list[Path]:
         raise PtflowError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from None
 
 
-FORMAT = Format("folder", "a folder of class sub-folders of images", load, folder=True)
+FORMAT = Format("folder", "a folder of class sub-folders of images", load, folder=True, reads_images=True)
