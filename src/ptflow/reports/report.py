@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptflow import plots, stats
+from ptflow import plots
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.files import atomic_write_text
@@ -21,7 +21,7 @@ from ptflow.models import registry
 from ptflow.reports import history
 from ptflow.reports.html import escape, image, page, section, table
 from ptflow.reports.tables import format_value
-from ptflow.training import runs
+from ptflow.training import runs, scoring
 
 
 def write_report(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
@@ -76,11 +76,7 @@ def _test_results(judged) -> list[str]:
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     temperature = judged.loaded.temperature
     summary = table([
-        ["accuracy", f"{report['accuracy']:.4f}", stats.format_interval(report["accuracy_ci95"]), "Wilson score"],
-        ["macro-F1", f"{report['macro_f1']:.4f}", stats.format_interval(report["macro_f1_ci95"]),
-         f"bootstrap, {stats.BOOTSTRAP_SAMPLES:,} resamples"],
-        ["expected calibration error", f"{report['ece']:.4f}", "",
-         f"{report['calibration_bins']} bins" + (f", temperature {temperature:.3g}" if temperature else "")],
+        *scoring.report_rows(report, temperature),  # every scored metric, as training/scoring.py declares it
         ["test examples", f"{report['n']:,}", "", ""],
         ["inference", f"{report['images_per_second']:,.0f} examples/s", "", ""]], ["", "value", "95% CI", "how"])
     per_class = table([[name, f"{report['precision'][i]:.4f}", f"{report['recall'][i]:.4f}",
