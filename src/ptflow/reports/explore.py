@@ -68,9 +68,8 @@ def imbalance_lines(ratio: float) -> list[str]:
         return ["imbalance    a class has no training examples: the model cannot learn it"]
     lines = [f"imbalance    {ratio:.2f} (largest class / smallest, train split)"]
     if ratio >= IMBALANCED:
-        lines += ["  imbalanced: train with --class_weights balanced (weigh the loss by 1 / class count) or "
-                  "--sampler balanced (draw every class equally often), and judge by the balanced accuracy "
-                  "of `ptflow evaluate`"]
+        lines += ["  imbalanced: train with --class_weights balanced (weigh the loss by 1 / class count)",
+                  "  or --sampler balanced (draw every class equally often); judge by balanced accuracy"]
     return lines
 
 

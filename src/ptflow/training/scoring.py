@@ -193,20 +193,6 @@ def headline(report: dict, temperature: float | None = None) -> list[str]:
     return lines
 
 
-def report_rows(report: dict, temperature: float | None = None) -> list[list[str]]:
-    """`ptflow report`'s test metrics: [title, value, 95% interval, how] for each scored metric."""
-    from ptflow.models.calibration import ECE_BINS
-
-    calibrated = f"; temperature {temperature:.3g}, fitted on validation" if temperature else ""
-    rows = []
-    for metric in declared(scored=True):
-        method = metric.interval.method if metric.interval else ""
-        how = (metric.how or method).format(n=report["n"], bins=ECE_BINS, method=method, calibrated=calibrated)
-        rows.append([metric.title or metric.label, f"{report[metric.name]:.4f}",
-                     stats.format_interval(report.get(f"{metric.name}_ci95")), how])
-    return rows
-
-
 # ---- the built-in metrics' computations
 
 def confusion(y_true, y_pred, n_classes: int):
