@@ -51,7 +51,7 @@ def test_a_registered_metric_is_scored_shown_sent_and_tunable(cli, npz_data, tmp
     report, printed = evaluate(cli, run, tmp_path / "eval")
     assert report["top_prob"] == pytest.approx(record["test_top_prob"], abs=1e-6)
     assert f"test top prob: {report['top_prob']:.4f}  95% CI [" in printed  # its own line, with its method
-    assert "(bootstrap, 1,000 resamples)" in printed.splitlines()[3]
+    assert "(bootstrap, 1,000 resamples)" in next(line for line in printed.splitlines() if "top prob" in line)
 
     code, table, _ = cli("runs", "--runs_dir", tmp_path)
     assert code == 0 and "test top prob (95% CI)" in table.splitlines()[0]

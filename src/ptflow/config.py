@@ -44,6 +44,7 @@ from ptflow.checks import (
     value_type,
 )
 from ptflow.constants import (
+    CLASS_WEIGHTS,
     DEVICE,
     DIST_TIMEOUT,
     EVAL_BATCH_SIZE,
@@ -55,6 +56,7 @@ from ptflow.constants import (
     NORMALIZATIONS,
     OPTIMIZERS,
     PRECISIONS,
+    SAMPLERS,
     SCHEDULERS,
     TRACKERS,
 )
@@ -120,6 +122,10 @@ class TrainConfig:
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
         False, group="data", help="mirror half the training images left to right, at random each epoch")
+    sampler: str = option(  # random: each example once per epoch, as the article; balanced for rare classes
+        "random", group="data", choices=SAMPLERS,
+        help="balanced: each epoch draws as many training examples as the split has, with replacement, "
+             "every class about equally often (training/imbalance.py)")
     # --- model: the built-in networks' options (models/registry.py: each network names those it reads) ---
     model: str = option(  # mlp is the article's network; cnn a small convnet for images
         "mlp", group="model", metavar="NAME",
@@ -146,6 +152,10 @@ class TrainConfig:
     lr: float = option(1e-3, group="optimisation", help="learning rate (peak rate for onecycle)")  # Adam's default
     weight_decay: float = option(  # off, as in the article
         0.0, group="optimisation", help="L2 penalty (decoupled for adamw)")
+    class_weights: str = option(  # none: every example counts alike, as in the article
+        "none", group="optimisation", choices=CLASS_WEIGHTS,
+        help="balanced: weigh each training example's loss by n / (classes * its class's count), counted on "
+             "the training split; validation and test losses stay unweighted")
     scheduler: str = option(  # over the whole run, stepped per batch
         "none", group="optimisation", choices=SCHEDULERS, help="learning-rate schedule")
     early_stop: int = option(  # 0 never stops early

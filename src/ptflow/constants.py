@@ -14,6 +14,8 @@ SCHEDULERS = ("none", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 NORMALIZATIONS = ("none", "standard")
 TRACKERS = ("tensorboard", "mlflow")
+CLASS_WEIGHTS = ("none", "balanced")  # --class_weights (training/imbalance.py)
+SAMPLERS = ("random", "balanced")  # --sampler; random: a shuffled epoch, each example once
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")  # what --device accepts
 MAX_GPU_ID = 9999  # --gpu_id, as cuda:N above

@@ -18,10 +18,11 @@ from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
 from ptflow.files import atomic_write_text
 from ptflow.models import registry
+from ptflow.models.calibration import ECE_BINS
 from ptflow.reports import history
 from ptflow.reports.html import escape, image, page, section, table
 from ptflow.reports.tables import format_value
-from ptflow.training import runs
+from ptflow.training import runs, scoring
 
 
 def write_report(spec: str, runs_dir: str = "runs", out: str | None = None, data_dir: str | None = None,
@@ -76,11 +77,7 @@ def _test_results(judged) -> list[str]:
     report, classes, splits = judged.report, judged.loaded.classes, judged.splits
     temperature = judged.loaded.temperature
     summary = table([
-        ["accuracy", f"{report['accuracy']:.4f}", stats.format_interval(report["accuracy_ci95"]), "Wilson score"],
-        ["macro-F1", f"{report['macro_f1']:.4f}", stats.format_interval(report["macro_f1_ci95"]),
-         f"bootstrap, {stats.BOOTSTRAP_SAMPLES:,} resamples"],
-        ["expected calibration error", f"{report['ece']:.4f}", "",
-         f"{report['calibration_bins']} bins" + (f", temperature {temperature:.3g}" if temperature else "")],
+        *_metric_rows(report, temperature),
         ["test examples", f"{report['n']:,}", "", ""],
         ["inference", f"{report['images_per_second']:,.0f} examples/s", "", ""]], ["", "value", "95% CI", "how"])
     per_class = table([[name, f"{report['precision'][i]:.4f}", f"{report['recall'][i]:.4f}",
@@ -108,3 +105,15 @@ def _test_results(judged) -> list[str]:
                 for i in worst]
         sections.append(section("Most confident mistakes", table(rows, ["test row", "predicted", "p", "true"])))
     return sections
+
+
+def _metric_rows(report: dict, temperature: float | None = None) -> list[list[str]]:
+    """[title, value, 95% interval, how] for each scored metric, as training/scoring.py declares it."""
+    calibrated = f"; temperature {temperature:.3g}, fitted on validation" if temperature else ""
+    rows = []
+    for metric in scoring.declared(scored=True):
+        method = metric.interval.method if metric.interval else ""
+        how = (metric.how or method).format(n=report["n"], bins=ECE_BINS, method=method, calibrated=calibrated)
+        rows.append([metric.title or metric.label, f"{report[metric.name]:.4f}",
+                     stats.format_interval(report.get(f"{metric.name}_ci95")), how])
+    return rows

@@ -34,6 +34,7 @@ from ptflow.data.augment import draw_flips, draw_shifts, random_flip, random_shi
 from ptflow.models.networks import Preprocess
 from ptflow.training import distributed as dist
 from ptflow.training import interrupt
+from ptflow.training.imbalance import epoch_order
 from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 
@@ -66,6 +67,8 @@ class LoopSettings:
     rank: int = 0  # this process's share of each batch, with several processes (DDP)
     world: int = 1
     augment_flip: bool = False  # mirror half the training images at random
+    sampler: str = "random"  # or "balanced": every class drawn about equally often (imbalance.py)
+    class_weights: torch.Tensor | None = None  # |class_weights| = (n_classes,): the training loss's, or None
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -126,12 +129,24 @@ def loss_function(model: nn.Module) -> Callable:
     return F.nll_loss if getattr(model, "returns_log_probs", False) else F.cross_entropy
 
 
+def training_loss(loss_fn: Callable, scores: torch.Tensor, y: torch.Tensor,
+                  class_weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean loss of a batch (slice), each example weighted by its class's weight if given.
+
+    Divided by the example count, not by the sum of the weights as torch's weighted mean is: each
+    process's mean then stays a plain mean over its examples, which `shard`'s scaling turns into
+    the whole batch's, and an epoch's mean is the class-balanced loss (imbalance.py)."""
+    if class_weights is None:
+        return loss_fn(scores, y)
+    return loss_fn(scores, y, weight=class_weights, reduction="sum") / len(y)
+
+
 def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.Tensor,
                 settings: LoopSettings, progress=None) -> float:
     """One pass over the shuffled training data; returns the per-sample mean loss (over all processes)."""
     state.model.train()
     loss_fn = loss_function(state.model)
-    order = torch.randperm(len(x), generator=state.generator).to(x.device)  # the same on every process
+    order = epoch_order(y, state.generator, settings.sampler).to(x.device)  # the same on every process
     shift = settings.augment_shift
     shifts = draw_shifts(len(x), shift, state.generator, x.device) if shift else None
     flips = draw_flips(len(x), state.generator, x.device) if settings.augment_flip else None  # drawn after shifts
@@ -148,7 +163,7 @@ def train_epoch(state: TrainState, forward: Callable, x: torch.Tensor, y: torch.
         if flips is not None:
             x_i = random_flip(x_i, flips[lo:hi])
         with autocast(x.device, settings.precision):
-            loss = loss_fn(forward(x_i), y_i)
+            loss = training_loss(loss_fn, forward(x_i), y_i, settings.class_weights)
         state.optimizer.zero_grad(set_to_none=True)
         (loss if weight == 1.0 else loss * weight).backward()
         state.optimizer.step()

@@ -54,11 +54,15 @@ def bootstrap(resampled: Callable | None = None) -> Interval:
 
         statistic = resampled(y, probs) if resampled else \
             (lambda index: np.array([score(y[i], probs[i]) for i in index]))  # |index| = (B, n)
-        return stats.bootstrap_interval(statistic, len(y))
+        # Resamples drawn a few at a time: training judges its test split while the data is still
+        # loaded, at its peak memory. The draws, so the interval, do not depend on the chunk.
+        chunk = min(100, max(1, CHUNK_BYTES // (8 * max(len(y), 1))))
+        return stats.bootstrap_interval(statistic, len(y), chunk=chunk)
 
     return Interval(f"bootstrap, {stats.BOOTSTRAP_SAMPLES:,} resamples", compute)
 
 
+CHUNK_BYTES = 2 ** 20  # of one chunk's (B, n) int64 resample indices: ~3x this at most in flight
 WILSON = Interval("Wilson", _wilson)
 
 
@@ -75,6 +79,8 @@ class Metric:
     column: bool = False  # a column of the `ptflow runs` table (a RECORDED one where some run has it)
     tracked: bool = False  # sent to TensorBoard and MLflow when the run ends
     goal: str | None = None  # MINIMIZE or MAXIMIZE: a sweep may tune it (on validation)
+    title: str = ""  # its row in `ptflow report`'s test metrics (default: label); scored metrics only
+    how: str = ""  # that row's "how" (default: the interval's method); fields as `line`
 
     @property
     def run_key(self) -> str:
@@ -221,21 +227,34 @@ def macro_f1(matrix):
     return (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1)
 
 
+def balanced_accuracy(matrix):
+    """Mean recall over the classes that occur as truth, as scikit-learn's balanced_accuracy_score;
+    on one (K, K) confusion matrix or a stack (B, K, K) of bootstrap resamples."""
+    import numpy as np
+
+    recall = per_class(matrix)[1]
+    present = matrix.sum(-1) > 0
+    return (recall * present).sum(-1) / np.maximum(present.sum(-1), 1)
+
+
 def macro_f1_interval(y_true, y_pred, n_classes: int, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of macro-F1, which is not a proportion (no Wilson interval)."""
-    return stats.bootstrap_interval(_macro_f1_resamples(y_true, y_pred, n_classes), len(y_true), seed=seed)
+    return stats.bootstrap_interval(_confusion_resamples(y_true, y_pred, n_classes), len(y_true), seed=seed)
 
 
-def _macro_f1_resamples(y_true, y_pred, n_classes: int):
-    """statistic(index) for the bootstrap: B resamples' confusion matrices counted in one bincount."""
+def _confusion_resamples(y_true, y_pred, n_classes: int, of=None):
+    """statistic(index) for the bootstrap: B resamples' confusion matrices counted in one bincount,
+    then `of` them (default macro-F1)."""
     import numpy as np
 
     codes = np.asarray(y_true, dtype=np.int64) * n_classes + y_pred
+    of = of or macro_f1
 
-    def resampled(index):  # |index| = (B, n) -> B macro-F1 values
-        offsets = np.arange(len(index))[:, None] * n_classes * n_classes
-        counts = np.bincount((codes[index] + offsets).ravel(), minlength=len(index) * n_classes * n_classes)
-        return macro_f1(counts.reshape(len(index), n_classes, n_classes))
+    def resampled(index):  # |index| = (B, n) -> B values
+        resampled_codes = codes[index]
+        resampled_codes += np.arange(len(index))[:, None] * n_classes * n_classes  # in place: one copy fewer
+        counts = np.bincount(resampled_codes.ravel(), minlength=len(index) * n_classes * n_classes)
+        return of(counts.reshape(len(index), n_classes, n_classes))
 
     return resampled
 
@@ -246,6 +265,10 @@ def _accuracy(y, probs) -> float:
 
 def _macro_f1(y, probs) -> float:
     return float(macro_f1(confusion(y, probs.argmax(1), probs.shape[1])))
+
+
+def _balanced_accuracy(y, probs) -> float:
+    return float(balanced_accuracy(confusion(y, probs.argmax(1), probs.shape[1])))
 
 
 def _ece(y, probs) -> float:
@@ -262,12 +285,20 @@ for _metric in (
     Metric("valid_acc", "valid acc", runs=ALWAYS, tracked=True),
     Metric("test_loss", "test loss", runs=ALWAYS, tracked=True),  # from the network's scores: outcome.py
     Metric("accuracy", "test acc", _accuracy, WILSON, key="test_acc", runs=ALWAYS, column=True, tracked=True,
-           line="Accuracy: {value:.4f}  95% CI {interval}  (Wilson, {n:,} test examples)"),
-    Metric("macro_f1", "test macro-F1", _macro_f1, bootstrap(lambda y, probs: _macro_f1_resamples(
+           line="Accuracy: {value:.4f}  95% CI {interval}  (Wilson, {n:,} test examples)",
+           title="accuracy", how="Wilson score"),
+    Metric("macro_f1", "test macro-F1", _macro_f1, bootstrap(lambda y, probs: _confusion_resamples(
         y, probs.argmax(1), probs.shape[1])), line="Macro-F1: {value:.4f}  95% CI {interval}  ({method})",
-        run=False),  # a bootstrap per run would slow every training for a number `evaluate` gives
+        run=False, title="macro-F1"),  # a bootstrap per run would slow every training for a number `evaluate` gives
+    # Mean recall over classes: what a constant guess of the largest class scores 1/K on, however
+    # imbalanced the test split; kept by runs (a bootstrap of ~0.05 s on 10,000 examples), so that
+    # --class_weights and --sampler are judged by it.
+    Metric("balanced_accuracy", "test balanced acc", _balanced_accuracy, bootstrap(
+        lambda y, probs: _confusion_resamples(y, probs.argmax(1), probs.shape[1], of=balanced_accuracy)),
+        line="Balanced accuracy: {value:.4f}  95% CI {interval}  ({method})",
+        runs=RECORDED, tracked=True, title="balanced accuracy (mean recall)"),
     Metric("ece", "test ECE", _ece, line="Calibration: ECE {value:.4f}  ({bins} confidence bins{calibrated})",
-           runs=RECORDED, column=True),
+           runs=RECORDED, column=True, title="expected calibration error", how="{bins} bins{calibrated}"),
     Metric("temperature", "temperature", runs=RECORDED),
     Metric("valid_ece", "valid ECE", runs=RECORDED),
     Metric("valid_ece_calibrated", "valid ECE, calibrated", runs=RECORDED),

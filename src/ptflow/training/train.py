@@ -31,7 +31,7 @@ from ptflow.files import remove_temporaries, write_json
 from ptflow.models import registry
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import checkpoint, ddp, identity, interrupt, outcome, runs, tracking
+from ptflow.training import checkpoint, ddp, identity, imbalance, interrupt, outcome, runs, tracking
 from ptflow.training import distributed as dist
 from ptflow.training.loop import (
     LoopSettings,
@@ -161,7 +161,9 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
 
     settings = LoopSettings(n_epochs=config.n_epochs, batch_size=config.batch_size, early_stop=config.early_stop,
                             precision=config.precision, verbose=config.verbose, augment_shift=config.augment_shift,
-                            augment_flip=config.augment_flip, rank=dist.rank(), world=dist.world_size())
+                            augment_flip=config.augment_flip, rank=dist.rank(), world=dist.world_size(),
+                            sampler=config.sampler, class_weights=imbalance.loss_weights(
+                                config.class_weights, splits.y_train, len(splits.classes), device))
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
