@@ -19,7 +19,10 @@ Pure standard library at import: config.py reads POLICIES for the --help text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports (config reads POLICIES)
+    from pathlib import Path
 
 from ptflow.errors import PtflowError
 
