@@ -80,6 +80,8 @@ def normalize_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `ptflow` program (argv None: this process's own command line), or one command in-process."""
+    whole_process = argv is None
     argv = normalize_flags(sys.argv[1:] if argv is None else list(argv))
     try:
         args = build_parser(argv).parse_args(argv)
@@ -89,6 +91,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # An error or interrupt leaving a process of a training job says which process it is (`where`),
     # and one that every process of the job has is `silent` on all but rank 0 (training/distributed.py).
+    code = _handle(args, terminal_safe)
+    if whole_process and getattr(args, "skip_teardown", False):
+        # A process torchrun started has stopped and written everything; the interpreter's teardown
+        # can still abort it (std::terminate in a C++ thread of the process group), which torchrun
+        # would report as a failure of a job that ended cleanly.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _handle(args, terminal_safe) -> int:
+    """Run the command; its exit status, with errors and interrupts as one line."""
     try:
         return args.handler(args)
     except PtflowError as exc:

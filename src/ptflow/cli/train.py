@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(exc, "silent", False):  # as main() prints errors: once for the job
             print(f"ptflow train: {note}", file=sys.stderr, flush=True)
         return exc.exit_code
+    finally:  # set once its options are read: they become the config, which knows no such key
+        args.skip_teardown = launch.under_agent()  # a torchrun worker: see cli/commands.main
 
 
 def train_here(args: argparse.Namespace, job) -> int:
