@@ -60,26 +60,25 @@ from ptflow.constants import (
     SCHEDULERS,
     TRACKERS,
 )
-from ptflow.data import registry as datasets
 from ptflow.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
 from ptflow.errors import UsageError, shown
-from ptflow.models import registry as models
 from ptflow.presets import PRESETS, preset_values
 from ptflow.sizes import check_structure
 
 # What other modules import from here; the constants, presets and checks are re-exported from
 # their own modules (constants.py, presets.py, checks.py), where they were split off to.
-__all__ = ["TrainConfig", "option", "names", "help_of", "fields_where", "field_type", "HYPERPARAMETER", "DATA",
-           "RUNTIME", "DEVICE", "DIST_TIMEOUT", "EVAL_BATCH_SIZE", "MAX_GPU_ID", "MAX_SEED", "MAX_THREADS",
+__all__ = ["TrainConfig", "option", "names", "help_of", "help_text", "fields_where", "field_type", "HYPERPARAMETER",
+           "DATA", "RUNTIME", "DEVICE", "DIST_TIMEOUT", "EVAL_BATCH_SIZE", "MAX_GPU_ID", "MAX_SEED", "MAX_THREADS",
            "PRESETS", "preset_values", "check_threads", "describe_type"]
 
 HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
 
 
-def option(default=None, *, help: str, group: str, role: str = HYPERPARAMETER, resume: bool = False,
+def option(default=None, *, help, group: str, role: str = HYPERPARAMETER, resume: bool = False,
            choices: tuple[str, ...] = (), metavar: str | None = None, factory=None, writes: bool = False,
            exact: bool = False):
     """A TrainConfig field with what the CLI, sweeps, resume and run history need to know about it."""
+    # help: a str, or a function making it (help that lists the registries' names: see help_text)
     metadata = {"help": help, "group": group, "role": role, "resume": resume, "choices": choices,
                 "metavar": metavar, "writes": writes, "exact": exact}
     if factory is not None:
@@ -92,8 +91,7 @@ class TrainConfig:
     # --- data ---
     dataset: str = option(  # the article's data; never hard-coded: shapes and classes come from the data
         "mnist", group="data", role=DATA, metavar="NAME",
-        help=f"a built-in dataset ({', '.join(datasets.BUILTIN)}), {datasets.formats_help()}, a plugin's name "
-             f"or PACKAGE.MODULE:FUNCTION")
+        help=lambda: _names_help("dataset"))
     data_dir: str | None = option(  # searched first for dataset files (else $PTFLOW_DATA_DIR, then the cache)
         group="data", role=RUNTIME, resume=True, metavar="DIR",
         help="folder searched first for dataset files (also $PTFLOW_DATA_DIR)")
@@ -129,8 +127,7 @@ class TrainConfig:
     # --- model: the built-in networks' options (models/registry.py: each network names those it reads) ---
     model: str = option(  # mlp is the article's network; cnn a small convnet for images
         "mlp", group="model", metavar="NAME",
-        help=f"a built-in network ({', '.join(models.BUILTIN)}), a plugin's name, or PACKAGE.MODULE:NAME (a class "
-             f"or factory)")
+        help=lambda: _names_help("model"))
     model_args: dict = option(  # JSON-able keyword arguments, stored in the model file to rebuild the model
         group="model", factory=dict, metavar="JSON",
         help="the model's keyword arguments as a JSON object, e.g. '{\"width\": 64}'")
@@ -235,6 +232,8 @@ class TrainConfig:
         check(0 < self.test_ratio < 1, f"--test_ratio must be in (0, 1), got {self.test_ratio}")
         check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
         if self.batch_size < 2:  # asked only then: a network's declaration sits beside its code, which imports torch
+            from ptflow.models import registry as models
+
             check(not models.uses_batch_norm(self.model, self.to_dict()),
                   f"--batch_size 1 cannot train BatchNorm layers ({models.batch_norm_note(self.model)}): use >= 2")
         check(self.n_epochs >= 1, f"--n_epochs must be >= 1, got {self.n_epochs}")
@@ -283,7 +282,26 @@ def names() -> list[str]:
 
 
 def help_of(name: str) -> str:
-    return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return help_text(next(f.metadata for f in dataclasses.fields(TrainConfig) if f.name == name))
+
+
+def help_text(metadata) -> str:
+    """A field's help line; made when asked where it lists the registries' names, so that importing
+    config (every command's --help) does not import them."""
+    text = metadata["help"]
+    return text() if callable(text) else text
+
+
+def _names_help(field: str) -> str:
+    if field == "dataset":
+        from ptflow.data import registry as datasets
+
+        return (f"a built-in dataset ({', '.join(datasets.BUILTIN)}), {datasets.formats_help()}, a plugin's name "
+                f"or PACKAGE.MODULE:FUNCTION")
+    from ptflow.models import registry as models
+
+    return (f"a built-in network ({', '.join(models.BUILTIN)}), a plugin's name, or PACKAGE.MODULE:NAME (a class "
+            f"or factory)")
 
 
 def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None,

@@ -12,7 +12,16 @@ import dataclasses
 import sys
 import typing
 
-from ptflow.config import DEVICE, MAX_GPU_ID, PRESETS, TrainConfig, check_threads, field_type, preset_values
+from ptflow.config import (
+    DEVICE,
+    MAX_GPU_ID,
+    PRESETS,
+    TrainConfig,
+    check_threads,
+    field_type,
+    help_text,
+    preset_values,
+)
 from ptflow.errors import UsageError
 from ptflow.sizes import MAX_NESTING, check_structure
 
@@ -95,7 +104,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         meta = field.metadata
         group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        help = meta["help"].replace("%", "%%")
+        help = help_text(meta).replace("%", "%%")
         if field_type(field.name)[0] is bool:
             group.add_argument(f"--{field.name}", action="store_true", default=argparse.SUPPRESS, help=help)
             continue
