@@ -78,7 +78,7 @@ def test_split_gives_the_rows_a_shuffled_copy_would(own_test_split):
         rx_test, ry_test, rx, ry = rx[order[:40]], ry[order[:40]], rx[order[40:]], ry[order[40:]]
     order = reference.permutation(len(rx))
     n_train = int(len(rx) * 0.8)
-    splits = split("t", RawData(x, y, ["a", "b"], x_test, y_test), 0.8, 0.2, seed=7)
+    splits = split("t", RawData(x, y, ["a", "b"], x_test=x_test, y_test=y_test), 0.8, 0.2, seed=7)
     assert np.array_equal(splits.x_train, rx[order[:n_train]]) and np.array_equal(splits.y_val, ry[order[n_train:]])
     assert np.array_equal(splits.x_val, rx[order[n_train:]]) and np.array_equal(splits.x_test, rx_test)
     assert np.array_equal(splits.y_train, ry[order[:n_train]]) and np.array_equal(splits.y_test, ry_test)

@@ -16,7 +16,8 @@ def raw(counts=(53, 31, 17), test=None) -> RawData:
     """Tabular rows whose single feature is the row's id, so each example can be followed."""
     y = np.concatenate([np.full(n, label) for label, n in enumerate(counts)]).astype(np.int64)
     x = np.arange(len(y), dtype=np.float32)[:, None]
-    return RawData(x, y, [str(i) for i in range(len(counts))], *(test or (None, None)))
+    x_test, y_test = test or (None, None)
+    return RawData(x, y, [str(i) for i in range(len(counts))], x_test=x_test, y_test=y_test)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Source:
     """Where the code for a name comes from; recorded in model files and run configs."""
 
@@ -62,15 +62,16 @@ def find(name: str, builtin: dict[str, str], group: str, what: str, also: tuple[
     """Where `name` comes from, without importing it; a one-line error naming the choices (the
     built-in names, `also`, and the installed plugins) if nowhere."""
     if name in builtin:
-        return Source(name, "builtin", builtin[name])
+        return Source(name=name, kind="builtin", target=builtin[name])
     points = entry_points(group)
     if name in points:
         point = points[name]
         dist = getattr(point, "dist", None)
-        return Source(name, "entry_point", point.value, dist.name if dist else None, dist.version if dist else None)
+        return Source(name=name, kind="entry_point", target=point.value, package=dist.name if dist else None,
+                      version=dist.version if dist else None)
     if is_import_path(name):
         package = name.split(".")[0].split(":")[0]
-        return Source(name, "import_path", name, package, _version(package))
+        return Source(name=name, kind="import_path", target=name, package=package, version=_version(package))
     plugins = f"; installed plugins: {', '.join(sorted(points))}" if points else ""
     raise UsageError(f"unknown {what} {name!r}: expected one of {', '.join([*builtin, *also])}{plugins}, or "
                      f"PACKAGE.MODULE:NAME")

@@ -33,7 +33,7 @@ FILE = "predictions.npz"
 ARRAYS = ("y_true", "y_pred", "p_pred", "fingerprint", "data_fingerprint")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Predictions:
     y_true: np.ndarray
     y_pred: np.ndarray
@@ -79,5 +79,5 @@ def load(path: str | Path) -> Predictions:
     if any(arrays[k].shape != (n,) for k in ("y_true", "y_pred", "p_pred")) or \
             any(arrays[k].shape != () for k in ("fingerprint", "data_fingerprint")):
         raise PtflowError(f"{path}: damaged predictions file (arrays of the wrong shapes)")
-    return Predictions(arrays["y_true"], arrays["y_pred"], arrays["p_pred"], str(arrays["fingerprint"]),
-                       str(arrays["data_fingerprint"]))
+    return Predictions(y_true=arrays["y_true"], y_pred=arrays["y_pred"], p_pred=arrays["p_pred"],
+                       fingerprint=str(arrays["fingerprint"]), data_fingerprint=str(arrays["data_fingerprint"]))

@@ -24,5 +24,5 @@ def run(args) -> int:
         raise UsageError(f"--opset must be an ONNX opset version (7 to the newest), got {args.opset}")
     from ptflow.models import export
 
-    export.run(model_file(args), args.format, args.out, args.opset, trust_code=args.trust_model_code)
+    export.export_model(model_file(args), args.format, args.out, args.opset, trust_code=args.trust_model_code)
     return 0

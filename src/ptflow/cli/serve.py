@@ -38,5 +38,5 @@ def run(args) -> int:
         from ptflow.serve import server
     except ImportError as exc:
         raise PtflowError(f"ptflow serve needs {exc.name}: pip install 'ptflow[serve]'") from None
-    server.run(args.model_fn, settings, trust_code=args.trust_model_code)
+    server.serve_model(args.model_fn, settings, trust_code=args.trust_model_code)
     return 0

@@ -101,5 +101,5 @@ def formats_help() -> str:
 def source(name: str) -> Source:
     """Where dataset `name` comes from, without importing it (a UsageError if it is nowhere)."""
     if is_format(name):
-        return Source(name, "format", name.partition(":")[0])
+        return Source(name=name, kind="format", target=name.partition(":")[0])
     return find(name, BUILTIN, GROUP, "dataset", also=tuple(f"{prefix}:PATH" for prefix in FORMATS))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class RawData:
     x: np.ndarray  # (N, C, H, W) uint8 images or (N, F) float32 features
     y: np.ndarray  # (N,) int64 class indices
     classes: list[str]
+    _: KW_ONLY  # the rest by name: RawData(x, y, classes, x_test=..., y_test=...)
     x_test: np.ndarray | None = None  # the dataset's own test split, where it has one
     y_test: np.ndarray | None = None
     image_style: str = "resize"  # how `predict` turns a photo into an input (see imaging.py)
@@ -120,7 +121,7 @@ def load_idx(name: str, data_dir: str | None) -> RawData:
     """A built-in IDX dataset (registry.SPECS: mnist, fashion-mnist, kmnist), found or downloaded by idx.py."""
     spec = registry.SPECS[name]
     x, y, x_test, y_test = idx.load(spec, data_dir)
-    return RawData(x, y, list(spec.classes), x_test, y_test, spec.image_style)
+    return RawData(x, y, list(spec.classes), x_test=x_test, y_test=y_test, image_style=spec.image_style)
 
 
 def load_digits(name: str = "digits", data_dir: str | None = None) -> RawData:
@@ -152,7 +153,7 @@ def from_arrays(path: str, arrays: dict[str, np.ndarray]) -> RawData:
         if x_test.shape[1:] != x.shape[1:]:
             raise PtflowError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
     ys, classes = labels.encode(path, [y] if y_test is None else [y, y_test], arrays.get("classes"))
-    return RawData(x, ys[0], classes, x_test, ys[1] if y_test is not None else None)
+    return RawData(x, ys[0], classes, x_test=x_test, y_test=ys[1] if y_test is not None else None)
 
 
 # What each array of the layout may be: its shapes, and for the inputs their dtype kinds (b bool,

@@ -118,7 +118,7 @@ def run_torchscript(data: bytes, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)).numpy()
 
 
-def run(model_fn: str, fmt: str, out: str, opset: int = 17, trust_code: bool = False) -> float | None:
+def export_model(model_fn: str, fmt: str, out: str, opset: int = 17, trust_code: bool = False) -> float | None:
     """Export, write atomically, check against PyTorch; returns the max difference (None if unchecked)."""
     loaded = load_model(model_fn, "cpu", trust_code)
     try:

@@ -81,7 +81,7 @@ class Worker:
         await self.app(scope, receive, send_and_freeze)
 
 
-def run(model_fn: str, settings: Settings, trust_code: bool = False) -> None:
+def serve_model(model_fn: str, settings: Settings, trust_code: bool = False) -> None:
     check_exposure(settings.host, settings.keyed, settings.insecure, settings.host_names)
     import uvicorn
 

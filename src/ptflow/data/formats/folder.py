@@ -39,7 +39,7 @@ def load(path: Path, target: str | None = None, bad_images=None):
         x, y = _read_class_folders(path / "train", train, classes, bad)
         x_test, y_test = _read_class_folders(path / "test", test, classes, bad, size=x.shape[-2:],
                                              channels=x.shape[1])
-        return RawData(x, y, classes, x_test, y_test, skipped=bad.skipped)
+        return RawData(x, y, classes, x_test=x_test, y_test=y_test, skipped=bad.skipped)
     folders = _class_folders(path)
     classes = labels.class_names(str(path), list(folders))
     _refuse_other_formats(bad, folders)
