@@ -181,6 +181,20 @@ def test_predict_still_stops_at_a_broken_file(cli, tmp_path):
     assert f"{bad}: {WHY['truncated.jpg']}" in err
 
 
+def test_data_shows_what_training_would_skip(cli, tmp_path):
+    photos = write_photos(tmp_path / "photos", broken=("truncated.jpg", "empty.jpg"))
+    code, _, err = cli("data", f"folder:{photos.root}", "--out", tmp_path / "grid.png")
+    assert code == 1 and not (tmp_path / "grid.png").exists()  # fail, the default: one line naming a file
+    assert_one_line_error(err)
+    assert any(str(bad) in err for bad in photos.bad)
+    code, out, err = cli("data", f"folder:{photos.root}", "--bad_images", "skip", "--max_bad_fraction", "0.2",
+                         "--out", tmp_path / "grid.png")
+    assert code == 0, err
+    assert f"unreadable   2 image file(s) of {len(photos.good) + 2} skipped" in out
+    for bad in photos.bad:  # each file with why, as train's bad_images.jsonl would list it
+        assert f"  {bad}: " in out
+
+
 @pytest.mark.parametrize("flags, message", [(("--max_bad_fraction", "1.5"), "--max_bad_fraction must be in [0, 1]"),
                                             (("--max_bad_fraction", "nan"), "--max_bad_fraction must be a finite"),
                                             (("--bad_images", "drop"), "invalid choice: 'drop'")])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ptflow import plots
 from ptflow.console import info
+from ptflow.data.bad_images import BadImages
 from ptflow.data.splits import describe, load_splits
 
 MAX_ROWS = 30  # class rows printed in full; with more classes, the largest and smallest ten
@@ -17,9 +18,13 @@ IMBALANCED = 3.0
 
 
 def explore_dataset(name: str, data_dir: str | None = None, target: str | None = None, train_ratio: float = 0.8,
-                    test_ratio: float = 0.2, seed: int = 0, out: str | None = None) -> dict:
-    splits = load_splits(name, data_dir, target, train_ratio, test_ratio, seed)
+                    test_ratio: float = 0.2, seed: int = 0, out: str | None = None, bad_images: str = "fail",
+                    max_bad_fraction: float = 0.01) -> dict:
+    """Print what a training run would see of dataset `name`; bad_images as `ptflow train --bad_images`."""
+    bad = BadImages(bad_images, max_bad_fraction)
+    splits = load_splits(name, data_dir, target, train_ratio, test_ratio, seed, bad_images=bad)
     summary = describe(splits)
+    summary["bad_images"] = bad.skipped
     sizes = summary["sizes"]
     info(f"dataset      {name}")
     info(f"input shape  {tuple(summary['input_shape'])} ({summary['dtype']})")
@@ -27,6 +32,10 @@ def explore_dataset(name: str, data_dir: str | None = None, target: str | None =
     info(f"value range  {summary['value_range'][0]:g} .. {summary['value_range'][1]:g} (train split)")
     info(f"train mean   {_short(summary['train_mean'])}   (after scaling to the model's range)")
     info(f"train std    {_short(summary['train_std'])}")
+    if bad_images == "skip":  # what training with --bad_images skip would leave out, file by file
+        info(f"unreadable   {len(bad.skipped)} image file(s) of {bad.total} skipped")
+        for item in bad.skipped:
+            info(f"  {item['file']}: {item['reason']}")
     info(f"classes      {len(splits.classes)}")
     _class_table(splits.classes, summary["class_counts"])
     summary["imbalance_ratio"] = imbalance_ratio(summary["class_counts"]["train"])
