@@ -23,6 +23,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers.serving import read_until_closed  # noqa: E402
 
 from ptflow.serve.app import Settings, create_app  # noqa: E402
 
@@ -48,19 +49,6 @@ def exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(request)
         return read_until_closed(sock, timeout)
-
-
-def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except TimeoutError:
-        data += b"<still open>"
-    except ConnectionResetError:  # closed with our bytes unread: what came before still counts
-        pass
-    return data
 
 
 def split(answer: bytes) -> tuple[int, dict[str, str], bytes]:

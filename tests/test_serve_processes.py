@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-from helpers.serving import metric, start_command, stop  # noqa: E402
+from helpers.serving import metric, read_until_closed, start_command, stop  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +32,6 @@ def start(model_fn, *flags: str) -> tuple[subprocess.Popen, str]:
 
 
 STOPPED = (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped for, once stopped
-
-
-def read_all(sock: socket.socket, timeout: float) -> bytes:
-    """What the server sends until it closes the connection (or the timeout passes)."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(4096):
-            data += chunk
-    except TimeoutError:
-        data += b"<still open>"
-    except ConnectionResetError:  # closed with our bytes unread: what came before the reset still counts
-        pass
-    return data
 
 
 def test_slow_clients_get_408_at_the_deadline_and_huge_headers_431(model_fn):
@@ -66,14 +52,14 @@ def test_slow_clients_get_408_at_the_deadline_and_huge_headers_431(model_fn):
                 sock.sendall(b" ")
             time.sleep(0.3)
         for sock in [*trickling, silent]:
-            answer = read_all(sock, timeout=5)
+            answer = read_until_closed(sock, timeout=5)
             assert answer.startswith(b"HTTP/1.1 408") and b"within 1.5 s" in answer, answer
         assert time.monotonic() - started < 4  # closed at the deadline, not at some later sweep
         for sock in [*trickling, silent]:
             sock.close()
         with socket.create_connection(("127.0.0.1", port)) as sock:  # headers past --max_header_kb (64)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 66_000)
-            answer = read_all(sock, timeout=5)
+            answer = read_until_closed(sock, timeout=5)
         assert answer.startswith(b"HTTP/1.1 431") and b"larger than 64 KiB" in answer, answer[:200]
         time.sleep(0.2)
         text = httpx.get(url + "/metrics").text  # the slots are free again
@@ -105,7 +91,7 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_deadline(model_fn)
             for _ in range(4):  # alive past the first request's deadline, within its own
                 time.sleep(0.25)
                 sock.sendall(b" ")
-            answer = read_all(sock, timeout=5)
+            answer = read_until_closed(sock, timeout=5)
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert 1.4 < waited < 3.0, waited  # at the second request's deadline, not the first's

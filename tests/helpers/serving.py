@@ -80,3 +80,18 @@ def metric(text: str, metric_name: str, **labels) -> float:
              if sample.name == metric_name and all(sample.labels.get(k) == v for k, v in labels.items())]
     assert len(found) == 1, (metric_name, labels, found)
     return found[0]
+
+
+def read_until_closed(sock, timeout: float) -> bytes:
+    """What the server sends on a raw socket until it closes the connection; b"<still open>" is
+    appended when the timeout passes first."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        data += b"<still open>"
+    except ConnectionResetError:  # closed with our bytes unread: what came before the reset still counts
+        pass
+    return data
