@@ -116,7 +116,7 @@ def write_error(path: Path, exc: BaseException) -> PtflowError:
         reason = "a file is in the way where a folder should be"
     elif number == errno.ELOOP:  # O_NOFOLLOW met a link
         reason = "it is a symbolic link, and ptflow does not write through links"
-    elif number == errno.ENXIO:  # O_NONBLOCK met a FIFO, or _open_regular something else
+    elif number == errno.ENXIO:  # O_NONBLOCK met a FIFO, or open_regular something else
         reason = "it is not a regular file"
     return PtflowError(f"cannot write {path}: {reason}")
 
@@ -152,7 +152,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         return
     refuse_target(path)
     try:
-        fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         with open(fd, "a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
             f.flush()
@@ -165,7 +165,7 @@ def overwrite_in_place(path: str | os.PathLike, text: str) -> None:
     """Rewrite a small file in place, without a temporary file: the last resort when the disk is
     full (the file's own blocks are reused). Not atomic: a crash meanwhile can leave it torn."""
     data = text.encode("utf-8")
-    fd = _open_regular(path, os.O_WRONLY)
+    fd = open_regular(path, os.O_WRONLY)
     try:
         os.write(fd, data)
         os.ftruncate(fd, len(data))
@@ -174,10 +174,10 @@ def overwrite_in_place(path: str | os.PathLike, text: str) -> None:
         os.close(fd)
 
 
-def _open_regular(path: str | os.PathLike, flags: int) -> int:
-    """A descriptor for writing to a regular file in place. O_NOFOLLOW: never through a link
-    someone left where a run's file should be; O_NONBLOCK: a FIFO put there fails at once
-    (or opens, and is refused) rather than blocking until something reads it."""
+def open_regular(path: str | os.PathLike, flags: int) -> int:
+    """A descriptor of a regular file, to read it or to write to it in place. O_NOFOLLOW: never
+    through a link someone left where a run's file should be (ELOOP); O_NONBLOCK: a FIFO put there
+    fails at once (or opens, and is refused: ENXIO) rather than blocking until the other end opens."""
     fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o666)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

@@ -23,10 +23,10 @@ import errno
 import json
 import math
 import os
-import stat
 from pathlib import Path
 
 from ptflow.errors import PtflowError, shown
+from ptflow.files import open_regular
 from ptflow.sizes import MAX_NESTING, check_structure
 from ptflow.training import scoring
 
@@ -148,19 +148,16 @@ def _line(run: Path, number: int, line: bytes) -> dict:
 
 def _read(run: Path, name: str, limit: int) -> bytes | None:
     """Up to limit bytes of a regular file in the run folder; None if it does not exist."""
-    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; O_NOFOLLOW: a link is refused.
     try:
-        fd = os.open(Path(run) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(Path(run) / name, os.O_RDONLY)  # never through a link, never blocked by a FIFO
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
-        reason = "a symbolic link, which ptflow does not follow" if exc.errno == errno.ELOOP else \
-            f"cannot be read ({exc.strerror})"
+        reason = {errno.ELOOP: "a symbolic link, which ptflow does not follow",
+                  errno.ENXIO: "not a regular file"}.get(exc.errno, f"cannot be read ({exc.strerror})")
         raise RunFileError(run, name, reason) from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise RunFileError(run, name, "not a regular file")
         if info.st_size > limit:
             raise RunFileError(run, name, f"{info.st_size:,} bytes, more than the {limit:,} ptflow reads")
         with os.fdopen(os.dup(fd), "rb") as f:
