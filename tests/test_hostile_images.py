@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import assert_one_line
 from PIL import EpsImagePlugin, Image
 
 import ptflow
@@ -36,13 +37,6 @@ def encoded(format: str, size: int = 8) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format)
     return buffer.getvalue()
-
-
-def assert_one_line(err: str, *words: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, err)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import assert_one_line
 
 from ptflow.data.sources import load_raw
 from ptflow.errors import UsageError
@@ -24,11 +25,8 @@ from ptflow.errors import UsageError
 def assert_refused(result, code: int, *words: str) -> None:
     """(exit status, stdout, stderr) of a run that must stop with one line holding every word."""
     status, _, err = result
-    lines = err.strip().splitlines()
     assert status == code, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, err)
+    assert_one_line(err, *words)
 
 
 @pytest.fixture

@@ -78,10 +78,17 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     return path
 
 
+def assert_one_line(err: str, *words: str) -> None:
+    """One line holding every word, never a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, err)
+
+
 def assert_one_line_error(err: str) -> None:
     """What every refusal prints: one line naming the error, never a traceback."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
+    assert_one_line(err, "error")
 
 
 def epoch_metrics(run: Path) -> list[dict]:
