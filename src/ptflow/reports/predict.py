@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from ptflow.console import printable, terminal_safe
+from ptflow.console import terminal_safe
 from ptflow.data.inputs import collect_inputs
 from ptflow.devices import resolve_device
 from ptflow.models.files import load_model
@@ -42,5 +42,5 @@ def predict_inputs(model_fn: str, inputs: list[str], fmt: str = "table", device:
     names, x = collect_inputs(inputs, loaded.input_shape, loaded.meta.get("image_style", "resize"),
                               loaded.meta["preprocessing"]["scale"])
     rows = prediction_rows(names, predict_proba(loaded, x), loaded.classes)
-    print(printable(format_results(rows, loaded.classes, fmt)))  # input names are file names, maybe not UTF-8
+    print(format_results(rows, loaded.classes, fmt))  # made printable there: JSON as ASCII, the rest terminal_safe
     return rows
