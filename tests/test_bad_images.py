@@ -23,6 +23,7 @@ from PIL import Image
 from ptflow.config import TrainConfig
 from ptflow.data.bad_images import BadImages
 from ptflow.data.formats import folder
+from ptflow.data.geometry import Geometry, read_pixels
 from ptflow.data.image_files import read_image
 from ptflow.data.imaging import to_pixels
 from ptflow.training import interrupt, train
@@ -100,7 +101,7 @@ def test_skipping_is_leaving_the_files_out(tmp_path):
 def test_a_clean_folder_has_the_same_fingerprint_either_way(tmp_path):
     photos = write_photos(tmp_path / "photos")
     fail, skip = (folder.load(photos.root, None, BadImages(policy, 0.01)) for policy in ("fail", "skip"))
-    assert skip.skipped == [] and np.array_equal(fail.x, skip.x)
+    assert skip.skipped == [] and fail.x.files == skip.x.files and np.array_equal(fail.y, skip.y)
     from ptflow.data.splits import split
 
     assert split("a", fail, 0.8, 0.2, 0).fingerprint == split("b", skip, 0.8, 0.2, 0).fingerprint
@@ -154,14 +155,15 @@ def test_the_fixtures_good_images_all_load(tmp_path):
     assert {photos.modes[f] for f in photos.good} == {"RGB", "CMYK", "L"}
     sizes = {Image.open(f).size for f in photos.good}
     assert len(sizes) > 5  # mixed sizes
-    raw = folder.load(photos.root)
-    first = Image.open(photos.good[0])
-    assert raw.x.shape == (len(photos.good), 3, first.height, first.width) and raw.skipped == []
+    raw = folder.load(photos.root)  # listed from the headers: nothing decoded yet
+    assert raw.x.files == [str(f) for f in photos.good] and raw.skipped == []  # class folders, then names
+    assert [tuple(s) for s in raw.x.sizes.tolist()] == [Image.open(f).size[::-1] for f in photos.good]
     assert np.bincount(raw.y).tolist() == [len(photos.good) // len(photos.classes)] * len(photos.classes)
-    for i, file in enumerate(photos.good):  # the dataset's order: class folders, then names
-        with Image.open(file) as image:  # the reference: PIL's own conversion to RGB
-            expected = np.asarray(image.convert("RGB").resize((first.width, first.height))).transpose(2, 0, 1)
-        assert np.array_equal(raw.x[i], expected), file
+    for i, file in enumerate(photos.good):
+        with Image.open(file) as image:  # the reference: PIL's own conversion to RGB, at the image's own size
+            expected = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+        native = Geometry(3, tuple(raw.x.sizes[i]), 1.0)
+        assert np.array_equal(read_pixels(raw.x.source(i), raw.x.name(i), native), expected), file
         if photos.modes[file] == "L":  # grayscale stays one channel, as stored, where a model takes one
             with Image.open(file) as image:
                 assert np.array_equal(to_pixels(read_image(file), 1)[0], np.asarray(image))

@@ -123,8 +123,10 @@ def test_folder_dataset(tmp_path):
         folder.mkdir(exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")
     raw = load_raw(f"folder:{tmp_path}")
-    assert raw.x.shape == (30, 1, 12, 12)
+    assert len(raw.x) == 30 and raw.x.gray.all() and (raw.x.sizes == 12).all()  # listed from the headers
     assert raw.classes == ["class0", "class1", "class2"]
+    splits = load_splits(f"folder:{tmp_path}", test_ratio=0.2)  # one size: kept, nothing cropped
+    assert splits.input_shape == (1, 12, 12) and splits.x_train.dtype == np.uint8
 
 
 def test_unknown_dataset_is_a_usage_error():

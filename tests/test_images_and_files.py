@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ptflow.data.imaging import flatten
+from ptflow.data.bad_images import BadImages
+from ptflow.data.geometry import choose
+from ptflow.data.imaging import flatten, style_of
 from ptflow.data.inputs import collect_inputs
+from ptflow.data.records import decode_all
 from ptflow.data.sources import load_raw
 from ptflow.errors import PtflowError
 
@@ -67,16 +70,20 @@ def test_every_image_is_the_same_input_in_training_and_prediction(tmp_path, fold
     root = tmp_path / "data"
     for label in ("a", "b"):
         (root / label).mkdir(parents=True)
-        # the first image (sorted) sets the dataset's channels and size; the rest are converted to them
+        # a gray or an RGB image first, beside the fixture's images of other modes and sizes
         Image.fromarray(PIXELS, "RGB").convert("RGB" if channels == 3 else "L").save(root / label / "0-first.png")
         for file in sorted((folder / label).iterdir()):
             (root / label / file.name).write_bytes(file.read_bytes())
-    raw = load_raw(f"folder:{root}")
-    assert raw.x.shape[1:] == (channels, 12, 10)
+    raw = load_raw(f"folder:{root}")  # listed, then decoded as training decodes it (geometry.py)
     files = [f for label in ("a", "b") for f in sorted((root / label).iterdir())]
-    assert len(files) == len(raw.x)
-    for row, file in zip(raw.x, files):
-        _, x = collect_inputs([str(file)], raw.x.shape[1:], "resize")
+    assert raw.x.files == [str(f) for f in files]
+    gray = bool(raw.x.gray.all())  # one channel only where every image has one
+    geometry = choose([tuple(s) for s in raw.x.sizes.tolist()], gray, None, None)
+    assert geometry.size[0] == geometry.size[1] and geometry.crop_pct == 0.875  # mixed sizes: square, cropped
+    x_train, _ = decode_all(raw.x, geometry, BadImages("fail", 0.0))
+    meta = {"image_style": "crop", "crop_pct": geometry.crop_pct}
+    for row, file in zip(x_train, files):
+        _, x = collect_inputs([str(file)], geometry.shape, style_of(meta))
         assert np.array_equal(x[0], row), file.name
 
 

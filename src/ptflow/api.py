@@ -164,10 +164,10 @@ class Model:
         return x[None] if single else x
 
     def _read(self, items: list) -> np.ndarray:
-        from ptflow.data.imaging import to_input
+        from ptflow.data.imaging import style_of, to_input
         from ptflow.data.inputs import collect_inputs
 
-        style = self.meta.get("image_style", "resize")
+        style = style_of(self.meta)
         scale = self.meta["preprocessing"]["scale"]
         arrays = []
         for item in items:

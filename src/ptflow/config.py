@@ -61,6 +61,7 @@ from ptflow.constants import (
     TRACKERS,
 )
 from ptflow.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
+from ptflow.data.placement import MODES as DATA_PLACEMENTS
 from ptflow.errors import UsageError, shown
 from ptflow.presets import PRESETS, preset_values
 from ptflow.sizes import check_structure
@@ -72,6 +73,8 @@ __all__ = ["TrainConfig", "option", "names", "help_of", "help_text", "fields_whe
            "PRESETS", "preset_values", "check_threads", "describe_type"]
 
 HYPERPARAMETER, DATA, RUNTIME = "hyperparameter", "data", "runtime"
+MAX_IMAGE_SIZE = 4096  # --image_size: a 4096 x 4096 x 3 input is 48 MiB per example already
+MAX_WORKERS = 64  # --num_workers: decoding processes per training process
 
 
 def option(default=None, *, help, group: str, role: str = HYPERPARAMETER, resume: bool = False,
@@ -116,6 +119,18 @@ class TrainConfig:
         0.01, group="data", role=DATA, metavar="SHARE",
         help="with --bad_images skip: stop when more than this share of the image files cannot be read "
              "(0: stop at the first)")
+    image_size: int | None = option(  # None: the images' own size where they share one, else geometry.py's choice
+        group="data", metavar="N",
+        help="image files (folder:, shards:) become N x N pixels (default: their own size where all share one, "
+             "else their typical shorter side, at most 224)")
+    crop_pct: float | None = option(  # timm's name and meaning: the centre crop keeps this share of the image
+        group="data", metavar="SHARE",
+        help="image files are scaled so that the centre crop of --image_size keeps this share of them "
+             "(default: 1 where all share one size, else 0.875); the model file keeps it for predict and serve")
+    data_in_memory: str = option(  # auto: the fast path whenever the decoded dataset fits in half the memory left
+        "auto", group="data", role=RUNTIME, resume=True, choices=DATA_PLACEMENTS,
+        help="image files: decode them all into memory (yes), stream them from disk in worker processes (no), "
+             "or choose from their decoded size and the memory available (auto)")
     augment_shift: int = option(  # 0 trains on the images as they are
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
@@ -180,6 +195,10 @@ class TrainConfig:
         group="hardware", role=RUNTIME, resume=True, exact=True, metavar="N",
         help="CPU threads per process for matrix products (default: torch's, from OMP_NUM_THREADS or the cores); "
              "recorded in the run, and bit-exact resume needs the same count")
+    num_workers: int | None = option(  # None: the cores left beside training, up to 8 (data/streaming.py)
+        group="hardware", role=RUNTIME, resume=True, metavar="N",
+        help="processes decoding streamed images for each training process (0: in the training process; "
+             "default: the cores left, at most 8); any count trains the same model")
     precision: str = option(  # bf16 matmuls need AMX on CPUs or tensor cores on GPUs to pay
         "fp32", group="hardware", choices=PRECISIONS, help="bf16 runs matmuls under autocast")
     compile: bool = option(  # slower start, sometimes faster epochs: how it runs, not what is trained
@@ -246,6 +265,12 @@ class TrainConfig:
                f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
                "--fold needs --folds K")
         check(0 <= self.max_bad_fraction <= 1, f"--max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        check(self.image_size is None or 1 <= self.image_size <= MAX_IMAGE_SIZE,
+              f"--image_size must be in 1..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        check(self.crop_pct is None or 0.05 <= self.crop_pct <= 1,
+              f"--crop_pct must be in [0.05, 1], got {self.crop_pct}")
+        check(self.num_workers is None or 0 <= self.num_workers <= MAX_WORKERS,
+              f"--num_workers must be in 0..{MAX_WORKERS}, got {self.num_workers}")
         check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
         for name in ("hidden_sizes", "channels"):
             sizes = getattr(self, name)

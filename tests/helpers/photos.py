@@ -121,3 +121,35 @@ def png_header(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray, no interlace
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
             + chunk(b"IEND", b""))
+
+
+def write_large_photos(root: Path, per_class: int, size: int, classes: int = 2, seed: int = 0,
+                       variants: int = 8) -> list[Path]:
+    """per_class JPEGs of size x size pixels per class: smooth colour ramps with a bright square
+    whose place says the class, a few kilobytes each on disk but size*size*3 bytes decoded, for
+    the tests that need a dataset far larger decoded than on disk (streaming under a cap). Each
+    class has `variants` distinct pictures, encoded once and written per_class times between them."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    written = []
+    for k in range(classes):
+        folder = Path(root) / f"class{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        encoded = []
+        for _ in range(variants):
+            tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+            pixels = (ramp[None, :, None] * tint + ramp[:, None, None] * (1 - tint)) / 2
+            corner = size // 4 if k % 2 == 0 else size // 2
+            pixels[corner:corner + size // 4, corner:corner + size // 4] = 255
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=75)
+            encoded.append(buffer.getvalue())
+        for i in range(per_class):
+            path = folder / f"{i:04d}.jpg"
+            path.write_bytes(encoded[i % variants])
+            written.append(path)
+    return written

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ptflow.data import placement
+from ptflow.data.geometry import Geometry, choose
 from ptflow.data.preprocessing import mean_std
+from ptflow.data.records import ImageList, decode_all
 from ptflow.data.sources import RawData, load_raw
 from ptflow.errors import PtflowError
+
+STATS_SAMPLE = 4096  # image files: the training examples --normalize standard fits its mean and std on,
+STATS_BYTES = 256 << 20  # as many of them as fit in this many bytes decoded
 
 
 @dataclass(kw_only=True)  # six arrays of the same type: named, never in order
@@ -31,9 +37,53 @@ class Splits:
     image_style: str
     fingerprint: str  # sha256 of the raw data, to notice when a dataset changed under a run
     skipped: list[dict] = field(default_factory=list)  # image files left out (--bad_images skip)
+    geometry: Geometry | None = None  # what image files become (--image_size, --crop_pct); None: arrays
+    placement: str = ""  # for image files: in memory or streamed, and why (placement.py)
+    test_id: str = ""  # for image files: the test split's fingerprint, from its list (test_fingerprint)
 
     def __post_init__(self):
-        self.input_shape: tuple[int, ...] = tuple(self.x_train.shape[1:])  # kept after release()
+        listed = isinstance(self.x_train, ImageList)  # image files: their geometry says, once chosen
+        self._array_shape = None if listed else tuple(self.x_train.shape[1:])  # kept after release()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.geometry.shape if self.geometry is not None else self._array_shape
+
+    @property
+    def streamed(self) -> bool:
+        """Whether x_train, x_val and x_test are ImageLists decoded as batches need them (streaming.py)."""
+        return isinstance(self.x_train, ImageList)
+
+    def head(self, part: str, n: int) -> np.ndarray:
+        """The first n examples of split `part` as uint8 arrays, decoded if they are streamed
+        (an example that cannot be decoded is left out here: training meets it and says so)."""
+        x = getattr(self, f"x_{part}")
+        if isinstance(x, ImageList):
+            from ptflow.data.bad_images import BadImages
+
+            return decode_all(x[:n], self.geometry, BadImages("skip", 1.0, total=n))[0]
+        return x[:n]
+
+    def fitting_sample(self, normalize: str) -> np.ndarray:
+        """The training examples preprocessing statistics are fitted on: all of an array dataset;
+        of image files the first STATS_SAMPLE (already shuffled; at most STATS_BYTES decoded), so
+        that a streamed run fits the same numbers as one in memory without decoding the whole
+        dataset an extra time, and only one where nothing is fitted (--normalize none)."""
+        if self.geometry is None:
+            return self.x_train
+        n = 1 if normalize == "none" else min(STATS_SAMPLE, max(1, STATS_BYTES // int(np.prod(self.input_shape))))
+        return self.head("train", n)
+
+    def test_fingerprint(self) -> str:
+        """Which examples the test split holds, in order (predictions.py): of image files from their
+        list, so a streamed and an in-memory run of one dataset name the same test split."""
+        from ptflow import predictions
+
+        return self.test_id or predictions.fingerprint(self.x_test, self.y_test)
+
+    def shape(self, part: str) -> tuple[int, ...]:
+        """The shape of split `part` ("train", "val", "test") as arrays: (N, *input_shape)."""
+        return (len(getattr(self, f"y_{part}")), *self.input_shape)
 
     def release(self) -> None:
         """Let go of the arrays, keeping names, shapes and fingerprint, once nothing needs them."""
@@ -46,11 +96,48 @@ class Splits:
 
 def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
-                origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None) -> Splits:
+                origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None,
+                image_size: int | None = None, crop_pct: float | None = None, in_memory: str = "yes") -> Splits:
     """The dataset `name`, split. bad_images (a bad_images.BadImages) says what an image file that
-    cannot be read does: stop (the default) or be skipped."""
+    cannot be read does: stop (the default) or be skipped.
+
+    A dataset of image files is listed, split, then decoded at its geometry (image_size and
+    crop_pct, or the defaults geometry.py chooses from the training split's headers) into memory,
+    or left as ImageLists to stream, as in_memory ("auto", "yes", "no": placement.py) says.
+    """
+    from ptflow.data.bad_images import BadImages
+
+    bad_images = bad_images if bad_images is not None else BadImages("fail", 0.0)
     raw = load_raw(name, data_dir, target, trust_code, origin, bad_images)
-    return split(name, raw, train_ratio, test_ratio, seed, fold)
+    splits = split(name, raw, train_ratio, test_ratio, seed, fold)
+    if not isinstance(raw.x, ImageList):
+        if in_memory == "no":
+            from ptflow.errors import UsageError
+
+            raise UsageError(f"--data_in_memory no: {name} is read as arrays, which are in memory already; "
+                             f"streaming applies to image files (folder:, shards:)")
+        return splits
+    return place(splits, bad_images, image_size, crop_pct, in_memory)
+
+
+def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str) -> Splits:
+    """Decode the ImageLists of `splits` into memory, or keep them to stream (placement.py)."""
+    train = splits.x_train
+    geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct)
+    decoded = sum(len(getattr(splits, f"y_{part}")) for part in ("train", "val", "test")) * int(np.prod(geometry.shape))
+    keep, why = placement.in_memory(mode, decoded, splits.name)
+    splits.geometry, splits.placement = geometry, why
+    splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.__dict__, default=list)).encode()
+                                    + splits.y_test.astype("<i8").tobytes()).hexdigest()
+    if keep:
+        for part in ("train", "val", "test"):
+            x, y = decode_all(getattr(splits, f"x_{part}"), geometry, bad_images)
+            setattr(splits, f"x_{part}", x)
+            setattr(splits, f"y_{part}", y)
+    if bad_images.skipped:  # files met damaged past their header while decoding: the fingerprint says which
+        splits.fingerprint = hashlib.sha256((splits.fingerprint + json.dumps(
+            sorted(s["file"] for s in bad_images.skipped))).encode()).hexdigest()
+    return splits
 
 
 def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int,
@@ -64,11 +151,16 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
     """
     rng = np.random.default_rng(seed)
     fingerprint = _fingerprint(raw)
-    x, y, x_test, y_test = _writable(raw.x), _writable(raw.y), raw.x_test, raw.y_test
+    listed = isinstance(raw.x, ImageList)  # files not yet decoded: their lists are cut, not rows moved
+    x, y, x_test, y_test = (raw.x, raw.y, raw.x_test, raw.y_test) if listed else \
+        (_writable(raw.x), _writable(raw.y), raw.x_test, raw.y_test)
     if x_test is None:
         order = rng.permutation(len(x))
         n_test = int(round(len(x) * test_ratio))
-        shuffle_rows(order, x, y)
+        if listed:
+            x, y = x.subset(order), y[order]
+        else:
+            shuffle_rows(order, x, y)
         x_test, y_test, x, y = x[:n_test], y[:n_test], x[n_test:], y[n_test:]
     order = rng.permutation(len(x))
     n_train = int(len(x) * train_ratio)  # the article's arithmetic
@@ -78,7 +170,10 @@ def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: 
     if n_train < 2 or n_train == len(x) or len(x_test) == 0:
         raise PtflowError(f"{name}: {len(raw.x)} examples are too few to split into train (at least 2), "
                           f"validation and test with these ratios (--train_ratio, --test_ratio)")
-    shuffle_rows(order, x, y)
+    if listed:
+        x, y = x.subset(order), y[order]
+    else:
+        shuffle_rows(order, x, y)
     return Splits(name=name, x_train=x[:n_train], y_train=y[:n_train], x_val=x[n_train:], y_val=y[n_train:],
                   x_test=x_test, y_test=y_test, classes=raw.classes, image_style=raw.image_style,
                   fingerprint=fingerprint, skipped=raw.skipped)
@@ -133,7 +228,9 @@ def _fingerprint(raw: RawData) -> str:
     the same examples with the same files left out (and its bad_images.jsonl stays true)."""
     digest = hashlib.sha256()
     for array in (raw.x, raw.y, raw.x_test, raw.y_test):
-        if array is not None:
+        if isinstance(array, ImageList):  # files: by name, size and label, unread (records.py)
+            digest.update(array.fingerprint().encode())
+        elif array is not None:
             digest.update(str(array.shape).encode())
             digest.update(np.ascontiguousarray(array).data)
     if raw.skipped:  # nothing added otherwise: the fingerprints of every other dataset stay as they were

@@ -49,7 +49,8 @@ def description(loaded: LoadedModel) -> dict:
     meta = loaded.meta
     return {"format": "ptflow.export", "classes": loaded.classes, "input_shape": list(loaded.input_shape),
             "input_dtype": input_dtype(loaded), "output": "probabilities", "preprocessing": meta["preprocessing"],
-            "image_style": meta.get("image_style"), "model": meta["model"], "dataset": meta.get("dataset"),
+            "image_style": meta.get("image_style"), "crop_pct": meta.get("crop_pct"), "model": meta["model"],
+            "dataset": meta.get("dataset"),
             "metrics": meta.get("metrics", {}), "temperature": loaded.temperature, "source_sha256": meta["sha256"],
             "versions": meta.get("versions", {})}
 

@@ -19,7 +19,7 @@ from ptflow.constants import MAX_SEED
 from ptflow.errors import PtflowError, shown
 from ptflow.sizes import MAX_CLASSES, check_structure
 
-IMAGE_STYLES = ("digit", "object", "resize")  # data/imaging.py
+IMAGE_STYLES = ("digit", "object", "resize", "crop")  # data/imaging.py
 MAX_EXAMPLE = 1 << 26  # values in one example (a 4730x4730 RGB image): loading runs one through the model
 
 
@@ -75,6 +75,8 @@ FIELDS: dict[str, tuple[bool, str, Callable]] = {
     "preprocessing": (True, "{scale > 0, mean and std: equal-length lists of numbers, std > 0, or null}",
                       _preprocessing),
     "image_style": (False, " or ".join(IMAGE_STYLES), _optional(lambda v: v in IMAGE_STYLES)),
+    "crop_pct": (False, "a number in [0.05, 1] (the crop style's share)",
+                 _optional(lambda v: _is_number(v) and 0.05 <= v <= 1)),
     "dataset": (False, "a string", _optional(lambda v: isinstance(v, str))),
     "data_fingerprint": (False, "a string", _optional(lambda v: isinstance(v, str))),
     "config": (True, "an object", lambda v: isinstance(v, dict)),

@@ -7,6 +7,7 @@ import io
 import json
 
 from ptflow.console import terminal_safe
+from ptflow.data.imaging import style_of
 from ptflow.data.inputs import collect_inputs
 from ptflow.devices import resolve_device
 from ptflow.models.files import load_model
@@ -39,7 +40,7 @@ def format_results(rows: list[dict], classes: list[str], fmt: str) -> str:
 def predict_inputs(model_fn: str, inputs: list[str], fmt: str = "table", device: str = "auto",
                    trust_code: bool = False) -> list[dict]:
     loaded = load_model(model_fn, resolve_device(device), trust_code)
-    names, x = collect_inputs(inputs, loaded.input_shape, loaded.meta.get("image_style", "resize"),
+    names, x = collect_inputs(inputs, loaded.input_shape, style_of(loaded.meta),
                               loaded.meta["preprocessing"]["scale"])
     rows = prediction_rows(names, predict_proba(loaded, x), loaded.classes)
     print(format_results(rows, loaded.classes, fmt))  # made printable there: JSON as ASCII, the rest terminal_safe

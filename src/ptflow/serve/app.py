@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from ptflow import __version__
 from ptflow.console import info, warn
+from ptflow.data.imaging import style_of
 from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba, prediction_rows
@@ -99,7 +100,8 @@ class Service:
         return {"id": self.model_id, "name": self.name, "architecture": meta["model"], "dataset": meta.get("dataset"),
                 "classes": self.classes, "input_shape": list(loaded.input_shape),
                 "input_range": list(self.value_range) if self.value_range else None,
-                "image_style": meta.get("image_style"), "preprocessing": meta["preprocessing"],
+                "image_style": meta.get("image_style"), "crop_pct": meta.get("crop_pct"),
+                "preprocessing": meta["preprocessing"],
                 "metrics": meta.get("metrics", {}), "sha256": meta["sha256"],
                 "max_inputs": self.settings.max_inputs, "auth_required": self.settings.keyed}
 
@@ -126,7 +128,7 @@ class Service:
         reservation = self._reserve(len(parsed.images))  # refused now, before any decoding is spent on it
         try:
             x = await self.pool.run(images.decode_images, parsed.images, loaded.input_shape,
-                                    loaded.meta.get("image_style", "resize"), settings.max_image_pixels,
+                                    style_of(loaded.meta), settings.max_image_pixels,
                                     settings.max_request_pixels)
             return await self._answer([name for name, _ in parsed.images], x, reservation)
         finally:

@@ -37,6 +37,8 @@ class ModelInfo(BaseModel):
     input_shape: list[int]
     input_range: list[float] | None = Field(description="allowed values of JSON inputs; null: any finite value")
     image_style: str | None
+    crop_pct: float | None = Field(None, description="with image_style crop: the share of the image the centre "
+                                                      "crop keeps (the evaluation transform)")
     preprocessing: dict
     metrics: dict
     sha256: str

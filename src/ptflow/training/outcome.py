@@ -12,15 +12,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ptflow import stats
+from ptflow.errors import PtflowError
 from ptflow.models.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from ptflow.training import scoring
-from ptflow.training.loop import autocast, loss_function
+from ptflow.training.loop import autocast, eval_batches, loss_function
 
 
 def results() -> tuple[str, ...]:
@@ -36,14 +38,35 @@ class Outcome:
 
 
 @torch.inference_mode()
-def scores(model: torch.nn.Module, forward, x: torch.Tensor, batch_size: int, precision: str) -> torch.Tensor:
-    """The network's scores (logits or log-probabilities) for x, float32, in eval mode."""
+def scores(model: torch.nn.Module, forward, x, batch_size: int, precision: str) -> torch.Tensor:
+    """The network's scores (logits or log-probabilities) for x, float32, in eval mode.
+
+    x: a tensor on the device, or a streamed split (data/streaming.py), where an example
+    --bad_images skip leaves out scores log(1/K) for every class: uniform, both as logits and as
+    log-probabilities, so it is still counted and never right by more than chance.
+    """
     model.eval()
     out = []
-    for start in range(0, len(x), batch_size):
-        with autocast(x.device, precision):
-            out.append(forward(x[start:start + batch_size]).float())
+    for _, x_i, kept in eval_batches(x, len(x), batch_size):
+        batch = None
+        if x_i is not None:
+            with autocast(x_i.device, precision):
+                batch = forward(x_i).float()
+        if kept is not None:
+            batch = _uniform_where_left_out(batch, kept, out[0].shape[1] if out else None)
+        out.append(batch)
     return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _uniform_where_left_out(batch: torch.Tensor | None, kept: torch.Tensor, classes: int | None) -> torch.Tensor:
+    classes = batch.shape[1] if batch is not None else classes
+    if classes is None:
+        raise PtflowError("no example of the first evaluation batch could be decoded")
+    full = torch.full((len(kept), classes), -math.log(classes),
+                      device=batch.device if batch is not None else "cpu")
+    if batch is not None:
+        full[kept.to(full.device)] = batch
+    return full
 
 
 def judge(model: torch.nn.Module, forward, data: dict[str, torch.Tensor], batch_size: int, precision: str,

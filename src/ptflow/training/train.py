@@ -44,11 +44,23 @@ from ptflow.training.loop import (
 )
 
 
-def to_device(splits: Splits, device: torch.device) -> dict[str, torch.Tensor]:
-    """The splits as tensors on the device, images still uint8 (4x smaller than float32)."""
-    arrays = {"x_train": splits.x_train, "y_train": splits.y_train, "x_val": splits.x_val,
-              "y_val": splits.y_val, "x_test": splits.x_test, "y_test": splits.y_test}
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
+def to_device(splits: Splits, device: torch.device, config: TrainConfig | None = None, bad_images=None) -> dict:
+    """The splits as tensors on the device, images still uint8 (4x smaller than float32); a
+    streamed dataset's inputs as splits the DataLoader workers decode (data/streaming.py)."""
+    labels = {f"y_{p}": getattr(splits, f"y_{p}") for p in ("train", "val", "test")}
+    data = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in labels.items()}
+    if not splits.streamed:
+        for p in ("train", "val", "test"):
+            data[f"x_{p}"] = torch.from_numpy(np.ascontiguousarray(getattr(splits, f"x_{p}"))).to(device)
+        return data
+    from ptflow.data.streaming import Examples, Stream, StreamPart, default_workers
+
+    workers = config.num_workers if config.num_workers is not None else default_workers(dist.local_world_size())
+    parts = {p: getattr(splits, f"x_{p}") for p in ("train", "val", "test")}
+    stream = Stream(Examples(parts, splits.geometry, None, config.seed), workers, device, bad_images)
+    for p in ("train", "val", "test"):
+        data[f"x_{p}"] = StreamPart(stream, p, len(parts[p]))
+    return data
 
 
 def build_state(config: TrainConfig, splits: Splits, device: torch.device, preprocess: Preprocess,
@@ -63,7 +75,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
                                      config.to_dict())  # a built-in network reads the flags it names
     model = registry.build(config.model, args, trust_code, origin)
-    sample = preprocess(torch.from_numpy(splits.x_train[:2]).to(device))  # |sample| = (2, *input_shape)
+    sample = preprocess(torch.from_numpy(splits.head("train", 2)).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
     model = ddp.prepare(model, config).to(device)
     if splits.is_image and device.type == "cpu":
@@ -118,25 +130,28 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
+    bad_images = BadImages(config.bad_images, config.max_bad_fraction)
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin,
-                         fold=(config.fold, config.folds) if config.fold else None,
-                         bad_images=BadImages(config.bad_images, config.max_bad_fraction))
+                         fold=(config.fold, config.folds) if config.fold else None, bad_images=bad_images,
+                         image_size=config.image_size, crop_pct=config.crop_pct, in_memory=config.data_in_memory)
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
         processes = ""
         if dist.is_distributed():
             processes = f"  processes: {dist.world_size()} ({dist.backend_of(device.type)})"
-        info(f"Train: {tuple(splits.x_train.shape)}  Valid: {tuple(splits.x_val.shape)}  "
-             f"Test: {tuple(splits.x_test.shape)}  classes: {len(splits.classes)}  device: {device}{processes}")
+        info(f"Train: {splits.shape('train')}  Valid: {splits.shape('val')}  "
+             f"Test: {splits.shape('test')}  classes: {len(splits.classes)}  device: {device}{processes}")
+        if splits.placement:
+            info(f"Images: {splits.placement}")
     if config.precision == "bf16" and not has_native_bf16(device):
         warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
              f"and runs several times slower than fp32")
     for flag, value in (("augment_shift", config.augment_shift), ("augment_flip", config.augment_flip)):
         if value and not splits.is_image:
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
-    prep = fit_preprocessing(splits.x_train, config.normalize)
+    prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
@@ -147,7 +162,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped))))
-    data = to_device(splits, device)
+    data = to_device(splits, device, config, bad_images)
     net = forward_model(state.model, config, device)
 
     def on_epoch_end(s: TrainState) -> None:
@@ -217,6 +232,14 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     return run_dir
 
 
+def _image_transform(splits: Splits) -> dict:
+    """How predict, serve, export and the API turn a photo into this model's input (model file meta):
+    image files' evaluation transform (geometry.py), else the dataset's style (imaging.py)."""
+    if splits.geometry is None:
+        return {"image_style": splits.image_style}
+    return {"image_style": "crop", "crop_pct": splits.geometry.crop_pct}
+
+
 def output_flags(config: TrainConfig) -> list[str]:
     """The flags that say where this run writes besides its folder (--model_fn...), as given.
 
@@ -249,7 +272,7 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
                            eval_batch_size(config.batch_size), config.precision, config.calibrate, evaluate_test)
     if judged.test_probs is not None:
         predictions.save(run_dir / predictions.FILE, splits.y_test, judged.test_probs,
-                         predictions.fingerprint(splits.x_test, splits.y_test), splits.fingerprint)
+                         splits.test_fingerprint(), splits.fingerprint)
     # The data is no longer needed: letting it go before matplotlib is imported for the plots
     # keeps the run's peak memory at its training peak (about 25 MB lower for MNIST).
     data.clear()
@@ -261,7 +284,7 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     meta = {"model": config.model, "model_args": args, "model_source": registry.source(config.model).to_dict(),
             "classes": splits.classes,
             "input_shape": list(splits.input_shape), "preprocessing": prep.to_dict(),
-            "image_style": splits.image_style, "dataset": config.dataset,
+            **_image_transform(splits), "dataset": config.dataset,
             "data_fingerprint": splits.fingerprint, "config": config.to_dict(), "metrics": metrics,
             "versions": versions(), "run": str(run_dir)}
     if judged.temperature is not None:

@@ -1,6 +1,8 @@
 """`folder:PATH`: one sub-folder of images per class (a train/ and test/ pair keeps its split).
 
-An image file that cannot be read stops the run or is skipped, as --bad_images says (bad_images.py).
+The folder is listed, not decoded: its images become an ImageList (records.py), decoded into
+memory or streamed from disk as splits.py decides. An image file that cannot be read stops the run
+or is skipped, as --bad_images says (bad_images.py).
 `ptflow predict` reads images itself (inputs.py), a file or a folder of them, as training made them.
 """
 
@@ -14,7 +16,6 @@ if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports
 from ptflow.console import info, printable
 from ptflow.data.formats import Format
 from ptflow.errors import PtflowError
-from ptflow.sizes import MAX_DATASET_BYTES, check_declared
 
 
 def load(path: Path, target: str | None = None, bad_images=None):
@@ -36,15 +37,14 @@ def load(path: Path, target: str | None = None, bad_images=None):
             raise PtflowError(f"{path / 'test'}: class folder(s) {', '.join(sorted(unknown))} not in the "
                               f"training classes")
         _refuse_other_formats(bad, train, test)
-        x, y = _read_class_folders(path / "train", train, classes, bad)
-        x_test, y_test = _read_class_folders(path / "test", test, classes, bad, size=x.shape[-2:],
-                                             channels=x.shape[1])
-        return RawData(x, y, classes, x_test=x_test, y_test=y_test, skipped=bad.skipped)
+        x = _read_class_folders(path / "train", train, classes, bad)
+        x_test = _read_class_folders(path / "test", test, classes, bad)
+        return RawData(x, x.y, classes, x_test=x_test, y_test=x_test.y, skipped=bad.skipped)
     folders = _class_folders(path)
     classes = labels.class_names(str(path), list(folders))
     _refuse_other_formats(bad, folders)
-    x, y = _read_class_folders(path, folders, classes, bad)
-    return RawData(x, y, classes, skipped=bad.skipped)
+    x = _read_class_folders(path, folders, classes, bad)
+    return RawData(x, x.y, classes, skipped=bad.skipped)
 
 
 def _class_folders(root: Path) -> dict[str, tuple[Path, list[Path]]]:
@@ -91,43 +91,38 @@ def _refuse_other_formats(bad, *parts: dict[str, tuple[Path, list[Path]]]) -> No
                 bad.refuse(file, other_format(file, folder))
 
 
-def _read_class_folders(root: Path, folders: dict[str, tuple[Path, list[Path]]], classes: list[str], bad,
-                        size=None, channels=None):
-    """Every readable image of the class folders, labelled by its class's index in classes, as
-    the first image's channels and size (resized to it).
+def _read_class_folders(root: Path, folders: dict[str, tuple[Path, list[Path]]], classes: list[str], bad):
+    """Every image of the class folders whose header can be read, labelled by its class's index
+    in classes, listed with its size and channels (records.py): no pixel is decoded here.
 
-    Images become pixels exactly as `ptflow predict` makes them (imaging.to_pixels), and the
-    whole dataset's decoded size is checked from the first image before the rest are decoded.
-    A file that cannot be read stops here or is skipped, as `bad` says.
+    A file that cannot be opened (empty, not an image, too many pixels) stops here or is skipped,
+    as `bad` says; one damaged past its header is met when it is decoded.
     """
     import numpy as np
 
-    from ptflow.data.image_files import is_accepted_name
-    from ptflow.data.imaging import channels_of, to_pixels
+    from ptflow.data.image_files import is_accepted_name, open_image
+    from ptflow.data.imaging import channels_of
+    from ptflow.data.records import ImageList
 
     index = {name: i for i, name in enumerate(classes)}
     files = [(index[name], file) for name, (_, found) in folders.items() for file in found if is_accepted_name(file)]
-    images, y = [], []
+    kept, y, sizes, gray = [], [], [], []
     for label, file in files:
-        image = bad.read(file)
-        if image is None:  # skipped, and recorded
-            continue
-        if channels is None:
-            channels = channels_of(image)
-        if size is None:
-            size = (image.height, image.width)  # every image is resized to the first one's size
-            check_declared(f"{root}: {len(files)} images of {channels}x{size[0]}x{size[1]} pixels",
-                           len(files) * channels * size[0] * size[1], limit=MAX_DATASET_BYTES)
         try:
-            images.append(to_pixels(image, channels, size))
-        except PtflowError as exc:  # a mode that cannot become gray or RGB
-            bad.refuse(file, PtflowError(f"{file}: {exc}"))
+            image = open_image(file, str(file))
+        except PtflowError as exc:  # ImageRefused, ImageTooLarge, ImageDamaged: all name the file
+            bad.refuse(file, exc)
             continue
-        y.append(label)
-    if not images:
+        with image:
+            kept.append(str(file))
+            y.append(label)
+            sizes.append((image.height, image.width))
+            gray.append(channels_of(image) == 1)
+    if not kept:
         raise PtflowError(f"{root}: no images found in the class folders")
     _check_every_class_kept(folders, index, y)
-    return np.stack(images), np.array(y, dtype=np.int64)
+    return ImageList(kept, np.array(y, dtype=np.int64), np.array(sizes, dtype=np.int64).reshape(-1, 2),
+                     np.array(gray, dtype=bool))
 
 
 def _check_every_class_kept(folders: dict, index: dict[str, int], y: list[int]) -> None:
