@@ -73,6 +73,8 @@ def test_flip_is_the_datasets_to_allow():
 
 def test_defaults_of_the_train_config_mean_no_augmentation():
     aug = Augmentation.of(TrainConfig().to_dict(), flip=True)
+    strong = TrainConfig(augment="strong", cutmix=0.0)
+    assert Augmentation.of(strong, flip=True) == Augmentation.of(strong.to_dict(), flip=True)
     assert aug == Augmentation() and not aug.per_example and not aug.mixes
     record = aug.to_dict()
     assert record["preset"] == "none" and set(record) == {f for f in Augmentation.__dataclass_fields__}

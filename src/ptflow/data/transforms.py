@@ -63,12 +63,14 @@ class Augmentation:
     label_smoothing: float = 0.0
 
     @classmethod
-    def of(cls, values: Mapping, *, flip: bool) -> Augmentation:
+    def of(cls, values, *, flip: bool) -> Augmentation:
         """The preset `values["augment"]` with each knob of `values` that is not None winning over it.
 
-        values: a TrainConfig's to_dict() (other keys are ignored). flip: whether a mirrored
+        values: a TrainConfig or its to_dict() (other keys are ignored). flip: whether a mirrored
         example is still an example of its class, a property of the dataset (photos of things
         yes, handwriting no); without it no preset flips."""
+        if not isinstance(values, Mapping):
+            values = dataclasses.asdict(values)
         preset = values.get("augment") or "none"
         if preset not in PRESETS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENT)}, got {preset!r}")
