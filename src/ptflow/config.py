@@ -62,6 +62,7 @@ from ptflow.constants import (
 )
 from ptflow.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
 from ptflow.data.placement import MODES as DATA_PLACEMENTS
+from ptflow.data.transforms import AUGMENT, AUTO_AUGMENT
 from ptflow.errors import UsageError, shown
 from ptflow.presets import PRESETS, preset_values
 from ptflow.sizes import check_structure
@@ -135,6 +136,24 @@ class TrainConfig:
         0, group="data", metavar="N", help="shift training images by up to N pixels at random")
     augment_flip: bool = option(  # off: a mirrored digit is no digit; on for clothes and objects
         False, group="data", help="mirror half the training images left to right, at random each epoch")
+    # --- augmentation of photos (data/transforms.py: the presets, torchvision.transforms.v2); None: the preset's ---
+    augment: str = option(  # none: training sees the images as evaluation does; the knobs below override a preset
+        "none", group="data", choices=AUGMENT,
+        help="augmentation preset: light (random resized crop, flip where the data allows), standard (+ "
+             "TrivialAugment, label smoothing 0.1), strong (RandAugment instead, + random erasing 0.25, "
+             "mixup 0.2, cutmix 1.0)")
+    auto_augment: str | None = option(  # choices checked in validate: None (the preset's) is no flag value
+        group="data", metavar="POLICY",
+        help=f"automatic augmentation policy, one of {', '.join(AUTO_AUGMENT)} (default: the --augment preset's)")
+    random_erasing: float | None = option(  # timm's --reprob
+        group="data", metavar="P", help="probability of erasing a random rectangle of a training image "
+                                        "(default: the --augment preset's)")
+    mixup: float | None = option(  # alpha of Beta(alpha, alpha); timm's --mixup
+        group="data", metavar="ALPHA", help="mixup's alpha, 0 off (default: the --augment preset's)")
+    cutmix: float | None = option(  # alpha of Beta(alpha, alpha); with mixup, one of them per batch
+        group="data", metavar="ALPHA", help="cutmix's alpha, 0 off (default: the --augment preset's)")
+    label_smoothing: float | None = option(  # timm's --smoothing; validation and test losses stay unsmoothed
+        group="data", metavar="EPS", help="label smoothing of the training loss (default: the --augment preset's)")
     sampler: str = option(  # random: each example once per epoch, as the article; balanced for rare classes
         "random", group="data", choices=SAMPLERS,
         help="balanced: each epoch draws as many training examples as the split has, with replacement, "
@@ -272,6 +291,16 @@ class TrainConfig:
         check(self.num_workers is None or 0 <= self.num_workers <= MAX_WORKERS,
               f"--num_workers must be in 0..{MAX_WORKERS}, got {self.num_workers}")
         check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")
+        check(self.auto_augment is None or self.auto_augment in AUTO_AUGMENT,
+              f"--auto_augment must be one of {', '.join(AUTO_AUGMENT)}, got {shown(self.auto_augment)}")
+        # NaN fails every comparison, so each check below refuses it too
+        check(self.random_erasing is None or 0 <= self.random_erasing <= 1,
+              f"--random_erasing must be in [0, 1], got {self.random_erasing!r}")
+        for name in ("mixup", "cutmix"):
+            check(getattr(self, name) is None or 0 <= getattr(self, name) < math.inf,
+                  f"--{name} must be a finite alpha >= 0 (0: off), got {getattr(self, name)!r}")
+        check(self.label_smoothing is None or 0 <= self.label_smoothing < 1,
+              f"--label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         for name in ("hidden_sizes", "channels"):
             sizes = getattr(self, name)
             check(sizes is None or (0 < len(sizes) <= MAX_DEPTH and min(sizes) >= 1),
