@@ -69,9 +69,9 @@ class Examples(torch.utils.data.Dataset):
             return Bad(-1, examples.name(i) if isinstance(examples, ImageList) else f"example {i}", exc)
 
     def _augmented(self, examples, i: int, epoch: int) -> torch.Tensor:
-        from ptflow.data.transforms import seed_for
+        from ptflow.data.transforms import seed_example
 
-        torch.manual_seed(seed_for(self.seed, epoch, i))
+        seed_example(self.seed, epoch, i)
         return self.transform(_image(examples, i))
 
 

@@ -69,6 +69,11 @@ class LoopSettings:
     augment_flip: bool = False  # mirror half the training images at random
     sampler: str = "random"  # or "balanced": every class drawn about equally often (imbalance.py)
     class_weights: torch.Tensor | None = None  # |class_weights| = (n_classes,): the training loss's, or None
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup / cutmix on training batches (data/transforms.py); 0: off
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0  # of the training loss only: validation and test losses are never smoothed
+    n_classes: int = 0  # for the soft targets of mixing and smoothing
+    pixel_scale: float = 1 / 255  # mixed images are floats in 0..255: Preprocess takes floats as already scaled
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -150,6 +155,21 @@ def gather(x, index_lists: list[torch.Tensor], epoch: int | None = None):
     return x.batches([index.tolist() for index in index_lists], epoch)
 
 
+def _step_loss(state: TrainState, forward: Callable, loss_fn: Callable, x_i: torch.Tensor, y_i: torch.Tensor,
+               settings: LoopSettings) -> torch.Tensor:
+    """The batch's training loss: plain, class-weighted, or against the soft targets of mixing and smoothing."""
+    if not (settings.mixup or settings.cutmix or settings.label_smoothing):
+        return training_loss(loss_fn, forward(x_i), y_i, settings.class_weights)
+    from ptflow.data.transforms import mix_batch, soft_target_loss
+
+    targets = y_i
+    if settings.mixup or settings.cutmix:  # drawn from the run's generator: a resumed run mixes the same
+        x_i, targets = mix_batch(x_i, y_i, settings.n_classes, settings.mixup, settings.cutmix, state.generator)
+        x_i = x_i * settings.pixel_scale
+    return soft_target_loss(forward(x_i), targets, getattr(state.model, "returns_log_probs", False),
+                            settings.label_smoothing)
+
+
 def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
                 settings: LoopSettings, progress=None) -> float:
     """One pass over the shuffled training data; returns the per-sample mean loss (over all processes).
@@ -182,7 +202,7 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
             if x_i is None:
                 continue
         with autocast(device, settings.precision):
-            loss = training_loss(loss_fn, forward(x_i), y_i, settings.class_weights)
+            loss = _step_loss(state, forward, loss_fn, x_i, y_i, settings)
         state.optimizer.zero_grad(set_to_none=True)
         (loss if weight == 1.0 else loss * weight).backward()
         state.optimizer.step()

@@ -49,18 +49,44 @@ def to_device(splits: Splits, device: torch.device, config: TrainConfig | None =
     streamed dataset's inputs as splits the DataLoader workers decode (data/streaming.py)."""
     labels = {f"y_{p}": getattr(splits, f"y_{p}") for p in ("train", "val", "test")}
     data = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in labels.items()}
-    if not splits.streamed:
-        for p in ("train", "val", "test"):
+    transform = training_transform(config, splits)
+    # Streamed: what is not in memory, and the training split wherever a random transform needs
+    # each image by itself (in worker processes, not in the training loop).
+    streamed = ("train", "val", "test") if splits.streamed else ("train",) if transform is not None else ()
+    for p in ("train", "val", "test"):
+        if p not in streamed:
             data[f"x_{p}"] = torch.from_numpy(np.ascontiguousarray(getattr(splits, f"x_{p}"))).to(device)
+    if not streamed:
         return data
     from ptflow.data.streaming import Examples, Stream, StreamPart, default_workers
 
     workers = config.num_workers if config.num_workers is not None else default_workers(dist.local_world_size())
-    parts = {p: getattr(splits, f"x_{p}") for p in ("train", "val", "test")}
-    stream = Stream(Examples(parts, splits.geometry, None, config.seed), workers, device, bad_images)
-    for p in ("train", "val", "test"):
+    parts = {p: getattr(splits, f"x_{p}") for p in streamed}
+    stream = Stream(Examples(parts, splits.geometry, transform, config.seed), workers, device, bad_images)
+    for p in streamed:
         data[f"x_{p}"] = StreamPart(stream, p, len(parts[p]))
     return data
+
+
+def augmentation(config: TrainConfig, splits: Splits):
+    """--augment and its knobs resolved (data/transforms.py). A mirrored example is still one of
+    its class for photos and objects, not for handwriting (the digit style)."""
+    from ptflow.data.transforms import Augmentation
+
+    return Augmentation.of(config, flip=splits.is_image and splits.image_style != "digit")
+
+
+def training_transform(config: TrainConfig, splits: Splits):
+    """The per-example random transform of training images, or None (data/transforms.py)."""
+    aug = augmentation(config, splits)
+    if not aug.per_example:
+        return None
+    if not splits.is_image:
+        raise UsageError(f"--augment {config.augment} needs image data; {config.dataset} has "
+                         f"{splits.input_shape} features")
+    from ptflow.data.transforms import train_transform
+
+    return train_transform(aug, splits.input_shape[1:], splits.input_shape[0])
 
 
 def build_state(config: TrainConfig, splits: Splits, device: torch.device, preprocess: Preprocess,
@@ -152,6 +178,12 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         if value and not splits.is_image:
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
+    aug = augmentation(config, splits)
+    if aug.mixes and not splits.is_image:
+        raise UsageError(f"mixup and cutmix need image data; {config.dataset} has {splits.input_shape} features")
+    if config.class_weights != "none" and (aug.mixes or aug.label_smoothing):
+        raise UsageError("--class_weights balanced cannot be combined with mixup, cutmix or label smoothing "
+                         "(--augment standard and strong smooth labels): use --sampler balanced instead")
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
@@ -161,7 +193,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         checkpoint.restore(Path(resume_from), state, ident, device, config.n_epochs, allow_changed_code)
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
-        lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped))))
+        lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped,
+                              _images_of(config, splits)))))
     data = to_device(splits, device, config, bad_images)
     net = forward_model(state.model, config, device)
 
@@ -178,7 +211,9 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                             precision=config.precision, verbose=config.verbose, augment_shift=config.augment_shift,
                             augment_flip=config.augment_flip, rank=dist.rank(), world=dist.world_size(),
                             sampler=config.sampler, class_weights=imbalance.loss_weights(
-                                config.class_weights, splits.y_train, len(splits.classes), device))
+                                config.class_weights, splits.y_train, len(splits.classes), device),
+                            mixup=aug.mixup, cutmix=aug.cutmix, label_smoothing=aug.label_smoothing,
+                            n_classes=len(splits.classes), pixel_scale=prep.scale)
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
@@ -204,9 +239,10 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
 
 
 def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, started: float, state: TrainState,
-              resume_from: Path | None, skipped: list[dict] = ()) -> Path:
+              resume_from: Path | None, skipped: list[dict] = (), images: dict | None = None) -> Path:
     """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only).
-    skipped: the image files --bad_images skip left out (the fingerprint keeps a resumed run's the same)."""
+    skipped: the image files --bad_images skip left out (the fingerprint keeps a resumed run's the same);
+    images: how images are fed (_images_of), for run.json."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
         # config.json first: a kill at any moment after it leaves a run that --resume can continue
@@ -217,7 +253,7 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
             runs.write_bad_images(run_dir, skipped)
             counted = {"bad_images": len(skipped)}
         runs.write_status(run_dir, status="running", started=started, dataset=config.dataset, model=config.model,
-                          **counted, **runs.process(), **runs.processes(str(device)))
+                          **counted, **(images or {}), **runs.process(), **runs.processes(str(device)))
         return run_dir
     run_dir = Path(resume_from)
     previous = runs.read_json(run_dir / "run.json") or {}
@@ -230,6 +266,18 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     info(f"Resuming {run_dir} after epoch {state.epoch}" if state.epoch else
          f"Resuming {run_dir} from the start (it stopped before completing an epoch)")
     return run_dir
+
+
+def _images_of(config: TrainConfig, splits: Splits) -> dict:
+    """What run.json records of how images were fed: the augmentation resolved from --augment and
+    its knobs, and for image files their geometry and whether they were in memory or streamed."""
+    record = {}
+    if splits.is_image:
+        record["augmentation"] = augmentation(config, splits).to_dict()
+    if splits.geometry is not None:
+        record["images"] = {"size": list(splits.geometry.size), "channels": splits.geometry.channels,
+                            "crop_pct": splits.geometry.crop_pct, "placement": splits.placement}
+    return record
 
 
 def _image_transform(splits: Splits) -> dict:
