@@ -216,14 +216,18 @@ def image_grid(images: np.ndarray, titles: list[str], path: str | Path | None, c
     return to_png(fig, path)
 
 
-def samples_per_class(x: np.ndarray, y: np.ndarray, classes: list[str], path: str | Path, per_class: int = 10):
-    """A grid with one row per class (at most 20 classes), for `ptflow data`."""
+PER_CLASS = 10  # examples per row of `ptflow data`'s sample grid
+
+
+def pick_per_class(y: np.ndarray, classes: list[str], per_class: int = PER_CLASS) -> tuple[np.ndarray, list[str]]:
+    """The indices of up to per_class examples of each class (at most 20 classes), and their titles:
+    one row per class of `ptflow data`'s sample grid (image_grid)."""
     picked, titles = [], []
     for label, name in list(enumerate(classes))[:20]:
         index = np.flatnonzero(y == label)[:per_class]
         picked += list(index)
         titles += [name] * len(index)
-    image_grid(x[picked], titles, path, columns=per_class)
+    return np.array(picked, dtype=np.int64), titles
 
 
 MAX_TICKS = 60  # class names on a confusion matrix's axes: beyond this they overlap into a smudge

@@ -54,15 +54,19 @@ class Splits:
         """Whether x_train, x_val and x_test are ImageLists decoded as batches need them (streaming.py)."""
         return isinstance(self.x_train, ImageList)
 
-    def head(self, part: str, n: int) -> np.ndarray:
-        """The first n examples of split `part` as uint8 arrays, decoded if they are streamed
-        (an example that cannot be decoded is left out here: training meets it and says so)."""
+    def take(self, part: str, index) -> np.ndarray:
+        """Examples `index` of split `part` as arrays, decoded if they are only listed (one that
+        cannot be decoded is left out here: training meets it and applies --bad_images)."""
         x = getattr(self, f"x_{part}")
         if isinstance(x, ImageList):
             from ptflow.data.bad_images import BadImages
 
-            return decode_all(x[:n], self.geometry, BadImages("skip", 1.0, total=n))[0]
-        return x[:n]
+            return decode_all(x.subset(index), self.geometry, BadImages("skip", 1.0, total=len(index)))[0]
+        return x[index]
+
+    def head(self, part: str, n: int) -> np.ndarray:
+        """The first n examples of split `part` as arrays (take)."""
+        return self.take(part, np.arange(min(n, len(getattr(self, f"y_{part}")))))
 
     def fitting_sample(self, normalize: str) -> np.ndarray:
         """The training examples preprocessing statistics are fitted on: all of an array dataset;
@@ -97,13 +101,15 @@ class Splits:
 def load_splits(name: str, data_dir: str | None = None, target: str | None = None,
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
                 origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None,
-                image_size: int | None = None, crop_pct: float | None = None, in_memory: str = "yes") -> Splits:
+                image_size: int | None = None, crop_pct: float | None = None, in_memory: str = "yes",
+                decode: tuple[str, ...] = ("train", "val", "test")) -> Splits:
     """The dataset `name`, split. bad_images (a bad_images.BadImages) says what an image file that
     cannot be read does: stop (the default) or be skipped.
 
     A dataset of image files is listed, split, then decoded at its geometry (image_size and
     crop_pct, or the defaults geometry.py chooses from the training split's headers) into memory,
     or left as ImageLists to stream, as in_memory ("auto", "yes", "no": placement.py) says.
+    decode: the splits decoded when in memory (`ptflow evaluate` needs only the test split).
     """
     from ptflow.data.bad_images import BadImages
 
@@ -117,20 +123,21 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
             raise UsageError(f"--data_in_memory no: {name} is read as arrays, which are in memory already; "
                              f"streaming applies to image files (folder:, shards:)")
         return splits
-    return place(splits, bad_images, image_size, crop_pct, in_memory)
+    return place(splits, bad_images, image_size, crop_pct, in_memory, decode)
 
 
-def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str) -> Splits:
+def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str,
+          decode: tuple[str, ...] = ("train", "val", "test")) -> Splits:
     """Decode the ImageLists of `splits` into memory, or keep them to stream (placement.py)."""
     train = splits.x_train
     geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct)
-    decoded = sum(len(getattr(splits, f"y_{part}")) for part in ("train", "val", "test")) * int(np.prod(geometry.shape))
+    decoded = sum(len(getattr(splits, f"y_{part}")) for part in decode) * int(np.prod(geometry.shape))
     keep, why = placement.in_memory(mode, decoded, splits.name)
     splits.geometry, splits.placement = geometry, why
     splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.__dict__, default=list)).encode()
                                     + splits.y_test.astype("<i8").tobytes()).hexdigest()
     if keep:
-        for part in ("train", "val", "test"):
+        for part in decode:
             x, y = decode_all(getattr(splits, f"x_{part}"), geometry, bad_images)
             setattr(splits, f"x_{part}", x)
             setattr(splits, f"y_{part}", y)
@@ -240,19 +247,20 @@ def _fingerprint(raw: RawData) -> str:
 
 def describe(splits: Splits) -> dict:
     """The article's look at the data before training: sizes, classes, value range, statistics."""
-    scale = 1 / 255 if splits.x_train.dtype == np.uint8 else 1.0
+    x = splits.fitting_sample("standard")  # of image files, a sample (the one --normalize standard fits)
+    scale = 1 / 255 if x.dtype == np.uint8 else 1.0
     axes = (0, 2, 3) if splits.is_image else (0,)
-    mean, std = mean_std(splits.x_train, axes, scale)
+    mean, std = mean_std(x, axes, scale)
     counts = {part: np.bincount(y, minlength=len(splits.classes)).tolist()
               for part, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test))}
     return {
         "dataset": splits.name,
         "input_shape": list(splits.input_shape),
-        "dtype": str(splits.x_train.dtype),
+        "dtype": str(x.dtype),
         "classes": splits.classes,
         "sizes": {part: int(sum(c)) for part, c in counts.items()},
         "class_counts": counts,
-        "value_range": [float(splits.x_train.min()), float(splits.x_train.max())],
+        "value_range": [float(x.min()), float(x.max())],
         "train_mean": mean.tolist(),
         "train_std": std.tolist(),
         "fingerprint": splits.fingerprint,

@@ -93,6 +93,8 @@ CONFIG_FIELDS: dict[str, tuple[bool, str, Callable]] = {
     "seed": (True, "a non-negative integer", lambda v: _is_int(v) and 0 <= v <= MAX_SEED),
     "data_dir": (False, "a string or null", _optional(lambda v: isinstance(v, str))),
     "target": (False, "a string or null", _optional(lambda v: isinstance(v, str))),
+    "image_size": (False, "a positive integer or null", _optional(lambda v: _is_int(v) and 1 <= v <= 4096)),
+    "crop_pct": (False, "a number in [0.05, 1] or null", _optional(lambda v: _is_number(v) and 0.05 <= v <= 1)),
 }
 
 

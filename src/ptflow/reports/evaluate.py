@@ -66,7 +66,8 @@ def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code:
     config = loaded.meta["config"]
     splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
                          config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
-                         origin=loaded.meta["path"], bad_images=BadImages.of_run(config))
+                         origin=loaded.meta["path"], bad_images=BadImages.of_run(config),
+                         image_size=config.get("image_size"), crop_pct=config.get("crop_pct"), decode=("test",))
     if splits.fingerprint != loaded.meta.get("data_fingerprint"):
         warn(f"the data of {config['dataset']} differ from what the model was trained on")
     if splits.classes != loaded.classes:  # class i of the data would be judged as the model's class i
@@ -95,7 +96,7 @@ def evaluate_model(model_fn: str, data_dir: str | None = None, device: str = "au
     info(f"\n{len(judged.probs)} test examples in {judged.seconds:.3f}s ({report['images_per_second']:,.0f}/s)")
     write_json(out / "evaluation.json", report)
     predictions.save(out / predictions.FILE, splits.y_test, judged.probs,
-                     predictions.fingerprint(splits.x_test, splits.y_test), judged.loaded.meta.get("data_fingerprint"))
+                     splits.test_fingerprint(), judged.loaded.meta.get("data_fingerprint"))
     plots.confusion_matrix(np.array(report["confusion_matrix"]), classes, out / "confusion_matrix.png")
     plots.reliability_diagram(report["reliability"], report["ece"], out / "reliability.png")
     if splits.is_image:

@@ -22,7 +22,8 @@ def explore_dataset(name: str, data_dir: str | None = None, target: str | None =
                     max_bad_fraction: float = 0.01) -> dict:
     """Print what a training run would see of dataset `name`; bad_images as `ptflow train --bad_images`."""
     bad = BadImages(bad_images, max_bad_fraction)
-    splits = load_splits(name, data_dir, target, train_ratio, test_ratio, seed, bad_images=bad)
+    splits = load_splits(name, data_dir, target, train_ratio, test_ratio, seed, bad_images=bad,
+                         decode=())  # image files: listed; the statistics and samples decode a few
     summary = describe(splits)
     summary["bad_images"] = bad.skipped
     sizes = summary["sizes"]
@@ -43,7 +44,8 @@ def explore_dataset(name: str, data_dir: str | None = None, target: str | None =
         info(line)
     if splits.is_image:
         path = Path(out or f"{_stem(name)}-samples.png")
-        plots.samples_per_class(splits.x_train, splits.y_train, splits.classes, path)
+        index, titles = plots.pick_per_class(splits.y_train, splits.classes)
+        plots.image_grid(splits.take("train", index), titles, path, columns=plots.PER_CLASS)
         info(f"sample grid  {path}")
     return summary
 
