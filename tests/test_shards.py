@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -182,3 +184,20 @@ def test_pack_refuses_an_existing_non_empty_out_and_a_broken_file(cli, tmp_path)
     code, _, err = cli("data", "pack", f"folder:{photos.root}", "--out", tmp_path / "empty", "--shard_size", "5")
     assert code == 0, err
     assert len(list((tmp_path / "empty").glob("shard-*.tar"))) == 4  # 16 examples, 5 to a shard
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun's gloo jobs are tested on Linux")
+def test_two_processes_under_torchrun_train_on_the_shards_as_on_the_folder(tmp_path, packed):
+    """Each process streams its share of the seeded order by offset, from any shard: the model is
+    the one two processes train on the folder itself."""
+    photos, shards = packed
+    runs = tmp_path / "runs"
+    for name, dataset in (("folder", f"folder:{photos.root}"), ("shards", f"shards:{shards}")):
+        done = subprocess.run([sys.executable, "-m", "ptflow", "train", "--dataset", dataset, "--data_in_memory", "no",
+                               "--batch_size", "8", "--nproc_per_node", "2", "--runs_dir", str(runs),
+                               "--run_name", name, *SMALL[:2], *SMALL[2:4], *SMALL[6:]],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    folder, shards_run = weights(runs / "folder"), weights(runs / "shards")
+    assert all(np.array_equal(folder[key], shards_run[key]) for key in folder)
