@@ -28,6 +28,7 @@ MAX_ARRAY_BYTES = 16 << 30  # one array from a file: more than most machines hol
 MAX_DATASET_BYTES = 16 << 30  # all images of a folder: dataset, decoded (ptflow keeps datasets in memory)
 MAX_PARAMETERS = 1 << 30  # one model: 4 GiB of float32 weights, 16 GiB with Adam's state while training
 MAX_HEADER_BYTES = 100 << 20  # a safetensors JSON header (the safetensors library's own limit)
+MAX_INDEX_BYTES = 1 << 30  # a shards index.json: about 60 bytes per example, so some 15 million examples
 MAX_CONFIG_BYTES = 1 << 20  # a --config file: a flat mapping of options is a few kilobytes
 MAX_NESTING = 32  # lists and mappings inside each other, in config files, --model_args and model metadata
 MAX_NODES = 100_000  # values in one such structure, counting a value again each time it is reused

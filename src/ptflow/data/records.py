@@ -50,9 +50,11 @@ class ImageList:
         """What geometry.read_pixels reads example i from: its path, or its bytes inside a shard."""
         if self.offsets is None:
             return self.files[i]
+        import os
+
         from ptflow.files import open_regular
 
-        with open_regular(self.files[i]) as f:
+        with open(open_regular(self.files[i], os.O_RDONLY), "rb") as f:
             f.seek(int(self.offsets[i]))
             return f.read(int(self.lengths[i]))
 

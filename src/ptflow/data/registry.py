@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pathlib stays off `ptflow --help`'s imports
     from pathlib import Path
 
-from ptflow.data.formats import Format, csv, folder, npz
+from ptflow.data.formats import Format, csv, folder, npz, shards
 from ptflow.plugins import Source, find
 
 GROUP = "ptflow.datasets"
 # The file formats, by prefix: training, `ptflow predict`, the --dataset help and run names read them here.
-FORMATS = {form.prefix: form for form in (csv.FORMAT, npz.FORMAT, folder.FORMAT)}
+FORMATS = {form.prefix: form for form in (csv.FORMAT, npz.FORMAT, folder.FORMAT, shards.FORMAT)}
 
 
 @dataclass(frozen=True)
