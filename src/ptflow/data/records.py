@@ -52,11 +52,15 @@ class ImageList:
             return self.files[i]
         import os
 
+        from ptflow.errors import PtflowError
         from ptflow.files import open_regular
 
-        with open(open_regular(self.files[i], os.O_RDONLY), "rb") as f:
-            f.seek(int(self.offsets[i]))
-            return f.read(int(self.lengths[i]))
+        try:
+            with open(open_regular(self.files[i], os.O_RDONLY), "rb") as f:
+                f.seek(int(self.offsets[i]))
+                return f.read(int(self.lengths[i]))  # a shard cut short since: the decoder says truncated
+        except OSError as exc:  # removed or replaced since it was listed
+            raise PtflowError(f"{self.name(i)}: cannot read {self.files[i]} ({exc.strerror or exc})") from None
 
     def fingerprint(self) -> str:
         """sha256 of what identifies the examples without reading them: names relative to the
