@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, assert_same_run, epoch_metrics, make_images
+from helpers import assert_one_line_error, assert_same_run, epoch_metrics, make_images, signal_on_step
 
 from ptflow.config import TrainConfig
 from ptflow.training import interrupt, train
@@ -74,32 +74,23 @@ def test_resumed_run_equals_the_run_left_alone(tmp_path, npz_data, cli, flags):
     assert status["status"] == "finished" and status["resumed"][0]["after_epoch"] == 2
 
 
-def test_a_stop_mid_epoch_resumes_from_the_last_completed_epoch(tmp_path, npz_data, cli, monkeypatch):
-    flags = {"use_dropout": True, "scheduler": "cosine"}
+@pytest.mark.parametrize("flags", [{"use_dropout": True, "scheduler": "cosine"},
+                                   {"model": "cnn", "augment_shift": 1, "augment_flip": True, "sampler": "balanced"}],
+                         ids=["mlp", "cnn-augmented"])
+def test_a_stop_mid_epoch_resumes_at_the_next_batch(tmp_path, npz_data, cli, monkeypatch, flags):
     train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "alone", **flags)))
 
-    class SignalOnStep:  # stands in for the progress bar, which sees every step
-        def __init__(self, epoch):
-            self.epoch = epoch
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def update(self, done, total):
-            if self.epoch == 2 and done == 3:  # the third step of the third epoch
-                os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(train, "epoch_bar_factory", lambda n_epochs, verbose: SignalOnStep)
+    # the third step of the third epoch
+    monkeypatch.setattr(train, "epoch_bar_factory", signal_on_step(epoch=2, step=3))
     with pytest.raises(interrupt.Interrupted):
         train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "stopped", **flags)))
     monkeypatch.undo()
     run = tmp_path / "stopped"
-    assert read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"] == 2
-    code, _, err = cli("train", "--resume", run)
+    meta = read_checkpoint(run / "checkpoint.safetensors")[1]
+    assert meta["epoch"] == 2 and meta["position"]["batches"] == 3  # two epochs and three steps done
+    code, out, err = cli("train", "--resume", run)
     assert code == 0, err
+    assert "at batch 4 of epoch 3" in out
     assert_same_run(tmp_path / "alone", run)
 
 

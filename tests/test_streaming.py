@@ -120,3 +120,28 @@ def test_a_capped_process_streams_a_folder_larger_than_its_cap(tmp_path):
     streamed = train("--data_in_memory", "auto")
     assert streamed.returncode == 0, streamed.stderr[-2000:]
     assert "Images: streamed from disk" in streamed.stdout + streamed.stderr
+
+
+def test_a_streamed_run_stopped_mid_epoch_continues_at_the_next_batch(cli, tmp_path, monkeypatch):
+    from helpers import assert_same_run, signal_on_step
+
+    from ptflow.config import TrainConfig
+    from ptflow.training import interrupt, train
+
+    photos = write_photos(tmp_path / "photos", per_class=16)
+
+    def config(name):
+        return TrainConfig.from_dict({"dataset": f"folder:{photos.root}", "model": "cnn", "channels": [4, 8],
+                                      "n_epochs": 3, "batch_size": 8, "num_threads": 1, "verbose": 0,
+                                      "data_in_memory": "no", "num_workers": 1, "augment_shift": 1,
+                                      "runs_dir": str(tmp_path / "runs"), "run_name": name})
+
+    train.train_model(config("alone"))
+    monkeypatch.setattr(train, "epoch_bar_factory", signal_on_step(epoch=1, step=2))
+    with pytest.raises(interrupt.Interrupted):
+        train.train_model(config("stopped"))
+    monkeypatch.undo()
+    code, out, err = cli("train", "--resume", tmp_path / "runs" / "stopped")
+    assert code == 0, err
+    assert "at batch 3 of epoch 2" in out
+    assert_same_run(tmp_path / "runs" / "alone", tmp_path / "runs" / "stopped")

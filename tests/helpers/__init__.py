@@ -120,3 +120,26 @@ def assert_same_run(a: Path, b: Path) -> None:
     meta_a, meta_b = read_checkpoint(a / "checkpoint.safetensors")[1], read_checkpoint(b / "checkpoint.safetensors")[1]
     assert without_seconds(meta_a["history"]) == without_seconds(meta_b["history"])
     assert meta_a["optimizer"] == meta_b["optimizer"] and meta_a["scheduler"] == meta_b["scheduler"]
+
+
+def signal_on_step(epoch: int, step: int):
+    """A stand-in for train.epoch_bar_factory (the progress bar sees every step) that sends this
+    process SIGINT after step `step` of epoch `epoch` (both counted from 0 and 1 as the bar does)."""
+    import os
+    import signal
+
+    class SignalOnStep:
+        def __init__(self, current):
+            self.epoch = current
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, done, total):
+            if self.epoch == epoch and done == step:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return lambda n_epochs, verbose: SignalOnStep

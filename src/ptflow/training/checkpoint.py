@@ -10,8 +10,11 @@ that state and goes on: on CPU the run ends with the same weights, bit for bit, 
 left alone. The file is safetensors with JSON metadata, written atomically (a kill at any
 moment leaves the previous checkpoint whole) and read without unpickling anything.
 
-The resume point is the end of the last completed epoch (see interrupt.py for why a Ctrl-C
-mid-epoch discards the partial epoch rather than saving it).
+The resume point is the end of the last completed epoch, or, when a signal stopped training
+mid-epoch (interrupt.py), the step it stopped after: the checkpoint then also holds the epoch's
+position (its example order, its augmentation draws, how many batches are done and the loss
+summed so far), and the resumed run continues at the next batch with the generators as they
+were. A kill without a signal (kill -9, a crash) leaves the last epoch end's checkpoint.
 
 With several processes the main process writes the checkpoint, holding every process's random
 generators (gathered to it: each draws its own dropout masks); the weights, optimizer and
@@ -41,7 +44,7 @@ from ptflow.models.files import (
 from ptflow.training import distributed as dist
 from ptflow.training import identity
 from ptflow.training.distributed import is_main_process
-from ptflow.training.loop import TrainState
+from ptflow.training.loop import EpochPosition, TrainState
 
 CHECKPOINT = "checkpoint.safetensors"  # its name in a run folder
 CHECKPOINT_FORMAT = "ptflow.checkpoint"
@@ -126,6 +129,15 @@ def state_dict(state: TrainState, device: torch.device) -> tuple[dict[str, torch
             "bad_epochs": state.bad_epochs, "history": state.history,
             "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
             "scheduler": _json_only(state.scheduler.state_dict()) if state.scheduler else None}
+    position = state.position
+    if position is not None:  # stopped mid-epoch: where it stands (loop.EpochPosition)
+        draws = {"order": position.order, "shifts": position.shifts, "flips": position.flips}
+        tensors.update({f"position/{k}": v for k, v in draws.items() if v is not None})
+        # The loss sum is each process's own: gathered like the generators (rng_states).
+        for rank, total in enumerate(dist.gather_to_main(position.total.detach().reshape(1).cpu()) or []):
+            tensors[f"position/rank{rank}/total"] = total
+        seen = dist.gather_to_main(torch.tensor([position.seen], dtype=torch.int64)) or []
+        meta["position"] = {"batches": position.batches, "seen": [int(n) for n in seen]}
     return tensors, meta
 
 
@@ -149,6 +161,22 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     state.best_loss = float(meta["best_loss"])
     state.history = meta["history"]
     set_rng_states(state.generator, _unprefixed("rng/", tensors), device)  # a missing process's: warned of
+    state.position = _position(tensors, meta.get("position"), device)
+
+
+def _position(tensors: dict[str, torch.Tensor], meta: dict | None, device: torch.device) -> EpochPosition | None:
+    """The saved position inside an epoch, for this process; None at an epoch end, and where this
+    process has none (another process count: the epoch starts again, as resume warns)."""
+    if meta is None:
+        return None
+    total = tensors.get(f"position/rank{dist.rank()}/total")
+    seen = meta["seen"]
+    if total is None or not isinstance(seen, list) or dist.rank() >= len(seen):
+        return None
+    draws = {k: tensors[f"position/{k}"].to(device) if f"position/{k}" in tensors else None
+             for k in ("order", "shifts", "flips")}
+    return EpochPosition(draws["order"], draws["shifts"], draws["flips"], total.reshape(()).to(device),
+                         int(meta["batches"]), int(seen[dist.rank()]))
 
 
 def rng_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:

@@ -39,6 +39,21 @@ from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
 
 
 @dataclass
+class EpochPosition:
+    """Where an epoch stands: its draws (the order, the shifts and flips) and how far it got.
+
+    Saved with the checkpoint when a signal stops training mid-epoch (interrupt.py), so that
+    --resume continues at the next batch with the same draws, as if never stopped."""
+
+    order: torch.Tensor  # |order| = (n_train,): the epoch's example order
+    shifts: torch.Tensor | None  # the epoch's --augment_shift draws, or None
+    flips: torch.Tensor | None  # the epoch's --augment_flip draws, or None
+    total: torch.Tensor  # the training loss summed so far (a device scalar)
+    batches: int = 0  # batches done
+    seen: int = 0  # examples done (this process's)
+
+
+@dataclass
 class TrainState:
     """Everything that changes during training, in one place, so a run can be saved and resumed."""
 
@@ -52,6 +67,7 @@ class TrainState:
     best_weights: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0  # epochs since the validation loss last improved (early stopping)
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    position: EpochPosition | None = None  # inside an epoch's training pass; None between epochs
 
 
 @dataclass(kw_only=True)
@@ -170,6 +186,17 @@ def _step_loss(state: TrainState, forward: Callable, loss_fn: Callable, x_i: tor
                             settings.label_smoothing)
 
 
+def _new_position(state: TrainState, y: torch.Tensor, settings: LoopSettings, in_memory: bool) -> EpochPosition:
+    """A new epoch's draws, from the run's generator, in a fixed order (order, shifts, flips)."""
+    device = y.device
+    order = epoch_order(y, state.generator, settings.sampler)  # the same on every process
+    order = order.to(device) if in_memory else order.cpu()
+    shift = settings.augment_shift
+    shifts = draw_shifts(len(y), shift, state.generator, device) if shift else None
+    flips = draw_flips(len(y), state.generator, device) if settings.augment_flip else None  # drawn after shifts
+    return EpochPosition(order, shifts, flips, torch.zeros((), device=device))  # summed on the device: no sync
+
+
 def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
                 settings: LoopSettings, progress=None) -> float:
     """One pass over the shuffled training data; returns the per-sample mean loss (over all processes).
@@ -179,43 +206,40 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
     state.model.train()
     loss_fn = loss_function(state.model)
     device = y.device
-    in_memory = isinstance(x, torch.Tensor)
-    order = epoch_order(y, state.generator, settings.sampler)  # the same on every process
-    order = order.to(device) if in_memory else order.cpu()
-    shift = settings.augment_shift
-    shifts = draw_shifts(len(y), shift, state.generator, device) if shift else None
-    flips = draw_flips(len(y), state.generator, device) if settings.augment_flip else None  # drawn after shifts
+    pos = state.position or _new_position(state, y, settings, isinstance(x, torch.Tensor))
+    state.position = pos  # from here a signal saves where the epoch stands (checkpoint.py)
     starts = batch_starts(len(y), settings.batch_size, settings.world)
     slices = [shard(start, min(start + settings.batch_size, len(y)), settings.rank, settings.world)
               for start in starts]
-    total = torch.zeros((), device=device)  # summed on the device: float() here would sync every step
-    seen = 0
-    batches = gather(x, [order[lo:hi] for lo, hi, _ in slices], state.epoch)
-    for i, ((lo, hi, weight), (x_i, kept)) in enumerate(zip(slices, batches)):
+    order, shift = pos.order, settings.augment_shift
+    batches = gather(x, [order[lo:hi] for lo, hi, _ in slices[pos.batches:]], state.epoch)
+    for i, ((lo, hi, weight), (x_i, kept)) in enumerate(zip(slices[pos.batches:], batches), start=pos.batches):
         y_i = y.index_select(0, order[lo:hi].to(device))  # |x_i| = (hi - lo, *input_shape), uint8
-        if shifts is not None:
-            x_i = random_shift(x_i, shift, shifts[:, lo:hi] if kept is None else shifts[:, lo:hi][:, kept])
-        if flips is not None:
-            x_i = random_flip(x_i, flips[lo:hi] if kept is None else flips[lo:hi][kept])
+        if pos.shifts is not None:
+            x_i = random_shift(x_i, shift, pos.shifts[:, lo:hi] if kept is None else pos.shifts[:, lo:hi][:, kept])
+        if pos.flips is not None:
+            x_i = random_flip(x_i, pos.flips[lo:hi] if kept is None else pos.flips[lo:hi][kept])
         if kept is not None:  # examples --bad_images skip left out of this batch
             y_i = y_i[kept.to(device)]
-            if x_i is None:
-                continue
-        with autocast(device, settings.precision):
-            loss = _step_loss(state, forward, loss_fn, x_i, y_i, settings)
-        state.optimizer.zero_grad(set_to_none=True)
-        (loss if weight == 1.0 else loss * weight).backward()
-        state.optimizer.step()
-        if state.scheduler is not None:
-            state.scheduler.step()
-        total += loss.detach() * len(y_i)
-        seen += len(y_i)
-        if settings.verbose >= 2:
-            # detached: float() of a tensor that requires grad warns (and reads nothing more)
-            info(f"Train Iteration({i + 1}/{len(starts)}): loss={float(loss.detach()):.4e}")
+        if x_i is not None:
+            with autocast(device, settings.precision):
+                loss = _step_loss(state, forward, loss_fn, x_i, y_i, settings)
+            state.optimizer.zero_grad(set_to_none=True)
+            (loss if weight == 1.0 else loss * weight).backward()
+            state.optimizer.step()
+            if state.scheduler is not None:
+                state.scheduler.step()
+            pos.total += loss.detach() * len(y_i)
+            pos.seen += len(y_i)
+            if settings.verbose >= 2:
+                # detached: float() of a tensor that requires grad warns (and reads nothing more)
+                info(f"Train Iteration({i + 1}/{len(starts)}): loss={float(loss.detach()):.4e}")
+        pos.batches = i + 1
         if progress is not None:
             progress(i + 1, len(starts))
-        interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume restarts the epoch
+        interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume continues at the next one
+    state.position = None
+    total, seen = pos.total, pos.seen
     state.optimizer.zero_grad(set_to_none=True)  # the last step's gradients: free for validation to reuse
     if settings.world == 1:
         return float(total) / seen

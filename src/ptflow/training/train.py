@@ -222,6 +222,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                 progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        if isinstance(exc, interrupt.Interrupted) and state.position is not None:
+            checkpoint.save(run_dir, state, ident, device)  # stopped mid-epoch: --resume continues at the next batch
         if isinstance(exc, RunStopped):
             status = exc.status
         runs.write_status(run_dir, status=status, finished=time.time(), error=type(exc).__name__)
@@ -263,8 +265,11 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     write_json(run_dir / "config.json", config.to_dict())  # --n_epochs or --early_stop may have changed
     runs.write_metrics(run_dir, state.history)  # a kill between checkpoint and metrics line: the checkpoint wins
     remove_temporaries(run_dir)  # left by a writer killed mid-write
-    info(f"Resuming {run_dir} after epoch {state.epoch}" if state.epoch else
-         f"Resuming {run_dir} from the start (it stopped before completing an epoch)")
+    if state.position is not None:
+        info(f"Resuming {run_dir} at batch {state.position.batches + 1} of epoch {state.epoch + 1}")
+    else:
+        info(f"Resuming {run_dir} after epoch {state.epoch}" if state.epoch else
+             f"Resuming {run_dir} from the start (it stopped before completing an epoch)")
     return run_dir
 
 
@@ -305,6 +310,8 @@ def output_flags(config: TrainConfig) -> list[str]:
 def _say_how_to_resume(run_dir: Path, config: TrainConfig, state: TrainState, exc: BaseException) -> None:
     cause = f" by {exc}" if isinstance(exc, interrupt.Interrupted) else ""
     kept = f"the checkpoint after epoch {state.epoch} is kept" if state.epoch else "no epoch had completed"
+    if state.position is not None:
+        kept = f"the checkpoint after batch {state.position.batches} of epoch {state.epoch + 1} is kept"
     command = shlex.join(["ptflow", "train", "--resume", str(run_dir), *output_flags(config)])
     if dist.is_distributed():  # the same processes continue it exactly
         command += (f" --nproc_per_node {dist.world_size()}" if dist.world_size() == dist.local_world_size()
