@@ -29,7 +29,7 @@ def register(commands) -> None:
     group.add_argument("--print_config", nargs="?", const="auto", metavar="yaml|toml",
                        help="print the resolved config (YAML, or --config's format) and exit")
     group.add_argument("--resume", metavar="RUN", help="continue a stopped run (a run folder, or a run id in "
-                                                       "--runs_dir) from its last completed epoch")
+                                                       "--runs_dir) from where it stopped")
     group.add_argument("--allow_changed_code", action="store_true",
                        help="resume even though ptflow's code changed since the run started")
     group.add_argument("--trust_model_code", action="store_true",

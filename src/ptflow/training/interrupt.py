@@ -2,9 +2,8 @@
 
 The handlers only set a flag. The training loop calls `check()` after every step (a read of a
 Python global: no device sync) and at every epoch end, and `check()` raises `Interrupted` once a
-signal has come. The run then stops with the checkpoint of its last completed epoch on disk and
-is resumed from there: the partial epoch is discarded rather than saved mid-way, which keeps the
-resume exact without the loop having to save and restore its position inside an epoch.
+signal has come. The run then saves its position inside the epoch with the checkpoint
+(checkpoint.py, loop.EpochPosition) and is resumed at the next batch, exactly.
 
 A second signal raises at once, wherever the program is: every file is written atomically, so
 the last checkpoint stays intact (as it does under `kill -9`).

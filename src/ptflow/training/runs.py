@@ -5,7 +5,7 @@
       run.json         status (running, finished, interrupted, failed), pid and host, timings, headline metrics
       metrics.jsonl    one JSON object per epoch
       env.json         versions, seed, git commit, data fingerprint, command line
-      checkpoint.safetensors  the training state after the last completed epoch (see checkpoint.py)
+      checkpoint.safetensors  the training state at the last epoch end, or where a signal stopped it (checkpoint.py)
       model.safetensors, learning_curve.png
       predictions.npz  each test example's predicted class and probability (predictions.py)
       bad_images.jsonl with --bad_images skip: each image file left out, with its problem and why
