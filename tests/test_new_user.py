@@ -71,6 +71,21 @@ def test_the_readme_workflow_runs_as_pasted_and_evaluates_the_model_it_trained(c
     assert (run / "report.html").is_file()  # `ptflow report` with no RUN: the latest run
 
 
+def test_the_readme_photo_commands_run_as_pasted(cli, tmp_path, monkeypatch):
+    """The photos block on a small generated folder (the same images as a folder and as shards)."""
+    pytest.importorskip("torchvision")  # --augment light
+    from helpers.photos import write_photos
+
+    monkeypatch.chdir(tmp_path)
+    write_photos(tmp_path / "photos", per_class=8)
+    for line in commands(readme_block("photos")):
+        code, out, err = cli(*ptflow_args(line), *(["--n_epochs", "2"] if line[1] == "train" else []))
+        assert code == 0, f"{shlex.join(line)}: {err}"
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    placements = [json.loads((run / "run.json").read_text())["images"]["placement"] for run in runs]
+    assert len(runs) == 2 and placements[1].startswith("streamed")
+
+
 def test_the_readme_python_snippet_runs_as_pasted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
