@@ -145,3 +145,12 @@ def test_a_streamed_run_stopped_mid_epoch_continues_at_the_next_batch(cli, tmp_p
     assert code == 0, err
     assert "at batch 3 of epoch 2" in out
     assert_same_run(tmp_path / "runs" / "alone", tmp_path / "runs" / "stopped")
+
+
+def test_a_streamed_augmented_folder_of_gray_and_colour_photos_trains(cli, tmp_path):
+    pytest.importorskip("torchvision")
+    photos = write_photos(tmp_path / "photos", per_class=8)  # RGB, CMYK and gray files in one folder
+    assert "L" in photos.modes.values()
+    run = _train(cli, photos.root, tmp_path / "runs", "r", "--augment", "light", "--data_in_memory", "no",
+                 "--num_workers", "1")
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"

@@ -72,11 +72,12 @@ class Examples(torch.utils.data.Dataset):
         from ptflow.data.transforms import seed_example
 
         seed_example(self.seed, epoch, i)
-        return self.transform(_image(examples, i))
+        return self.transform(_image(examples, i, self.geometry))
 
 
-def _image(examples, i: int):
-    """Example i as a gray or RGB PIL image, before any resizing (the training transform crops it)."""
+def _image(examples, i: int, geometry: Geometry | None):
+    """Example i as a PIL image of the dataset's channels (gray or RGB), before any resizing (the
+    training transform crops it)."""
     from PIL import Image
 
     if isinstance(examples, np.ndarray):
@@ -85,7 +86,9 @@ def _image(examples, i: int):
     from ptflow.data.image_files import read_image
     from ptflow.data.imaging import flatten
 
-    return flatten(read_image(examples.source(i), examples.name(i)))
+    image = flatten(read_image(examples.source(i), examples.name(i)))
+    mode = "L" if geometry.channels == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)  # a gray photo in a colour dataset
 
 
 def collate(items: list) -> tuple[torch.Tensor | None, list[Bad]]:
