@@ -17,7 +17,9 @@ from ptflow.models.inference import predict_proba
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
-pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")  # TorchScript still loads fine
+# TorchScript still loads fine; torch 2.13 marks torch.jit deprecated with a DeprecationWarning, 2.14 a FutureWarning
+pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:.*torch.jit.*:FutureWarning")]
 
 
 def raw_test_inputs(model_fn) -> tuple[np.ndarray, object]:

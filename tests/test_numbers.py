@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers.serving import wait_ready
 
 from ptflow import predictions, stats
 from ptflow.models.files import load_model, save_model
@@ -122,9 +123,7 @@ def test_calibrate_stores_a_temperature_that_predict_serve_and_export_apply(cli,
     from ptflow.serve.app import create_app
 
     with TestClient(create_app(model_fn), base_url="http://localhost") as client:
-        for _ in range(500):
-            if client.get("/readyz").status_code == 200:
-                break
+        wait_ready(client)  # the model loads while /readyz says 503: polled with pauses, not 500 requests in a row
         answer = client.post("/v1/predict", json={"inputs": x[:4].reshape(4, -1).tolist()})
     assert answer.status_code == 200, answer.text
     served = [list(p["probabilities"].values()) for p in answer.json()["predictions"]]
