@@ -5,6 +5,9 @@ torchrun command line ptflow builds, and the usage errors said once, before anyt
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -212,3 +215,53 @@ def test_processes_say_a_failure_torchrun_recovers_or_reports_as_a_note(monkeypa
     job = Job(rank=1, world_size=2, max_restarts=2, restart_count=2)  # none left: torchrun reports who failed
     assert launch.note_for(lost, job) == str(lost) and "error" not in launch.note_for(lost, job)
     assert launch.note_for(own, job) is None  # the process's own failure is the job's error
+
+
+# --- a launcher killed with -9 --------------------------------------------------------------------
+
+# A process of a 2-process job (its one peer agrees with it, no process group needed), started by
+# a launcher with several threads, as torchrun's agent has: it stops gracefully on its launcher's
+# death, then takes a second to record the stop, while the launcher's other threads end. The
+# SIGTERM it sends itself there is one the kernel may send (only sometimes, on an idle machine).
+STOPPING_PROCESS = """
+import os, signal, sys, time
+from ptflow.training import distributed as dist, interrupt, launch
+dist.is_distributed = lambda: True
+dist.agree_max = lambda value: value
+launch.die_with_launcher()
+try:
+    with interrupt.stop_gracefully():
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.001)
+            interrupt.check()
+except interrupt.Interrupted as exc:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)
+    print("recorded", exc.exit_code, flush=True)
+    sys.exit(exc.exit_code)
+"""
+LAUNCHER = """
+import subprocess, sys, threading, time
+for _ in range(16):
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_process_records_its_stop_through_every_death_signal_of_a_launcher_killed_with_kill_9():
+    """The kernel sends the death signal again for each thread of the dying launcher that takes the
+    process over (measured here: 1 to 13 with these 16 threads), spread out on a busy machine; none
+    may kill the process before it has recorded its stop."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, STOPPING_PROCESS], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert launcher.stdout.readline() == "ready\n"
+        launcher.kill()
+        out = launcher.stdout.read()  # to the end: the stopping process holds the pipe until it exits
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert out == "recorded 143\n"

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -197,3 +198,28 @@ def test_help_imports_nothing_heavy():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc says which process is a zombie")
+def test_a_running_run_whose_process_is_dead_unreaped_or_replaced_shows_as_crashed():
+    """A killed launcher's processes are reaped by init, which may take its time: a zombie is dead
+    (its lock dropped), and so is the run's pid once a later process reuses it."""
+    from ptflow.training import runs
+
+    now = time.time()
+    record = {"status": "running", "host": platform.node(), "pid": os.getpid(), "started": now}
+    assert runs.status(record) == "running"  # this very process
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.01)  # exited, not yet waited for
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert runs.status({**record, "pid": zombie.pid}) == "crashed"
+        assert runs.status({**record, "pid": later.pid, "started": now - 60}) == "crashed"  # started after the record
+        assert runs.status({**record, "pid": later.pid}) == "running"  # recorded as it started
+        resumed = {**record, "pid": later.pid, "started": now - 600, "resumed": [{"at": now - 60}, {"at": now}]}
+        assert runs.status(resumed) == "running"  # the last resume recorded it
+    finally:
+        later.kill()
+        later.wait()
+        zombie.wait()

@@ -12,7 +12,8 @@ Several processes (torch.distributed) stop together: `check()` is then an all-re
 process's flag, so a signal to any one of them stops all at the same step boundary, with the
 same exit status. There a second signal does not raise at once: torchrun forwards the signals
 it receives, so a Ctrl-C in a terminal reaches each worker twice (from the terminal and from
-torchrun); a worker that does not stop is killed by torchrun after its shutdown timeout.
+torchrun); a worker that does not stop is killed by torchrun after its shutdown timeout. Once
+they have stopped, further signals are ignored, so that each records its stop before it exits.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def stop_gracefully():
     previous = {s: signal.signal(s, _handle) for s in SIGNALS}
     try:
         yield
+    except Interrupted:
+        if _collective:
+            # One of several processes is stopping; its caller records the stop (run.json, the
+            # resume hint) after this. A later signal must not kill it first: torchrun forwards
+            # the ones it gets, and a killed launcher's death signal comes again for each of its
+            # threads that exits (launch.die_with_launcher). Ignored until the process ends.
+            previous = dict.fromkeys(SIGNALS, signal.SIG_IGN)
+        raise
     finally:
         for s, handler in previous.items():
             if handler is not None:  # None: a handler installed from C, which Python cannot restore

@@ -90,9 +90,12 @@ def die_with_launcher() -> None:
     orphans, holding the run's lock, the CPUs and the GPUs. prctl(PR_SET_PDEATHSIG) is the kernel's
     own guard and needs no process alive to act. SIGTERM, not SIGKILL: the processes then stop
     together at the next step, as on Ctrl-C, and leave the run "interrupted" and resumable.
-    (The signal comes when the thread that started this process ends: torchrun starts its
-    processes from its main thread.) Other systems have no such call; there a launcher killed
-    with -9 still leaves its processes running.
+    The signal comes when the thread that started this process ends (torchrun's main thread), and
+    again each time another thread of the dying launcher that took the process over ends: the
+    kernel hands a dead thread's children to a live thread of the same process first. The launcher
+    runs torchrun's agent in 4 threads (torch 2.13), so a process gets 1 to 4 SIGTERMs, spread out
+    when the CPUs are busy; interrupt.stop_gracefully ignores those that come after the stop. Other systems have no such
+    call; there a launcher killed with -9 still leaves its processes running.
     """
     if not sys.platform.startswith("linux"):
         return

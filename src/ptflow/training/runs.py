@@ -202,12 +202,26 @@ def process() -> dict:
 def status(info: dict) -> str:
     """run.json's status, except that a "running" run whose process is gone shows as "crashed"."""
     value = info.get("status", "unknown")
-    if value == "running" and info.get("host") == platform.node() and not _alive(info.get("pid")):
+    if value == "running" and info.get("host") == platform.node() and not _alive(info.get("pid"), _recorded(info)):
         return "crashed"  # killed (kill -9, out of memory, power): resumable from its last checkpoint
     return value
 
 
-def _alive(pid) -> bool:
+def _recorded(info: dict):
+    """When the run's process recorded itself (it started before): its last resume, or its start."""
+    resumed = info.get("resumed")
+    last = resumed[-1] if isinstance(resumed, list) and resumed and isinstance(resumed[-1], dict) else {}
+    at = last.get("at", info.get("started"))
+    return at if isinstance(at, (int, float)) else None
+
+
+def _alive(pid, recorded: float | None = None) -> bool:
+    """Whether the process `pid`, which recorded itself at time `recorded`, still runs.
+
+    Not when it is a zombie: dead, its locks dropped, but not yet reaped by its parent (a process
+    whose launcher was killed is reaped by init, which may take its time); nor when the pid now
+    belongs to a process that started after the record, a later one that reuses it.
+    """
     if not isinstance(pid, int) or os.name == "nt":  # Windows' os.kill would terminate the process
         return True
     try:
@@ -215,8 +229,27 @@ def _alive(pid) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, but belongs to someone else
-        return True
-    return True
+        pass
+    state, started = _process_state(pid)
+    if state in ("Z", "X"):
+        return False
+    # 2 s: the boot time that dates processes is in whole seconds
+    return recorded is None or started is None or started <= recorded + 2
+
+
+def _process_state(pid: int) -> tuple[str | None, float | None]:
+    """A process's state letter (/proc/PID/stat) and when it started (seconds since the epoch);
+    None for what /proc does not say (other systems)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None, None
+    try:
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return fields[0] if fields else None, None
 
 
 def append_metrics(run: Path, record: dict) -> None:
