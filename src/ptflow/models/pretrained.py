@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
 from ptflow.console import info
@@ -130,7 +131,8 @@ def describe(summary: dict) -> str:
 
 def hub_weights(name: str) -> dict:
     """The hub's pretrained weights of timm model `name` (timm:NAME) at their own class count;
-    without a network, one line naming --pretrained_path."""
+    without a network, one line naming --pretrained_path (the local cache still serves)."""
+    from ptflow.errors import first_line
     from ptflow.models import timm_models
 
     if not timm_models.is_timm(name):
@@ -138,14 +140,52 @@ def hub_weights(name: str) -> dict:
                          f"(--pretrained_path FILE loads weights into any model)")
     timm = timm_models.require_timm()
     timm_models.check_name(name)
+    host = _hub_host()
+    online = _reachable(host)
     try:
-        return timm.create_model(timm_models.arch(name), pretrained=True).state_dict()
+        with _hub_offline(not online):  # offline: the cache answers at once, instead of a minute of retries
+            return timm.create_model(timm_models.arch(name), pretrained=True).state_dict()
     except Exception as exc:  # noqa: BLE001 - offline, no such weights, a hub error: each says it in one line
-        from ptflow.errors import first_line
+        why = (f"no network to reach {host}, and they are not in the local cache" if not online else
+               f"{type(exc).__name__}: {first_line(exc)[:120]}")
+        raise UsageError(f"--pretrained: cannot get the weights of {name} from the hub ({why}); download them "
+                         f"where there is a network and pass --pretrained_path FILE") from None
 
-        raise UsageError(f"--pretrained: cannot get the weights of {name} from the hub (no network, or none "
-                         f"published: {type(exc).__name__}: {first_line(exc)[:160]}); download them where there "
-                         f"is a network and pass --pretrained_path FILE") from None
+
+def _hub_host() -> str:
+    import os
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within `timeout` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _hub_offline(offline: bool):
+    """huggingface_hub told to use its cache only (offline), its retry warnings kept off the terminal."""
+    import logging
+
+    from huggingface_hub import constants
+
+    hub_log = logging.getLogger("huggingface_hub")
+    was, level = constants.HF_HUB_OFFLINE, hub_log.level
+    constants.HF_HUB_OFFLINE = offline or was
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
+        hub_log.setLevel(level)
 
 
 def apply(model, name: str, pretrained: bool, path: str | None) -> dict | None:

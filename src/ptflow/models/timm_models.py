@@ -70,9 +70,9 @@ def check_name(name: str) -> None:
     if timm.is_model(model):
         return
     close = difflib.get_close_matches(model, timm.list_models(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
-    raise UsageError(f"unknown timm model {model!r} (timm {timm.__version__}){hint} "
-                     f"`ptflow models --filter PATTERN` lists them")
+    hint = f"did you mean {', '.join('timm:' + c for c in close)}? " if close else ""
+    raise UsageError(f"unknown timm model {model!r} (timm {timm.__version__}): {hint}"
+                     f"`ptflow models --filter PATTERN` lists the names")
 
 
 def factory(name: str) -> Callable:
