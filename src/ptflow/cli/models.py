@@ -21,9 +21,10 @@ def register(commands) -> None:
 def run(args) -> int:
     if args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    from ptflow.config import TrainConfig
     from ptflow.models.catalog import listing
 
-    entries, more, note = listing(args.filter, args.limit)
+    entries, more, note = listing(args.filter, args.limit, TrainConfig().to_dict())
     width = max([len(e.name) for e in entries] + [5])
     print(f"{'model':<{width}}  {'kind':<7}  {'parameters':>12}")
     for e in entries:

@@ -24,11 +24,12 @@ class Entry:
     parameters: int | None  # None: not countable on the meta device
 
 
-def listing(pattern: str | None, limit: int) -> tuple[list[Entry], int, str | None]:
+def listing(pattern: str | None, limit: int, flags: dict) -> tuple[list[Entry], int, str | None]:
     """(the first `limit` models matching the shell-style pattern, how many more match, a note on
-    timm when it is not installed)."""
-    found = [Entry(n, "builtin", _count(n)) for n in registry.BUILTIN if _matches(n, pattern)]
-    found += [Entry(n, "plugin", _count(n)) for n in sorted(entry_points(registry.GROUP)) if _matches(n, pattern)]
+    timm when it is not installed). flags: the train flags' defaults, which size the built-ins."""
+    found = [Entry(n, "builtin", _count(n, flags)) for n in registry.BUILTIN if _matches(n, pattern)]
+    plugins = sorted(entry_points(registry.GROUP))
+    found += [Entry(n, "plugin", _count(n, flags)) for n in plugins if _matches(n, pattern)]
     if timm_models.version() is None:
         return found[:limit], max(len(found) - limit, 0), f"timm models: timm is not installed ({timm_models.INSTALL})"
     import timm
@@ -50,13 +51,11 @@ def _timm_pattern(pattern: str | None) -> str:
     return timm_models.arch(pattern) if timm_models.is_timm(pattern) else pattern
 
 
-def _count(name: str) -> int | None:
+def _count(name: str, flags: dict) -> int | None:
     import torch
 
-    from ptflow.config import TrainConfig
-
     try:
-        args = registry.constructor_args(name, REFERENCE_SHAPE, REFERENCE_CLASSES, {}, TrainConfig().to_dict())
+        args = registry.constructor_args(name, REFERENCE_SHAPE, REFERENCE_CLASSES, {}, flags)
         with torch.device("meta"):
             model = registry.build(name, args)
     except Exception:  # noqa: BLE001 - a plugin that needs other inputs or real tensors: no count
