@@ -174,6 +174,14 @@ class TrainConfig:
     dropout_p: float = option(0.3, group="model", help="dropout probability")  # the article's default
     channels: list[int] = option(  # cnn: one conv stage each; 28 -> 14 -> 7 -> 3 pixels
         group="model", factory=lambda: [16, 32, 64], metavar="N,N,...", help="cnn channels per conv stage")
+    pretrained: bool = option(  # off: from scratch, as the article; the weights come from timm's hub (a network)
+        False, group="model", help="start a timm:NAME model from its pretrained weights on timm's hub (offline: "
+                                   "use --pretrained_path)")
+    pretrained_path: str | None = option(  # loaded by models/pretrained.py's rules; the file is read, never unpickled
+        group="model", metavar="FILE",
+        help="start from the weights in FILE (safetensors or a weights-only .pth state dict): tensors of the same "
+             "name and shape are loaded, a classifier head of another class count is re-initialised, a first conv "
+             "of other input channels adapted")
     # --- optimisation ---
     batch_size: int = option(256, group="optimisation", help="examples per step")  # the article's
     n_epochs: int = option(  # the article's epoch count; the best epoch by validation loss is kept
@@ -313,6 +321,10 @@ class TrainConfig:
         check_structure(self.model_args, "--model_args")
         check(is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
         check(bool(self.model.strip()), "--model must name a model")
+        check(not (self.pretrained and self.pretrained_path), "--pretrained and --pretrained_path both name "
+                                                              "starting weights: give one")
+        check(not self.pretrained or self.model.startswith("timm:"), "--pretrained takes weights from timm's hub: "
+              f"it needs --model timm:NAME, not {self.model!r} (--pretrained_path FILE loads weights into any model)")
         check(bool(self.dataset.strip()), "--dataset must name a dataset")
         for field in dataclasses.fields(self):
             if field.metadata["choices"]:
@@ -354,8 +366,8 @@ def _names_help(field: str) -> str:
                 f"or PACKAGE.MODULE:FUNCTION")
     from ptflow.models import registry as models
 
-    return (f"a built-in network ({', '.join(models.BUILTIN)}), a plugin's name, or PACKAGE.MODULE:NAME (a class "
-            f"or factory)")
+    return (f"a built-in network ({', '.join(models.BUILTIN)}), timm:NAME (any timm architecture: `ptflow models`), "
+            f"a plugin's name, or PACKAGE.MODULE:NAME (a class or factory)")
 
 
 def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None,

@@ -28,7 +28,7 @@ from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import cpu_threads, has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
-from ptflow.models import registry
+from ptflow.models import pretrained, registry, timm_models
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
 from ptflow.training import checkpoint, ddp, identity, imbalance, interrupt, outcome, runs, tracking
@@ -101,6 +101,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
                                      config.to_dict())  # a built-in network reads the flags it names
     model = registry.build(config.model, args, trust_code, origin)
+    pretrained.apply(model, config.model, config.pretrained, config.pretrained_path)  # --pretrained(_path)
     sample = preprocess(torch.from_numpy(splits.head("train", 2)).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
     model = ddp.prepare(model, config).to(device)
@@ -153,6 +154,7 @@ def train_model(config: TrainConfig, callbacks: list[Callable[[TrainState, Path]
 def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None,
                  allow_changed_code: bool, resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
+    config = timm_models.with_own_geometry(config)  # a timm model's own image size and crop, where not given
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
@@ -178,6 +180,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         if value and not splits.is_image:
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
+    prep = timm_models.own_preprocessing(config.model, config.normalize, splits.input_shape) or prep
     aug = augmentation(config, splits)
     if aug.mixes and not splits.is_image:
         raise UsageError(f"mixup and cutmix need image data; {config.dataset} has {splits.input_shape} features")
