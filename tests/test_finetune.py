@@ -240,3 +240,10 @@ def test_bad_values_are_one_line_errors(tmp_path, npz_data, cli, flags, words):
     assert_one_line_error(err)
     assert words in err
     assert not any(tmp_path.iterdir())  # refused before a run folder exists
+
+
+def test_a_model_without_a_head_is_a_usage_error():
+    from ptflow.errors import UsageError
+
+    with pytest.raises(UsageError, match="classifier head"):
+        finetune.param_groups(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), 0.1, head_lr_mult=2)

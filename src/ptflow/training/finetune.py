@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ptflow.errors import UsageError
+
 DROP_PATH_ARG = "drop_path_rate"  # timm's name of the stochastic depth rate
 
 
@@ -36,7 +38,8 @@ def head_module(model: nn.Module) -> nn.Module:
             return head
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(model).__name__} has no get_classifier() and no nn.Linear layer to take as its head")
+        raise UsageError(f"--head_lr_mult and --freeze_backbone_epochs need a classifier head: "
+                         f"{type(model).__name__} has no get_classifier() and no nn.Linear layer")
     return linears[-1]
 
 
