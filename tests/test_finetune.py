@@ -86,7 +86,9 @@ def test_the_kept_weights_are_the_better_of_raw_and_ema():
 
 RESUMED = {"ema": {"ema": 0.9, "scheduler": "cosine", "warmup_epochs": 1},
            "freeze-head-lr": {"freeze_backbone_epochs": 3, "head_lr_mult": 5.0, "optimizer": "adamw",
-                              "weight_decay": 0.05}}
+                              "weight_decay": 0.05},
+           "cnn-ema-freeze": {"model": "cnn", "channels": [4, 8], "ema": 0.7, "freeze_backbone_epochs": 1,
+                              "head_lr_mult": 2.0, "scheduler": "cosine", "warmup_epochs": 2}}
 
 
 @pytest.mark.parametrize("flags", RESUMED.values(), ids=RESUMED.keys())
@@ -95,6 +97,11 @@ def test_resume_after_two_of_four_epochs_equals_the_run_left_alone(tmp_path, npz
     with pytest.raises(interrupt.Interrupted):
         train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "stopped", **flags)),
                           callbacks=[signal_after_epoch(2)])
+    for flag, value in flags.items():  # hyperparameters: fixed on resume
+        if flag in ("ema", "head_lr_mult", "freeze_backbone_epochs", "warmup_epochs"):
+            code, _, err = cli("train", "--resume", tmp_path / "stopped", f"--{flag}", str(type(value)(value / 2)))
+            assert code == 2 and f"cannot change --{flag}" in err, err
+            assert_one_line_error(err)
     code, _, err = cli("train", "--resume", tmp_path / "stopped")
     assert code == 0, err
     assert_same_run(tmp_path / "alone", tmp_path / "stopped")
