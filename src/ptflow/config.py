@@ -174,6 +174,14 @@ class TrainConfig:
     dropout_p: float = option(0.3, group="model", help="dropout probability")  # the article's default
     channels: list[int] = option(  # cnn: one conv stage each; 28 -> 14 -> 7 -> 3 pixels
         group="model", factory=lambda: [16, 32, 64], metavar="N,N,...", help="cnn channels per conv stage")
+    pretrained: bool = option(  # off: from scratch, as the article; the weights come from timm's hub (a network)
+        False, group="model", help="start a timm:NAME model from its pretrained weights on timm's hub (offline: "
+                                   "use --pretrained_path)")
+    pretrained_path: str | None = option(  # loaded by models/pretrained.py's rules; the file is read, never unpickled
+        group="model", metavar="FILE",
+        help="start from the weights in FILE (safetensors or a weights-only .pth state dict): tensors of the same "
+             "name and shape are loaded, a classifier head of another class count is re-initialised, a first conv "
+             "of other input channels adapted")
     # --- optimisation ---
     batch_size: int = option(256, group="optimisation", help="examples per step")  # the article's
     n_epochs: int = option(  # the article's epoch count; the best epoch by validation loss is kept
@@ -192,6 +200,25 @@ class TrainConfig:
     early_stop: int = option(  # 0 never stops early
         0, group="optimisation", resume=True, metavar="PATIENCE",
         help="stop after this many epochs without a better validation loss (0: never)")
+    # --- fine-tuning (training/finetune.py): any model; the head is get_classifier() or the last nn.Linear ---
+    warmup_epochs: int = option(  # 0: the schedule starts at once, as before
+        0, group="fine-tuning", metavar="N",
+        help="raise the learning rate linearly over the first N epochs' steps, then follow --scheduler")
+    head_lr_mult: float = option(  # 1: one learning rate; a new head often learns faster than a pretrained body
+        1.0, group="fine-tuning", metavar="X",
+        help="the classifier head's learning rate is --lr times X (a second parameter group; schedules scale both)")
+    freeze_backbone_epochs: int = option(  # 0: everything trains from the start
+        0, group="fine-tuning", metavar="N",
+        help="train only the classifier head for the first N epochs (the rest, BatchNorm statistics included, "
+             "stays exactly as it was), then everything")
+    ema: float = option(  # 0: off; 0.999 or 0.9999 are usual for long runs, less for a few hundred steps
+        0.0, group="fine-tuning", metavar="DECAY",
+        help="keep an exponential moving average of the weights, updated every step and validated each epoch "
+             "beside them; the better of the two by validation loss is saved, and the run says which (0: off)")
+    drop_path: float = option(  # 0: off; timm's networks take it as drop_path_rate
+        0.0, group="fine-tuning", metavar="RATE",
+        help="stochastic depth rate, passed to the model as drop_path_rate (timm models; the built-in networks "
+             "have none)")
     # --- validation and calibration ---
     folds: int = option(  # 0: one train/validation split, the article's; K: K-fold cross-validation first
         0, group="validation and calibration", role=DATA, metavar="K",
@@ -279,6 +306,7 @@ class TrainConfig:
         check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         check(self.early_stop >= 0, f"--early_stop must be >= 0, got {self.early_stop}")
+        self._validate_finetuning()
         check(self.folds == 0 or self.folds >= 2, f"--folds must be 0 (off) or >= 2, got {self.folds}")
         check(self.fold is None or 1 <= self.fold <= self.folds,
                f"--fold must be in 1..--folds ({self.folds}), got {self.fold}" if self.folds else
@@ -313,6 +341,10 @@ class TrainConfig:
         check_structure(self.model_args, "--model_args")
         check(is_json(self.model_args), "--model_args must hold JSON values only (numbers, strings, lists...)")
         check(bool(self.model.strip()), "--model must name a model")
+        check(not (self.pretrained and self.pretrained_path), "--pretrained and --pretrained_path both name "
+                                                              "starting weights: give one")
+        check(not self.pretrained or self.model.startswith("timm:"), "--pretrained takes weights from timm's hub: "
+              f"it needs --model timm:NAME, not {self.model!r} (--pretrained_path FILE loads weights into any model)")
         check(bool(self.dataset.strip()), "--dataset must name a dataset")
         for field in dataclasses.fields(self):
             if field.metadata["choices"]:
@@ -323,6 +355,25 @@ class TrainConfig:
             check_choice("log", name, TRACKERS)
         check(len(set(self.log)) == len(self.log), f"--log names a tracker twice: {','.join(self.log)}")
         check(self.mlflow_uri is None or "mlflow" in self.log, "--mlflow_uri is used only with --log mlflow")
+
+    def _validate_finetuning(self) -> None:
+        for name in ("ema", "head_lr_mult", "drop_path"):
+            check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
+        check(0 <= self.ema < 1, f"--ema must be a decay in [0, 1) (0: off), got {self.ema}")
+        check(self.head_lr_mult > 0, f"--head_lr_mult must be > 0, got {self.head_lr_mult}")
+        check(0 <= self.drop_path < 1, f"--drop_path must be in [0, 1), got {self.drop_path}")
+        for name in ("warmup_epochs", "freeze_backbone_epochs"):
+            value = getattr(self, name)
+            check(0 <= value < self.n_epochs,
+                  f"--{name} must be in 0..{self.n_epochs - 1} (less than --n_epochs {self.n_epochs}), got {value}")
+        check(not (self.warmup_epochs and self.scheduler == "onecycle"),
+              "--warmup_epochs cannot be combined with --scheduler onecycle, which warms up by itself")
+        if self.drop_path:  # asked only then: a network's declaration sits beside its code, which imports torch
+            from ptflow.models import registry as models
+
+            network = models.builtin(self.model)
+            check(network is None or "drop_path" in network.flags(),
+                  f"--drop_path: the built-in network {self.model} has no drop path (a timm model has)")
 
     def device_name(self) -> str:
         """The device asked for, with the article's --gpu_id taking precedence over --device."""
@@ -354,8 +405,8 @@ def _names_help(field: str) -> str:
                 f"or PACKAGE.MODULE:FUNCTION")
     from ptflow.models import registry as models
 
-    return (f"a built-in network ({', '.join(models.BUILTIN)}), a plugin's name, or PACKAGE.MODULE:NAME (a class "
-            f"or factory)")
+    return (f"a built-in network ({', '.join(models.BUILTIN)}), timm:NAME (any timm architecture: `ptflow models`), "
+            f"a plugin's name, or PACKAGE.MODULE:NAME (a class or factory)")
 
 
 def fields_where(role: str | None = None, resume: bool | None = None, writes: bool | None = None,

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import sys
 
-from ptflow.cli import data, evaluate, export, predict, report, runs, serve, sweep, train
+from ptflow.cli import data, evaluate, export, models, predict, report, runs, serve, sweep, train
 from ptflow.cli.common import Parser
 from ptflow.errors import PtflowError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, predict, serve, export, data, sweep, runs, report)
+COMMANDS = (train, evaluate, predict, serve, export, data, sweep, runs, report, models)
 
 
 def build_parser(argv: list[str] | None = None) -> Parser:

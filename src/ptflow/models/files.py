@@ -60,9 +60,11 @@ def versions() -> dict:
     import safetensors
 
     from ptflow import __version__
+    from ptflow.models.timm_models import version as timm_version
 
-    return {"ptflow": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__,
-            "safetensors": safetensors.__version__, "python": platform.python_version()}
+    found = {"ptflow": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__,
+             "safetensors": safetensors.__version__, "python": platform.python_version()}
+    return {**found, "timm": timm_version()} if timm_version() else found  # timm: models named timm:NAME
 
 
 def contiguous_cpu(state: dict) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
     --model mlp                      built in: a module of this folder (mlp.py), named in BUILTIN
     --model resnet_small             registered by an installed package under `ptflow.models`
     --model my_pkg.nets:WideNet      a class or factory imported from a module
+    --model timm:resnet18            any timm architecture (timm_models.py): a name, not code
 
 A model from outside is called as `factory(input_shape=[C, H, W] or [F], n_classes=N,
 **model_args)` and returns an `nn.Module` that maps a float batch (N, *input_shape) to
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ptflow.errors import PtflowError, UsageError
+from ptflow.models import timm_models
 from ptflow.plugins import Source, describe, find, load
 from ptflow.sizes import MAX_PARAMETERS
 
@@ -63,7 +65,9 @@ class BuiltinModel:
 
 def source(name: str) -> Source:
     """Where model `name` comes from, without importing it (a UsageError if it is nowhere)."""
-    return find(name, BUILTIN, GROUP, "model")
+    if timm_models.is_timm(name):  # before import paths: "timm:NAME" has their form
+        return timm_models.source(name)
+    return find(name, BUILTIN, GROUP, "model", also=("timm:NAME",))
 
 
 def builtin(name: str) -> BuiltinModel | None:
@@ -83,6 +87,8 @@ def constructor_args(name: str, input_shape: tuple[int, ...], n_classes: int, mo
     """
     if name in BUILTIN:
         return {**builtin_args(name, input_shape, n_classes, flags), **model_args}
+    if timm_models.is_timm(name):
+        return timm_models.constructor_args(name, input_shape, n_classes, model_args)
     return {"input_shape": list(input_shape), "n_classes": n_classes, **model_args}
 
 
@@ -134,7 +140,8 @@ def build(name: str, args: dict, trust_code: bool = True, origin: str | None = N
     all before a byte of weights is allocated. A factory that cannot run on the meta device
     (rare, and only code the user trusts) skips these checks.
     """
-    factory = load(source(name), trust_code, origin, "model")
+    where = source(name)
+    factory = timm_models.factory(name) if where.kind == "timm" else load(where, trust_code, origin, "model")
     skeleton = _on_meta(factory, args, name)
     if skeleton is not None:
         n = sum(t.numel() for t in (*skeleton.parameters(), *skeleton.buffers()))

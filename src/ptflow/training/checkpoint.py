@@ -2,7 +2,7 @@
 
 At every epoch end the run folder's `checkpoint.safetensors` receives everything `TrainState`
 holds: the weights, the optimizer's state (its tensors flattened; param_groups as JSON), the
-scheduler's state_dict, every random generator used (the global CPU one that draws dropout
+scheduler's state_dict, the --ema average, every random generator used (the global CPU one that draws dropout
 masks, the shuffling generator, the GPU's), the epoch, the best weights and loss, the
 early-stopping counter and the history, with the run's identity (identity.py). `ptflow train
 --resume RUN` rebuilds the model and optimizer from the run's saved config (resume.py), loads
@@ -116,6 +116,8 @@ def state_dict(state: TrainState, device: torch.device) -> tuple[dict[str, torch
     tensors = _prefixed("model/", state.model.state_dict())
     if state.best_weights is not None:
         tensors.update(_prefixed("best/", state.best_weights))
+    if state.ema is not None:  # --ema: the average's weights, buffers and update count (n_averaged)
+        tensors.update(_prefixed("ema/", state.ema.state_dict()))
     optimizer = state.optimizer.state_dict()
     scalars = {}
     for index, values in optimizer["state"].items():
@@ -126,7 +128,7 @@ def state_dict(state: TrainState, device: torch.device) -> tuple[dict[str, torch
                 scalars.setdefault(str(index), {})[name] = value
     tensors.update(_prefixed("rng/", rng_states(state.generator, device)))
     meta = {"epoch": state.epoch, "best_loss": state.best_loss, "best_epoch": state.best_epoch,
-            "bad_epochs": state.bad_epochs, "history": state.history,
+            "bad_epochs": state.bad_epochs, "best_from": state.best_from, "history": state.history,
             "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
             "scheduler": _json_only(state.scheduler.state_dict()) if state.scheduler else None}
     position = state.position
@@ -146,6 +148,9 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     state.model.load_state_dict(_unprefixed("model/", tensors))
     best = _unprefixed("best/", tensors)
     state.best_weights = {k: v.to(device) for k, v in best.items()} if best else None
+    if state.ema is not None:  # strict: a checkpoint without the EMA is not this run's
+        state.ema.load_state_dict(_unprefixed("ema/", tensors))
+    state.best_from = meta.get("best_from", "raw")
     optimizer_state: dict[int, dict] = {}
     for key, value in _unprefixed("optimizer/", tensors).items():
         index, name = key.split("/", 1)

@@ -28,10 +28,10 @@ from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import cpu_threads, has_native_bf16, resolve_device
 from ptflow.errors import PtflowError, RunStopped, UsageError
 from ptflow.files import remove_temporaries, write_json
-from ptflow.models import registry
+from ptflow.models import pretrained, registry, timm_models
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import checkpoint, ddp, identity, imbalance, interrupt, outcome, runs, tracking
+from ptflow.training import checkpoint, ddp, finetune, identity, imbalance, interrupt, outcome, runs, tracking
 from ptflow.training import distributed as dist
 from ptflow.training.loop import (
     LoopSettings,
@@ -98,20 +98,24 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     here, before a run folder exists.
     """
     torch.manual_seed(config.seed)  # initial weights and dropout masks follow the seed
-    args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), config.model_args,
+    model_args = {**finetune.model_kwargs_for(config), **config.model_args}  # --drop_path for models that take it
+    args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), model_args,
                                      config.to_dict())  # a built-in network reads the flags it names
     model = registry.build(config.model, args, trust_code, origin)
+    pretrained.apply(model, config.model, config.pretrained, config.pretrained_path)  # --pretrained(_path)
     sample = preprocess(torch.from_numpy(splits.head("train", 2)).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
     model = ddp.prepare(model, config).to(device)
     if splits.is_image and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    total_steps = config.n_epochs * steps_per_epoch(len(splits.y_train), config.batch_size, dist.world_size())
-    scheduler = build_scheduler(optimizer, config.scheduler, config.lr, total_steps)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.head_lr_mult)
+    per_epoch = steps_per_epoch(len(splits.y_train), config.batch_size, dist.world_size())
+    scheduler = build_scheduler(optimizer, config.scheduler, config.n_epochs * per_epoch,
+                                config.warmup_epochs * per_epoch)
     generator = torch.Generator().manual_seed(config.seed)  # the same shuffled order on every process
     ddp.seed_process(config.seed)
-    return TrainState(model, optimizer, scheduler, generator), args
+    ema = finetune.build_ema(model, config.ema)  # a copy of the initial weights, before any step
+    return TrainState(model, optimizer, scheduler, generator, ema=ema), args
 
 
 def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -153,6 +157,7 @@ def train_model(config: TrainConfig, callbacks: list[Callable[[TrainState, Path]
 def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None,
                  allow_changed_code: bool, resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
+    config = timm_models.with_own_geometry(config)  # a timm model's own image size and crop, where not given
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
@@ -178,6 +183,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         if value and not splits.is_image:
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
+    prep = timm_models.own_preprocessing(config.model, config.normalize, splits.input_shape) or prep
     aug = augmentation(config, splits)
     if aug.mixes and not splits.is_image:
         raise UsageError(f"mixup and cutmix need image data; {config.dataset} has {splits.input_shape} features")
@@ -213,7 +219,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                             sampler=config.sampler, class_weights=imbalance.loss_weights(
                                 config.class_weights, splits.y_train, len(splits.classes), device),
                             mixup=aug.mixup, cutmix=aug.cutmix, label_smoothing=aug.label_smoothing,
-                            n_classes=len(splits.classes), pixel_scale=prep.scale)
+                            n_classes=len(splits.classes), pixel_scale=prep.scale,
+                            freeze_epochs=config.freeze_backbone_epochs)
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
@@ -333,9 +340,12 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
     data.clear()
     splits.release()
     best = state.history[state.best_epoch - 1]
+    from_ema = state.best_from == "ema"  # the saved weights are the EMA's: so is the accuracy shown
     metrics = {"best_epoch": state.best_epoch, "best_valid_loss": state.best_loss,
-               "valid_acc": best["valid_acc"], "test_loss": None, "test_acc": None,
+               "valid_acc": best["ema_valid_acc" if from_ema else "valid_acc"], "test_loss": None, "test_acc": None,
                "epochs_run": state.epoch, **judged.metrics, "seconds": round(time.time() - started, 2)}
+    if state.ema is not None:
+        metrics["best_weights_from"] = state.best_from
     meta = {"model": config.model, "model_args": args, "model_source": registry.source(config.model).to_dict(),
             "classes": splits.classes,
             "input_shape": list(splits.input_shape), "preprocessing": prep.to_dict(),
@@ -352,7 +362,9 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
         runs.write_status(run_dir, status="finished", finished=time.time(), **metrics)
     dist.barrier()  # no process reports success before the files are written
     if config.verbose >= 1:
-        info(f"Best epoch {state.best_epoch}: valid_loss={state.best_loss:.4e}  valid_acc={best['valid_acc']:.4f}")
+        whose = {"ema": " (EMA weights)", "raw": " (raw weights, not the EMA)"}[state.best_from] if state.ema else ""
+        info(f"Best epoch {state.best_epoch}{whose}: valid_loss={state.best_loss:.4e}  "
+             f"valid_acc={metrics['valid_acc']:.4f}")
     for line in outcome.summary_lines(metrics):
         info(line)  # the result, printed even with --verbose 0
     if config.verbose >= 1:
