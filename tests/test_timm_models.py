@@ -90,6 +90,8 @@ def test_pretrained_path_loads_the_backbone_reinitialises_the_head_and_adapts_th
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Pretrained weights")]
     assert len(lines) == 1 and "re-initialised" in lines[0] and "conv1.0.weight" in lines[0]
     assert load_model(tmp / "runs" / "gray" / "model.safetensors").meta["model_args"]["in_chans"] == 1
+    recorded = json.loads((tmp / "runs" / "gray" / "run.json").read_text())["pretrained"]
+    assert recorded["adapted"] == ["conv1.0.weight"] and sorted(recorded["reinitialised"]) == ["fc.bias", "fc.weight"]
 
 
 class Evil:

@@ -90,8 +90,9 @@ def training_transform(config: TrainConfig, splits: Splits):
 
 
 def build_state(config: TrainConfig, splits: Splits, device: torch.device, preprocess: Preprocess,
-                trust_code: bool = True, origin: str | None = None) -> tuple[TrainState, dict]:
-    """The model, optimizer, schedule and shuffling generator of a fresh run, and the model's arguments.
+                trust_code: bool = True, origin: str | None = None) -> tuple[TrainState, dict, dict | None]:
+    """The model, optimizer, schedule and shuffling generator of a fresh run, the model's arguments,
+    and what --pretrained(_path) loaded into it (models/pretrained.py; None without them).
 
     origin names the file config.model was read from (a resumed run's config), for the trust rule.
     The model is tried on two training examples first: arguments that contradict the data fail
@@ -102,7 +103,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     args = registry.constructor_args(config.model, splits.input_shape, len(splits.classes), model_args,
                                      config.to_dict())  # a built-in network reads the flags it names
     model = registry.build(config.model, args, trust_code, origin)
-    pretrained.apply(model, config.model, config.pretrained, config.pretrained_path)  # --pretrained(_path)
+    loaded = pretrained.apply(model, config.model, config.pretrained, config.pretrained_path)  # --pretrained(_path)
     sample = preprocess(torch.from_numpy(splits.head("train", 2)).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
     model = ddp.prepare(model, config).to(device)
@@ -115,7 +116,7 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     generator = torch.Generator().manual_seed(config.seed)  # the same shuffled order on every process
     ddp.seed_process(config.seed)
     ema = finetune.build_ema(model, config.ema)  # a copy of the initial weights, before any step
-    return TrainState(model, optimizer, scheduler, generator, ema=ema), args
+    return TrainState(model, optimizer, scheduler, generator, ema=ema), args, loaded
 
 
 def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -191,7 +192,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
         raise UsageError("--class_weights balanced cannot be combined with mixup, cutmix or label smoothing "
                          "(--augment standard and strong smooth labels): use --sampler balanced instead")
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
-    state, args = build_state(config, splits, device, preprocess, trust_code, origin)
+    state, args, loaded = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
         info(str(state.model))
     ident = identity.current(config.model, args, splits.fingerprint)
@@ -200,7 +201,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped,
-                              _images_of(config, splits)))))
+                              {**_images_of(config, splits), **({"pretrained": loaded} if loaded else {})}))))
     data = to_device(splits, device, config, bad_images)
     net = forward_model(state.model, config, device)
 
@@ -251,7 +252,7 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
               resume_from: Path | None, skipped: list[dict] = (), images: dict | None = None) -> Path:
     """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only).
     skipped: the image files --bad_images skip left out (the fingerprint keeps a resumed run's the same);
-    images: how images are fed (_images_of), for run.json."""
+    images: what run.json records of how images are fed (_images_of) and of the starting weights."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
         # config.json first: a kill at any moment after it leaves a run that --resume can continue
