@@ -1,14 +1,17 @@
 """Decoding photos for training: ptflow's streaming path against timm's and torchvision's loaders.
 
     python bench/image_pipeline.py [--images N] [--size S] [--workers W] [--rounds R]
+    python bench/image_pipeline.py --images 120 --min_side 1500 --max_side 3000 --memory_images 0  # camera size
     python bench/image_pipeline.py --profile      # cProfile of ptflow's training path, no workers
 
-One generated folder of photo-like JPEGs (mixed sizes, 300-600 px a side: gradients, shapes and
-noise; a few classes), cached under the temp dir. Every contender runs the same worker count and
+One generated folder of photo-like JPEGs (mixed sizes, by default 300-600 px a side as in
+ImageNet; --min_side/--max_side for camera-size photos: gradients, shapes and noise; a few
+classes), cached under the temp dir. Every contender runs the same worker count and
 batch size over the same files, in alternating order, each for `--rounds` rounds (medians):
 - training: decode + random resized crop S (scale 0.35-1, ptflow's `--augment light`) + flip:
   a. ptflow: formats/folder.py lists the folder, then streaming.Stream over streaming.Examples
-     with transforms.train_transform (the path `ptflow train` runs);
+     with transforms.train_transform (the path `ptflow train` runs: crops.CropFlip, which draws
+     the box from the header and decodes a large JPEG at a reduced DCT scale);
   b. timm: create_dataset("", root) (its ImageFolder reader) + create_loader(is_training,
      scale, hflip 0.5, no colour jitter or auto-augment, bilinear, use_prefetcher=False): its
      workers also turn pixels into normalized float32 (ToTensor + Normalize);
@@ -55,12 +58,12 @@ CROP_PCT = 0.875
 
 # ---- the folder ----------------------------------------------------------------------------
 
-def photo(rng, motif: str):
+def photo(rng, motif: str, sides: tuple[int, int] = (300, 600)):
     """A photo-like RGB image: a two-colour gradient, the class's motif and a few distractors, noise."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFilter
 
-    w, h = (int(v) for v in rng.integers(300, 601, 2))
+    w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
     a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -88,11 +91,12 @@ def photo(rng, motif: str):
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def folder(n: int, seed: int = 0) -> Path:
+def folder(n: int, seed: int = 0, sides: tuple[int, int] = (300, 600)) -> Path:
     """A class folder of n JPEGs (quality 90), generated once and cached in the temp dir."""
     import numpy as np
 
-    root = Path(tempfile.gettempdir()) / "ptflow_image_pipeline" / f"photos_{n}_{seed}"
+    name = f"photos_{n}_{seed}" + ("" if sides == (300, 600) else f"_{sides[0]}-{sides[1]}px")
+    root = Path(tempfile.gettempdir()) / "ptflow_image_pipeline" / name
     done = root / ".complete"
     if done.exists():
         return root
@@ -100,7 +104,7 @@ def folder(n: int, seed: int = 0) -> Path:
     for i in range(n):
         motif = CLASSES[i % len(CLASSES)]
         (root / motif).mkdir(parents=True, exist_ok=True)
-        photo(rng, motif).save(root / motif / f"{i:06d}.jpg", quality=90)
+        photo(rng, motif, sides).save(root / motif / f"{i:06d}.jpg", quality=90)
     done.touch()
     return root
 
@@ -342,10 +346,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, every contender")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min_side", type=int, default=300, help="the generated photos' sides, at least")
+    parser.add_argument("--max_side", type=int, default=600, help="the generated photos' sides, at most")
     parser.add_argument("--memory_images", type=int, default=300, help="M: train on M then 4M images (0: skip)")
     parser.add_argument("--profile", action="store_true", help="only profile ptflow's path, without workers")
     args = parser.parse_args()
-    root = folder(args.images)
+    root = folder(args.images, sides=(args.min_side, args.max_side))
     if args.profile:
         return profile(root, args.size, args.batch_size)
     import timm
@@ -356,8 +362,8 @@ def main() -> None:
     print(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}, {_cpu_name()}, {os.cpu_count()} cores "
           f"({platform.node()}), Python {platform.python_version()}, torch {torch.__version__}, torchvision "
           f"{torchvision.__version__}, timm {timm.__version__}; load average {load[0]:.1f} at the start")
-    print(f"folder: {args.images} JPEGs, 300-600 px a side, {len(CLASSES)} classes; {args.workers} workers, "
-          f"batch {args.batch_size}, crop {args.size}")
+    print(f"folder: {args.images} JPEGs, {args.min_side}-{args.max_side} px a side, {len(CLASSES)} classes; "
+          f"{args.workers} workers, batch {args.batch_size}, crop {args.size}")
     train = measure(TRAIN, root, args)
     evaluation = measure(EVAL, root, args)
     print(f"\nTraining (decode + random resized crop {args.size}, scale {SCALE[0]}-{SCALE[1]}, + flip), "
@@ -367,9 +373,11 @@ def main() -> None:
     print(table(evaluation, args.workers, ("torchvision eval",), None))
     cpu = cpu_per_image(root, args.size)
     print("\nCPU ms per image, one thread in one process (each contender's Dataset item; process time):\n")
-    print("| contender | CPU ms per image | images/s per busy core |\n| --- | ---: | ---: |")
+    print("| contender | CPU ms per image | images/s per busy core | ptflow's images/s vs it |\n"
+          "| --- | ---: | ---: | ---: |")
     for name, ms in cpu.items():
-        print(f"| {name} | {ms:.2f} | {1000 / ms:,.0f} |")
+        mine = cpu["ptflow eval (read_pixels)" if "eval" in name else "ptflow"]
+        print(f"| {name} | {ms:.2f} | {1000 / ms:,.0f} | {ms / mine:.2f}x |")
     if args.memory_images:
         print(f"\nTraining memory, `ptflow train --data_in_memory no --image_size 64 --model cnn --n_epochs 1 "
               f"--augment light --num_workers {args.workers}`:\n")

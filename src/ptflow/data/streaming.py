@@ -8,7 +8,9 @@ both paths feed the network the same bytes in the same order and train the same 
 
 With a training transform (--augment), each example is transformed in the worker after a
 `torch.manual_seed` drawn from (seed, epoch, example): the same image whatever the worker
-count or which worker took it, and a resumed run sees the same augmentations. Stored arrays
+count or which worker took it, and a resumed run sees the same augmentations. A transform that
+reads files itself (crops.CropFlip: it draws the crop from the header, then decodes at most what
+the crop needs) is handed the file; any other gets the decoded image. Stored arrays
 (a dataset in memory, with augmentation) go through the same workers.
 
 An example that cannot be decoded (a file damaged past its header) does not raise in the
@@ -72,6 +74,8 @@ class Examples(torch.utils.data.Dataset):
         from ptflow.data.transforms import seed_example
 
         seed_example(self.seed, epoch, i)
+        if isinstance(examples, ImageList) and hasattr(self.transform, "read"):  # crops.CropFlip: it decodes
+            return self.transform.read(examples.source(i), examples.name(i))
         return self.transform(_image(examples, i, self.geometry))
 
 

@@ -2,7 +2,8 @@
 transform, batch mixing (mixup, cutmix) and the loss on the soft targets mixing makes.
 
 Per example (in DataLoader workers, on a PIL image): random resized crop, horizontal flip,
-RandAugment or TrivialAugment, then random erasing on the uint8 tensor. Per batch (in the
+RandAugment or TrivialAugment, then random erasing on the uint8 tensor. Without an automatic
+policy the crop, flip and erasing run fused in crops.py, drawing what v2 draws. Per batch (in the
 training loop): mixup or cutmix, and label smoothing in the loss. The order and the recipes are
 those of torchvision's classification reference (references/classification/presets.py and
 train.py: crop -> flip -> auto-augment -> tensor -> erasing; mixup/cutmix by RandomChoice on
@@ -97,15 +98,22 @@ class Augmentation:
 def train_transform(aug: Augmentation, size: tuple[int, int], channels: int):
     """PIL image in mode "L" (channels 1) or "RGB" (channels 3) -> uint8 tensor (channels, *size).
 
-    None when nothing per example is random: the caller then uses its evaluation transform. The
-    result is picklable (DataLoader workers may be spawned)."""
+    None when nothing per example is random: the caller then uses its evaluation transform. A
+    random resized crop without auto-augment is crops.CropFlip, which also reads image files
+    (`read`: the box drawn before decoding); the rest is a v2 Compose. The result is picklable
+    (DataLoader workers may be spawned)."""
     if not aug.per_example:
         return None
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    mode = "L" if channels == 1 else "RGB"
+    size = (int(size[0]), int(size[1]))
+    if aug.crop_scale and aug.auto_augment == "none":  # crop, flip, erasing: fused (crops.py), same draws
+        from ptflow.data.crops import CropFlip
+
+        return CropFlip(size, aug.crop_scale, aug.hflip, aug.random_erasing, mode, ERASE_VALUE)
     from torchvision.transforms import v2
 
-    size = (int(size[0]), int(size[1]))
     steps = []
     if aug.crop_scale:
         steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, antialias=True))
@@ -120,7 +128,7 @@ def train_transform(aug: Augmentation, size: tuple[int, int], channels: int):
     steps.append(v2.PILToTensor())  # |x| = (channels, *size), uint8
     if aug.random_erasing:
         steps.append(v2.RandomErasing(aug.random_erasing, value=ERASE_VALUE))
-    return TrainTransform(v2.Compose(steps), "L" if channels == 1 else "RGB")
+    return TrainTransform(v2.Compose(steps), mode)
 
 
 class TrainTransform:
