@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("timm")
 
 import torch  # noqa: E402
-from helpers import assert_same_run, epoch_metrics, run_cli  # noqa: E402
+from helpers import assert_same_run, epoch_metrics, run_cli, signal_on_step  # noqa: E402
 from helpers.photos import write_photos  # noqa: E402
 
 import ptflow  # noqa: E402
@@ -166,10 +166,10 @@ def test_folds_cross_validate_a_timm_model(trained):
     assert load_model(runs / "cv" / "model.safetensors").meta["model_source"]["kind"] == "timm"
 
 
-def fine_tune(photos, runs, name: str) -> dict:
+def fine_tune(photos, runs, name: str, **changes) -> dict:
     return {"dataset": f"folder:{photos}", "model": NAME, "runs_dir": str(runs), "run_name": name,
             "image_size": 32, "n_epochs": 2, "batch_size": 8, "verbose": 0, "num_threads": 1,
-            "ema": 0.9, "warmup_epochs": 1, "scheduler": "cosine", "drop_path": 0.1}
+            "ema": 0.9, "warmup_epochs": 1, "scheduler": "cosine", "drop_path": 0.1, **changes}
 
 
 def test_a_stopped_timm_fine_tune_resumes_to_the_run_left_alone(trained, capsys):
@@ -190,6 +190,26 @@ def test_a_stopped_timm_fine_tune_resumes_to_the_run_left_alone(trained, capsys)
     assert run_cli("train", "--resume", run) == 0
     assert "after epoch 1" in capsys.readouterr().out
     assert_same_run(runs / "alone", run)  # model, checkpoint (EMA and optimizer included), metrics
+
+
+def test_a_stop_mid_epoch_while_the_backbone_is_frozen_resumes_exactly(trained, capsys, monkeypatch):
+    """Stopped at step 2 of epoch 1, with the backbone frozen for that epoch: the resumed run
+    unfreezes at the same step as the run left alone, and the EMA continues from the same state."""
+    tmp, photos, _ = trained
+    runs = tmp / "frozen_runs"
+    changes = {"freeze_backbone_epochs": 1, "head_lr_mult": 5.0}
+    train.train_model(TrainConfig.from_dict(fine_tune(photos, runs, "alone", **changes)))
+    monkeypatch.setattr(train, "epoch_bar_factory", signal_on_step(epoch=0, step=2))  # epochs from 0 here
+    with pytest.raises(interrupt.Interrupted):
+        train.train_model(TrainConfig.from_dict(fine_tune(photos, runs, "stopped", **changes)))
+    monkeypatch.undo()
+    run = runs / "stopped"
+    meta = read_checkpoint(run / "checkpoint.safetensors")[1]
+    assert meta["epoch"] == 0 and meta["position"]["batches"] == 2
+    capsys.readouterr()
+    assert run_cli("train", "--resume", run) == 0
+    assert "at batch 3 of epoch 1" in capsys.readouterr().out
+    assert_same_run(runs / "alone", run)
 
 
 def test_a_sweep_over_a_timm_models_fine_tuning_options(trained, capsys):
