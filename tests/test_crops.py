@@ -154,6 +154,30 @@ def test_a_large_jpeg_is_drafted_and_stays_close_to_a_full_decode(monkeypatch):
     assert len(drafts) == 8 and all(d is not None and d[1][2] < 2000 for d in drafts)
 
 
+@needs_torchvision
+def test_a_jpeg_under_twice_the_crop_is_decoded_by_torchvision_to_the_same_crop(monkeypatch):
+    """Colour and gray JPEGs at ImageNet sizes, read into colour and gray datasets: libjpeg-turbo
+    through torchvision where it gives what Pillow's decode would (not colour into gray: Pillow's
+    own luma), and the very tensor the transform of Pillow's decoded image gives, draw for draw."""
+    import torchvision.io
+
+    calls = []
+    decode_jpeg = torchvision.io.decode_jpeg
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", lambda *a, **k: calls.append(1) or decode_jpeg(*a, **k))
+    files = [_jpeg(_photo(500, 375)), _jpeg(_photo(375, 500, seed=1).convert("L"))]
+    for channels, decoded_by_torchvision in ((3, 2), (1, 1)):
+        transform = train_transform(Augmentation.of({"augment": "light"}, flip=True), (224, 224), channels)
+        calls.clear()
+        for index, data in enumerate(files):
+            for epoch in range(3):
+                seed_example(0, epoch, index)
+                x = transform.read(data, "photo.jpg")
+                seed_example(0, epoch, index)
+                y = transform(read_image(data).convert(transform.mode))
+                assert x.shape == (channels, 224, 224) and torch.equal(x, y), (channels, index, epoch)
+        assert len(calls) == 3 * decoded_by_torchvision
+
+
 class _Files(torch.utils.data.Dataset):
     def __init__(self, files, transform, epoch: int):
         self.files, self.transform, self.epoch = files, transform, epoch
@@ -180,8 +204,9 @@ def test_an_example_depends_on_seed_epoch_and_index_not_on_the_workers(tmp_path)
     assert not torch.equal(alone, epoch(0, number=1))
 
 
-def test_an_unreadable_file_is_a_one_line_error():
-    transform = train_transform(Augmentation.of({"augment": "light"}, flip=True), (16, 16), 3)
+@pytest.mark.parametrize("crop", [16, 448])  # drafted by Pillow; decoded whole (by torchvision where installed)
+def test_an_unreadable_file_is_a_one_line_error(crop):
+    transform = train_transform(Augmentation.of({"augment": "light"}, flip=True), (crop, crop), 3)
     truncated = _jpeg(_photo(600, 500))[:2000]
     with pytest.raises(ImageDamaged, match="^bad.jpg: .*damaged or truncated"):
         transform.read(truncated, "bad.jpg")
