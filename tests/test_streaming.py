@@ -98,11 +98,13 @@ def _vm_data_of_a_training_process() -> int:
 
 
 def test_a_capped_process_streams_a_folder_larger_than_its_cap(tmp_path):
-    """Under a data-segment cap (RLIMIT_DATA, what `prlimit --data` sets) that leaves room for about a
-    quarter of the decoded folder, auto streams it and trains; --data_in_memory yes refuses it first."""
-    room = 256 << 20
+    """Under a data-segment cap (RLIMIT_DATA, what `prlimit --data` sets) leaving 640 MiB above what
+    importing torch and the trainer takes (a streamed run of this folder uses about 450 MiB more:
+    the other imports, the model and Adam, float batches), a folder decoding to 2.3 times that room
+    is streamed and trains; --data_in_memory yes refuses it first, in one line."""
+    room = 640 << 20
     cap = _vm_data_of_a_training_process() + room
-    write_large_photos(tmp_path / "big", per_class=640, size=512)  # 1,280 x 768 KiB = 0.94 GiB decoded, ~4x room
+    write_large_photos(tmp_path / "big", per_class=1000, size=512)  # 2,000 x 768 KiB = 1.46 GiB decoded
 
     def capped():
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
