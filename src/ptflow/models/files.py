@@ -160,14 +160,20 @@ def read_bytes(path: Path, kind: str) -> bytes:
         raise PtflowError(f"cannot read {kind} {path}: {exc.strerror or exc}") from None
 
 
-def _read_pth(path: Path, data: bytes) -> tuple[dict, dict]:
+def load_weights_only(path: Path, data: bytes, kind: str, takes: str):
+    """A .pth's contents through torch's weights-only unpickler: tensors and plain data, or a one-line
+    refusal (a pickled object that could run code, a damaged zip). takes: what the reader accepts."""
     try:
-        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise PtflowError(f"{path}: refused to load: the file holds pickled Python objects that could run "
-                          f"code; ptflow only loads tensors and plain data") from None
+                          f"code; {takes}") from None
     except Exception as exc:  # torch raises several types for damaged zips
-        raise PtflowError(f"{path}: corrupt or truncated model file ({type(exc).__name__})") from None
+        raise PtflowError(f"{path}: corrupt or truncated {kind} ({type(exc).__name__})") from None
+
+
+def _read_pth(path: Path, data: bytes) -> tuple[dict, dict]:
+    blob = load_weights_only(path, data, "model file", "ptflow only loads tensors and plain data")
     if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
         raise PtflowError(f"{path}: not a model file (no 'model' state dict)")
     return blob["model"], blob.get("ptflow") or {}

@@ -15,8 +15,6 @@ for the run to record.
 
 from __future__ import annotations
 
-import io
-import pickle
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,20 +28,15 @@ def read_weights(path: str | Path) -> dict:
     """{name: tensor} from a safetensors or weights-only torch file; one line for anything else."""
     import torch
 
-    from ptflow.models.files import detect_format, read_bytes, read_safetensors
+    from ptflow.models.files import detect_format, load_weights_only, read_bytes, read_safetensors
 
     path = Path(path)
     data = read_bytes(path, "weights file")
     if detect_format(path, data, "weights file") == "safetensors":
         state, _ = read_safetensors(path, data, "weights file")
         return state
-    try:
-        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise PtflowError(f"{path}: refused to load: the file holds pickled Python objects that could run code; "
-                          f"--pretrained_path takes safetensors or a weights-only .pth (a state dict)") from None
-    except Exception as exc:  # torch raises several types for damaged zips
-        raise PtflowError(f"{path}: corrupt or truncated weights file ({type(exc).__name__})") from None
+    blob = load_weights_only(path, data, "weights file",
+                             "--pretrained_path takes safetensors or a weights-only .pth (a state dict)")
     for key in WRAPPERS:
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]
