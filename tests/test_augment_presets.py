@@ -75,3 +75,12 @@ def test_training_with_shifts_is_deterministic(cli, npz_data, tmp_path):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         runs.append([json.loads(line)["train_loss"] for line in lines])
     assert runs[0] == runs[1]
+
+
+def test_augment_on_features_is_refused_before_a_run_folder_exists(cli, tmp_path):
+    data = tmp_path / "t.csv"
+    data.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    for flags in (("--augment", "light"), ("--mixup", "0.2")):
+        code, _, err = cli("train", "--dataset", f"csv:{data}", *flags, "--runs_dir", tmp_path / "runs")
+        assert code == 2 and "needs image data" in err and len(err.strip().splitlines()) == 1, flags
+        assert not (tmp_path / "runs").exists(), flags

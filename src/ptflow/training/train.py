@@ -44,12 +44,13 @@ from ptflow.training.loop import (
 )
 
 
-def to_device(splits: Splits, device: torch.device, config: TrainConfig | None = None, bad_images=None) -> dict:
+def to_device(splits: Splits, device: torch.device, config: TrainConfig | None = None, bad_images=None,
+              aug=None) -> dict:
     """The splits as tensors on the device, images still uint8 (4x smaller than float32); a
     streamed dataset's inputs as splits the DataLoader workers decode (data/streaming.py)."""
     labels = {f"y_{p}": getattr(splits, f"y_{p}") for p in ("train", "val", "test")}
     data = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in labels.items()}
-    transform = training_transform(config, splits)
+    transform = training_transform(aug, splits) if aug is not None else None
     # Streamed: what is not in memory, and the training split wherever a random transform needs
     # each image by itself (in worker processes, not in the training loop).
     streamed = ("train", "val", "test") if splits.streamed else ("train",) if transform is not None else ()
@@ -69,21 +70,25 @@ def to_device(splits: Splits, device: torch.device, config: TrainConfig | None =
 
 
 def augmentation(config: TrainConfig, splits: Splits):
-    """--augment and its knobs resolved (data/transforms.py). A mirrored example is still one of
-    its class for photos and objects, not for handwriting (the digit style)."""
+    """--augment and its knobs resolved (data/transforms.py), or one line where the data cannot
+    take them; checked before a run folder exists. A mirrored example is still one of its class
+    for photos and objects, not for handwriting (the digit style)."""
     from ptflow.data.transforms import Augmentation
 
-    return Augmentation.of(config, flip=splits.is_image and splits.image_style != "digit")
+    aug = Augmentation.of(config, flip=splits.is_image and splits.image_style != "digit")
+    if (aug.per_example or aug.mixes) and not splits.is_image:
+        raise UsageError(f"--augment {config.augment} (or its knobs) needs image data; {config.dataset} has "
+                         f"{splits.input_shape} features")
+    if config.class_weights != "none" and (aug.mixes or aug.label_smoothing):
+        raise UsageError("--class_weights balanced cannot be combined with mixup, cutmix or label smoothing "
+                         "(--augment standard and strong smooth labels): use --sampler balanced instead")
+    return aug
 
 
-def training_transform(config: TrainConfig, splits: Splits):
-    """The per-example random transform of training images, or None (data/transforms.py)."""
-    aug = augmentation(config, splits)
+def training_transform(aug, splits: Splits):
+    """The per-example random transform of training images (aug: augmentation()), or None."""
     if not aug.per_example:
         return None
-    if not splits.is_image:
-        raise UsageError(f"--augment {config.augment} needs image data; {config.dataset} has "
-                         f"{splits.input_shape} features")
     from ptflow.data.transforms import train_transform
 
     return train_transform(aug, splits.input_shape[1:], splits.input_shape[0])
@@ -185,12 +190,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
     prep = timm_models.own_preprocessing(config.model, config.normalize, splits.input_shape) or prep
-    aug = augmentation(config, splits)
-    if aug.mixes and not splits.is_image:
-        raise UsageError(f"mixup and cutmix need image data; {config.dataset} has {splits.input_shape} features")
-    if config.class_weights != "none" and (aug.mixes or aug.label_smoothing):
-        raise UsageError("--class_weights balanced cannot be combined with mixup, cutmix or label smoothing "
-                         "(--augment standard and strong smooth labels): use --sampler balanced instead")
+    aug = augmentation(config, splits)  # resolved once: the transform, the loss and run.json read it
     preprocess = Preprocess(splits.input_shape, prep.scale, prep.mean, prep.std).to(device)
     state, args, loaded = build_state(config, splits, device, preprocess, trust_code, origin)
     if config.verbose >= 1:
@@ -201,8 +201,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped,
-                              {**_images_of(config, splits), **({"pretrained": loaded} if loaded else {})}))))
-    data = to_device(splits, device, config, bad_images)
+                              {**_images_of(aug, splits), **({"pretrained": loaded} if loaded else {})}))))
+    data = to_device(splits, device, config, bad_images, aug)
     net = forward_model(state.model, config, device)
 
     def on_epoch_end(s: TrainState) -> None:
@@ -281,12 +281,12 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
     return run_dir
 
 
-def _images_of(config: TrainConfig, splits: Splits) -> dict:
+def _images_of(aug, splits: Splits) -> dict:
     """What run.json records of how images were fed: the augmentation resolved from --augment and
     its knobs, and for image files their geometry and whether they were in memory or streamed."""
     record = {}
     if splits.is_image:
-        record["augmentation"] = augmentation(config, splits).to_dict()
+        record["augmentation"] = aug.to_dict()
     if splits.geometry is not None:
         record["images"] = {"size": list(splits.geometry.size), "channels": splits.geometry.channels,
                             "crop_pct": splits.geometry.crop_pct, "placement": splits.placement}
