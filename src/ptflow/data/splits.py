@@ -129,7 +129,7 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
 def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str,
           decode: tuple[str, ...] = ("train", "val", "test")) -> Splits:
     """Decode the ImageLists of `splits` into memory, or keep them to stream (placement.py)."""
-    train = splits.x_train
+    train, listed = splits.x_train, len(bad_images.skipped)  # files skipped so far: already in the fingerprint
     geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct)
     decoded = sum(len(getattr(splits, f"y_{part}")) for part in decode) * int(np.prod(geometry.shape))
     keep, why = placement.in_memory(mode, decoded, splits.name)
@@ -141,9 +141,10 @@ def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | 
             x, y = decode_all(getattr(splits, f"x_{part}"), geometry, bad_images)
             setattr(splits, f"x_{part}", x)
             setattr(splits, f"y_{part}", y)
-    if bad_images.skipped:  # files met damaged past their header while decoding: the fingerprint says which
-        splits.fingerprint = hashlib.sha256((splits.fingerprint + json.dumps(
-            sorted(s["file"] for s in bad_images.skipped))).encode()).hexdigest()
+    if len(bad_images.skipped) > listed:  # files met damaged past their header while decoding: say which
+        digest = hashlib.sha256(splits.fingerprint.encode())
+        digest.update(_skipped_files(bad_images.skipped[listed:]))
+        splits.fingerprint = digest.hexdigest()
     return splits
 
 
@@ -241,8 +242,13 @@ def _fingerprint(raw: RawData) -> str:
             digest.update(str(array.shape).encode())
             digest.update(np.ascontiguousarray(array).data)
     if raw.skipped:  # nothing added otherwise: the fingerprints of every other dataset stay as they were
-        digest.update(json.dumps(sorted(s["file"] for s in raw.skipped)).encode())
+        digest.update(_skipped_files(raw.skipped))
     return digest.hexdigest()
+
+
+def _skipped_files(skipped: list[dict]) -> bytes:
+    """Which files --bad_images skip left out, as the fingerprints take them."""
+    return json.dumps(sorted(s["file"] for s in skipped)).encode()
 
 
 def describe(splits: Splits) -> dict:
