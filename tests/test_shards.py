@@ -3,7 +3,8 @@
 The references: the photo folder itself (a run on its shards trains the same weights, since the
 shards list the same examples in the same order with the same labels and are decoded by the same
 function), the folder's files (the `webdataset` library, which ptflow did not write, reads each
-member back as the file's bytes), and packing twice (the same bytes).
+member back as the file's bytes), packing twice (the same bytes), and, under torchrun, where each
+process takes whole shards, the order's invariants and the same model in memory and streamed.
 
     python -m pytest -q tests/test_shards.py
 """
@@ -188,16 +189,65 @@ def test_pack_refuses_an_existing_non_empty_out_and_a_broken_file(cli, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun's gloo jobs are tested on Linux")
-def test_two_processes_under_torchrun_train_on_the_shards_as_on_the_folder(tmp_path, packed):
-    """Each process streams its share of the seeded order by offset, from any shard: the model is
-    the one two processes train on the folder itself."""
+def test_two_processes_under_torchrun_take_whole_shards_in_memory_as_streamed(tmp_path, packed):
+    """Under torchrun each process takes whole shards (shard_order.py): the model differs from the
+    one two processes train on the folder (a plain permutation), and is the same whether the
+    shards are decoded into memory or streamed: the order depends on the data, not where it is."""
     photos, shards = packed
     runs = tmp_path / "runs"
-    for name, dataset in (("folder", f"folder:{photos.root}"), ("shards", f"shards:{shards}")):
-        done = subprocess.run([sys.executable, "-m", "ptflow", "train", "--dataset", dataset, "--data_in_memory", "no",
-                               "--batch_size", "8", "--nproc_per_node", "2", "--runs_dir", str(runs),
+    for name, dataset, in_memory in (("folder", f"folder:{photos.root}", "no"), ("streamed", f"shards:{shards}", "no"),
+                                     ("in_memory", f"shards:{shards}", "yes")):
+        done = subprocess.run([sys.executable, "-m", "ptflow", "train", "--dataset", dataset, "--data_in_memory",
+                               in_memory, "--batch_size", "8", "--nproc_per_node", "2", "--runs_dir", str(runs),
                                "--run_name", name, *SMALL[:2], *SMALL[2:4], *SMALL[6:]],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-    folder, shards_run = weights(runs / "folder"), weights(runs / "shards")
-    assert all(np.array_equal(folder[key], shards_run[key]) for key in folder)
+    folder, streamed, in_memory = (weights(runs / name) for name in ("folder", "streamed", "in_memory"))
+    assert all(np.array_equal(streamed[key], in_memory[key]) for key in streamed)
+    assert not all(np.array_equal(folder[key], streamed[key]) for key in folder)
+
+
+def _spans(n: int, batch_size: int, world: int) -> list[list[tuple[int, int]]]:
+    from ptflow.training.loop import LoopSettings, _spans
+
+    return _spans(n, LoopSettings(n_epochs=1, batch_size=batch_size, world=world))
+
+
+@pytest.mark.parametrize(("sizes", "batch_size", "world"), [((10,) * 7 + (3,), 8, 2), ((5, 17, 9, 1, 30, 12), 6, 3),
+                                                           ((4,) * 25, 16, 4), ((50,), 10, 2)])
+def test_each_process_takes_whole_shards_and_every_example_once(sizes, batch_size, world):
+    """The order is a permutation; a process's positions hold examples of its own shards, a run of
+    the epoch's shard order with at most the two at its ends shared with a neighbour; every
+    example but a last batch too small to split is trained."""
+    import torch
+
+    from ptflow.training.shard_order import order_by_shard
+
+    shards = torch.cat([torch.full((size,), s) for s, size in enumerate(sizes)])
+    shards = shards[torch.randperm(len(shards), generator=torch.Generator().manual_seed(1))]  # listed in any order
+    spans = _spans(len(shards), batch_size, world)
+    order = order_by_shard(shards, spans, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(len(shards)))
+    held = []
+    for rank_spans in spans:
+        taken = torch.cat([order[lo:hi] for lo, hi in rank_spans])
+        held.append(set(shards[taken].tolist()))
+        whole = {s for s in held[-1] if (shards[taken] == s).sum() == sizes[s]}
+        assert len(held[-1] - whole) <= 2  # only the shards at the ends of its piece are partly another's
+    # the pieces are cut from one sequence of whole shards: each of the world - 1 cuts splits at most one
+    assert sum(len(h) for h in held) <= len(set().union(*held)) + world - 1
+    end = max(hi for rank_spans in spans for _, hi in rank_spans)
+    assert len(shards) - end < 2 * world  # what is left out is a last batch too small to split
+
+
+def test_the_order_is_the_seeds_and_changes_from_epoch_to_epoch():
+    import torch
+
+    from ptflow.training.shard_order import order_by_shard
+
+    shards = torch.arange(40) // 10
+    spans = _spans(40, 8, 2)
+    first, again = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    epoch1, epoch1_again = order_by_shard(shards, spans, first), order_by_shard(shards, spans, again)
+    assert torch.equal(epoch1, epoch1_again)
+    assert not torch.equal(order_by_shard(shards, spans, first), epoch1)

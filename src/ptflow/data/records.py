@@ -62,6 +62,13 @@ class ImageList:
         except OSError as exc:  # removed or replaced since it was listed
             raise PtflowError(f"{self.name(i)}: cannot read {self.files[i]} ({exc.strerror or exc})") from None
 
+    def shard_numbers(self) -> np.ndarray | None:
+        """Each example's shard, numbered in order of first appearance; None for whole files."""
+        if self.offsets is None:
+            return None
+        _, first, numbers = np.unique(np.asarray(self.files), return_index=True, return_inverse=True)
+        return np.argsort(np.argsort(first))[numbers].astype(np.int64)
+
     def fingerprint(self) -> str:
         """sha256 of what identifies the examples without reading them: names relative to the
         folder holding them all (a moved dataset keeps its fingerprint), header sizes, labels,

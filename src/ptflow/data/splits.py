@@ -40,6 +40,7 @@ class Splits:
     geometry: Geometry | None = None  # what image files become (--image_size, --crop_pct); None: arrays
     placement: str = ""  # for image files: in memory or streamed, and why (placement.py)
     test_id: str = ""  # for image files: the test split's fingerprint, from its list (test_fingerprint)
+    train_shards: np.ndarray | None = None  # shards: data, each training example's shard (shard_order.py)
 
     def __post_init__(self):
         listed = isinstance(self.x_train, ImageList)  # image files: their geometry says, once chosen
@@ -134,6 +135,7 @@ def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | 
     decoded = sum(len(getattr(splits, f"y_{part}")) for part in decode) * int(np.prod(geometry.shape))
     keep, why = placement.in_memory(mode, decoded, splits.name)
     splits.geometry, splits.placement = geometry, why
+    splits.train_shards = train.shard_numbers()
     splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.__dict__, default=list)).encode()
                                     + splits.y_test.astype("<i8").tobytes()).hexdigest()
     if keep:
@@ -141,6 +143,8 @@ def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | 
             x, y = decode_all(getattr(splits, f"x_{part}"), geometry, bad_images)
             setattr(splits, f"x_{part}", x)
             setattr(splits, f"y_{part}", y)
+        if len(splits.y_train) < len(train):  # rows --bad_images skip left out: the rows no longer match the list
+            splits.train_shards = None
     if len(bad_images.skipped) > listed:  # files met damaged past their header while decoding: say which
         digest = hashlib.sha256(splits.fingerprint.encode())
         digest.update(_skipped_files(bad_images.skipped[listed:]))

@@ -37,6 +37,7 @@ from ptflow.training import distributed as dist
 from ptflow.training import finetune, interrupt
 from ptflow.training.imbalance import epoch_order
 from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
+from ptflow.training.shard_order import order_by_shard
 
 
 @dataclass
@@ -94,6 +95,7 @@ class LoopSettings:
     n_classes: int = 0  # for the soft targets of mixing and smoothing
     pixel_scale: float = 1 / 255  # mixed images are floats in 0..255: Preprocess takes floats as already scaled
     freeze_epochs: int = 0  # --freeze_backbone_epochs: only the head trains in epochs 1..freeze_epochs
+    shards: torch.Tensor | None = None  # |shards| = (n_train,) CPU, each example's shard (shards: data), or None
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
@@ -203,12 +205,22 @@ def _step_loss(state: TrainState, forward: Callable, loss_fn: Callable, x_i: tor
 def _new_position(state: TrainState, y: torch.Tensor, settings: LoopSettings, in_memory: bool) -> EpochPosition:
     """A new epoch's draws, from the run's generator, in a fixed order (order, shifts, flips)."""
     device = y.device
-    order = epoch_order(y, state.generator, settings.sampler)  # the same on every process
+    if settings.shards is not None and settings.world > 1 and settings.sampler == "random":
+        order = order_by_shard(settings.shards, _spans(len(y), settings), state.generator)  # whole shards per process
+    else:
+        order = epoch_order(y, state.generator, settings.sampler)  # the same on every process
     order = order.to(device) if in_memory else order.cpu()
     shift = settings.augment_shift
     shifts = draw_shifts(len(y), shift, state.generator, device) if shift else None
     flips = draw_flips(len(y), state.generator, device) if settings.augment_flip else None  # drawn after shifts
     return EpochPosition(order, shifts, flips, torch.zeros((), device=device))  # summed on the device: no sync
+
+
+def _spans(n: int, settings: LoopSettings) -> list[list[tuple[int, int]]]:
+    """Each process's [lo, hi) slices of the epoch's batches, in order."""
+    starts = batch_starts(n, settings.batch_size, settings.world)
+    stops = [(start, min(start + settings.batch_size, n)) for start in starts]
+    return [[shard(start, stop, rank, settings.world)[:2] for start, stop in stops] for rank in range(settings.world)]
 
 
 def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,

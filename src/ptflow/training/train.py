@@ -221,7 +221,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                                 config.class_weights, splits.y_train, len(splits.classes), device),
                             mixup=aug.mixup, cutmix=aug.cutmix, label_smoothing=aug.label_smoothing,
                             n_classes=len(splits.classes), pixel_scale=prep.scale,
-                            freeze_epochs=config.freeze_backbone_epochs)
+                            freeze_epochs=config.freeze_backbone_epochs,
+                            shards=None if splits.train_shards is None else torch.from_numpy(splits.train_shards))
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
