@@ -154,13 +154,19 @@ def test_a_two_process_run_writes_one_run_whose_metrics_are_a_single_process_eva
         assert loss == pytest.approx(record[loss_key], rel=1e-12, abs=0), split
 
 
-def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data):
+@pytest.mark.parametrize("frozen", [0, 3], ids=["all-training", "backbone-frozen-3-epochs"])
+def test_without_batchnorm_two_processes_train_as_one_with_the_same_global_batch(tmp_path, data, frozen):
+    """Also with the backbone frozen for 3 epochs: DDP is wrapped for the frozen epochs and again
+    when they end (one wrapper for all parameters fails at the first frozen step; one for the
+    head alone would leave the backbone's gradients unaveraged afterwards)."""
     extra = ("--use_dropout", "--dropout_p", "0")  # no BatchNorm, no random masks: only the arithmetic differs
+    extra += ("--freeze_backbone_epochs", str(frozen)) if frozen else ()
     done = run_job(*ptflow("train", *flags(data, tmp_path, "two", "--nproc_per_node", "2", *extra)))
     assert done.returncode == 0, done.stderr
     one = train.train_model(TrainConfig.from_dict({
         "dataset": f"npz:{data}", "runs_dir": str(tmp_path), "run_name": "one", "n_epochs": N_EPOCHS,
-        "batch_size": 16, "scheduler": "cosine", "verbose": 0, "use_dropout": True, "dropout_p": 0.0}))
+        "batch_size": 16, "scheduler": "cosine", "verbose": 0, "use_dropout": True, "dropout_p": 0.0,
+        "freeze_backbone_epochs": frozen}))
     two = json.loads((tmp_path / "two" / "run.json").read_text())
     a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     # Not bit for bit: each process averages its 8 examples' gradients and DDP averages the two

@@ -1,5 +1,5 @@
 """Everything downstream of training works with a timm model: evaluate, predict, the Python API,
-serve (batched), ONNX and TorchScript export, calibration, folds, sweeps and exact resume.
+serve (batched), ONNX and TorchScript export, calibration, folds, sweeps, exact resume and torchrun.
 
 One tiny timm network (resnet10t at 32 x 32), trained once with --calibrate on a photo folder, is
 the model every reader checks; the references are the API's probabilities (`ptflow.load`), the
@@ -13,6 +13,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -230,3 +232,25 @@ def test_a_sweep_over_a_timm_models_fine_tuning_options(trained, capsys):
         assert json.loads(open(os.path.join(run_dir, "run.json")).read())["best_valid_loss"] == trial.value
     command = out.split("Best configuration:\n")[1].splitlines()[0]
     assert f"--model {NAME}" in command
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="torchrun's gloo jobs are tested on Linux")
+def test_a_fine_tune_under_torchrun_saves_the_model_its_numbers_describe(trained):
+    """Two processes fine-tune from the base model's weights, with the backbone frozen for the
+    first epoch and an EMA: the job ends cleanly, and a single-process evaluation of the model
+    file it saved gives the test accuracy and count the run recorded (no example counted twice or dropped)."""
+    tmp, photos, model_fn = trained
+    runs = tmp / "torchrun_runs"
+    done = subprocess.run([sys.executable, "-m", "ptflow", "train", "--dataset", f"folder:{photos}", "--model", NAME,
+                           "--runs_dir", str(runs), "--run_name", "two", "--n_epochs", "2", "--nproc_per_node", "2",
+                           "--pretrained_path", str(model_fn), "--freeze_backbone_epochs", "1", "--ema", "0.9",
+                           "--image_size", "32", "--batch_size", "16", "--verbose", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    status = json.loads((runs / "two" / "run.json").read_text())
+    assert status["status"] == "finished" and status["pretrained"]["loaded"] > 0
+    assert run_cli("evaluate", "--model_fn", runs / "two" / "model.safetensors", "--out_dir", tmp / "two_eval",
+                   "--num_threads", "1") == 0
+    report = json.loads((tmp / "two_eval" / "evaluation.json").read_text())
+    assert report["accuracy"] == pytest.approx(status["test_acc"]) and report["n"] == status["test_n"]

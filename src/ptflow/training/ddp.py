@@ -46,9 +46,6 @@ def check(config: TrainConfig, device_type: str, world: int) -> None:
     if config.batch_size % world:
         raise dist.shared(UsageError(f"--batch_size {config.batch_size} is the global batch and must divide evenly "
                                      f"among the {world} processes"))
-    if config.freeze_backbone_epochs:  # DDP fixes at wrapping which parameters it expects gradients for
-        raise dist.shared(UsageError("--freeze_backbone_epochs trains with one process only: DDP expects a "
-                                     "gradient for every parameter at every step"))
     if config.sync_bn and device_type != "cuda":
         raise dist.shared(UsageError("--sync_bn needs GPUs: torch's SyncBatchNorm does not run on the CPU; without "
                                      "it each process normalises with its own slice's statistics"))

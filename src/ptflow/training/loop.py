@@ -319,13 +319,17 @@ def evaluate(forward: Callable, model: nn.Module, x, y: torch.Tensor,
 
 def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor], settings: LoopSettings,
         forward_model: nn.Module | None = None, on_epoch_end: Callable[[TrainState], None] | None = None,
-        log: Callable[[str], None] = info, progress_factory: Callable | None = None) -> TrainState:
+        log: Callable[[str], None] = info, progress_factory: Callable | None = None,
+        rewrap: Callable[[], nn.Module] | None = None) -> TrainState:
     """Train from state.epoch to settings.n_epochs; restore the best weights by validation loss.
 
     `data` holds x_train, y_train, x_val, y_val on the training device. `forward_model` is the
     module to call (a torch.compile'd wrapper of state.model, say); state.model is what is saved.
+    `rewrap` builds it again: DDP fixes when it wraps which parameters get gradients, so the
+    frozen backbone's epochs and those after it each need their own wrapper.
     """
     net = forward_model if forward_model is not None else state.model  # a compiled module has no truth value
+    wrapped_frozen = False  # the wrapper was built with every parameter training
 
     def forward(x):
         return net(preprocess(x))
@@ -337,6 +341,11 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         if stopped(state, settings.early_stop):  # checked first, so a resumed run that had stopped stays so
             break
         started = time.perf_counter()
+        if settings.freeze_epochs and rewrap is not None:  # the same epoch on every process, so the same wrapper
+            frozen = state.epoch < settings.freeze_epochs
+            if frozen != wrapped_frozen:
+                finetune.freeze_backbone(state.model, frozen)  # before wrapping: the wrapper reads requires_grad
+                net, wrapped_frozen = rewrap(), frozen
         progress = progress_factory(epoch) if progress_factory else None
         with progress or nullcontext():
             train_loss = train_epoch(state, forward, data["x_train"], data["y_train"], settings,

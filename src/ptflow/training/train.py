@@ -226,8 +226,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
         with interrupt.stop_gracefully():
-            fit(state, preprocess, data, settings, net,
-                on_epoch_end=on_epoch_end,
+            rewrap = (lambda: forward_model(state.model, config, device)) if net is not None else None
+            fit(state, preprocess, data, settings, net, on_epoch_end=on_epoch_end, rewrap=rewrap,
                 progress_factory=epoch_bar_factory(config.n_epochs, config.verbose))
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
