@@ -70,6 +70,7 @@ def test_every_schedule_scales_every_layer_alike(name, warmup):
         seen.add(round(base, 12))
         for g, scale in zip(optimizer.param_groups, scales):
             assert g["lr"] == pytest.approx(base * scale, rel=1e-9)
+        assert finetune.scheduled_lr(optimizer) == pytest.approx(base, rel=1e-9)  # what metrics.jsonl shows
     assert len(seen) > 1 or name == "none"  # the schedule did move the rates
 
 

@@ -111,6 +111,13 @@ def lr_groups_of(optimizer) -> dict:
                           for g in optimizer.param_groups]}
 
 
+def scheduled_lr(optimizer) -> float:
+    """--lr as the schedule has it now (what metrics.jsonl and `ptflow runs` show): the first group's
+    rate, which is the backbone's, or with --layer_decay the first layer's, divided by its scale."""
+    first = optimizer.param_groups[0]
+    return first["lr"] / first.get("lr_scale", 1)
+
+
 def freeze_backbone(model: nn.Module, frozen: bool) -> None:
     """Freeze (or release) every parameter outside the head, and keep the backbone's BatchNorm
     statistics still while frozen. Called after model.train() at the start of each epoch."""

@@ -380,7 +380,7 @@ def record_epoch(state: TrainState, train_loss: float, valid_loss: float, valid_
         state.best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
     else:
         state.bad_epochs += 1
-    lr = state.optimizer.param_groups[0]["lr"]
+    lr = finetune.scheduled_lr(state.optimizer)
     record = {"epoch": state.epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc}
     if ema is not None:
         record.update(ema_valid_loss=ema[0], ema_valid_acc=ema[1])
