@@ -12,17 +12,14 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn as nn
+from helpers import assert_one_line_error, assert_same_run
 
-pytest.importorskip("timm")
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from helpers import assert_one_line_error, assert_same_run  # noqa: E402
-
-from ptflow.config import TrainConfig  # noqa: E402
-from ptflow.errors import UsageError  # noqa: E402
-from ptflow.training import finetune, interrupt, train  # noqa: E402
-from ptflow.training.loop import build_optimizer, build_scheduler  # noqa: E402
+from ptflow.config import TrainConfig
+from ptflow.errors import UsageError
+from ptflow.training import finetune, interrupt, train
+from ptflow.training.loop import build_optimizer, build_scheduler
 
 MODEL = "timm:test_resnet"
 # test_resnet's top-level modules holding parameters, by distance from the head
@@ -30,8 +27,7 @@ DEPTH = {"conv1": 5, "bn1": 5, "layer1": 4, "layer2": 3, "layer3": 2, "layer4": 
 
 
 def tiny_resnet() -> nn.Module:
-    import timm
-
+    timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     return timm.create_model("test_resnet", num_classes=3, in_chans=1)
 
@@ -82,6 +78,7 @@ def options(data: Path, runs_dir: Path, name: str, **changes) -> dict:
 
 
 def test_a_layer_decay_run_resumes_to_the_run_left_alone(tmp_path, npz_data, cli):
+    pytest.importorskip("timm")
     train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "alone")))
     status = json.loads((tmp_path / "alone" / "run.json").read_text())
     scales = [g["lr_scale"] for g in status["lr_groups"]]
@@ -108,12 +105,11 @@ def test_a_layer_decay_run_resumes_to_the_run_left_alone(tmp_path, npz_data, cli
     (["--layer_decay", "1.5"], "--layer_decay must be a rate in (0, 1]"),
     (["--layer_decay", "nan"], "--layer_decay must be a finite number"),
     (["--layer_decay", "x"], "--layer_decay"),
-    (["--layer_decay", "0.7", "--model", "mlp"], "declares no layer order"),
+    (["--layer_decay", "0.7"], "the built-in network mlp declares no layer order"),
     (["--layer_decay", "0.7", "--model", "cnn"], "declares no layer order"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, npz_data, cli, flags, words):
-    code, _, err = cli("train", "--dataset", f"npz:{npz_data}", "--runs_dir", tmp_path, "--n_epochs", "2",
-                       "--model", MODEL, *flags)
+    code, _, err = cli("train", "--dataset", f"npz:{npz_data}", "--runs_dir", tmp_path, "--n_epochs", "2", *flags)
     assert code == 2, err
     assert_one_line_error(err)
     assert words in err
