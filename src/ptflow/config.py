@@ -207,6 +207,11 @@ class TrainConfig:
     head_lr_mult: float = option(  # 1: one learning rate; a new head often learns faster than a pretrained body
         1.0, group="fine-tuning", metavar="X",
         help="the classifier head's learning rate is --lr times X (a second parameter group; schedules scale both)")
+    layer_decay: float = option(  # 1: off; BEiT and timm fine-tune ViTs with 0.65-0.75, convnets with 0.7-0.9
+        1.0, group="fine-tuning", metavar="RATE",
+        help="layer-wise learning-rate decay: each layer trains at --lr times RATE to the power of its distance "
+             "from the head, in the layer order of timm's group_matcher (timm models; the built-in networks "
+             "have none: use --head_lr_mult); the head keeps --lr (times --head_lr_mult). 1: off")
     freeze_backbone_epochs: int = option(  # 0: everything trains from the start
         0, group="fine-tuning", metavar="N",
         help="train only the classifier head for the first N epochs (the rest, BatchNorm statistics included, "
@@ -357,23 +362,27 @@ class TrainConfig:
         check(self.mlflow_uri is None or "mlflow" in self.log, "--mlflow_uri is used only with --log mlflow")
 
     def _validate_finetuning(self) -> None:
-        for name in ("ema", "head_lr_mult", "drop_path"):
+        for name in ("ema", "head_lr_mult", "drop_path", "layer_decay"):
             check(math.isfinite(getattr(self, name)), f"--{name} must be a finite number, got {getattr(self, name)!r}")
         check(0 <= self.ema < 1, f"--ema must be a decay in [0, 1) (0: off), got {self.ema}")
         check(self.head_lr_mult > 0, f"--head_lr_mult must be > 0, got {self.head_lr_mult}")
         check(0 <= self.drop_path < 1, f"--drop_path must be in [0, 1), got {self.drop_path}")
+        check(0 < self.layer_decay <= 1, f"--layer_decay must be a rate in (0, 1] (1: off), got {self.layer_decay}")
         for name in ("warmup_epochs", "freeze_backbone_epochs"):
             value = getattr(self, name)
             check(0 <= value < self.n_epochs,
                   f"--{name} must be in 0..{self.n_epochs - 1} (less than --n_epochs {self.n_epochs}), got {value}")
         check(not (self.warmup_epochs and self.scheduler == "onecycle"),
               "--warmup_epochs cannot be combined with --scheduler onecycle, which warms up by itself")
-        if self.drop_path:  # asked only then: a network's declaration sits beside its code, which imports torch
+        if self.drop_path or self.layer_decay < 1:  # asked only then: a network's declaration imports torch
             from ptflow.models import registry as models
 
             network = models.builtin(self.model)
-            check(network is None or "drop_path" in network.flags(),
+            check(not self.drop_path or network is None or "drop_path" in network.flags(),
                   f"--drop_path: the built-in network {self.model} has no drop path (a timm model has)")
+            check(self.layer_decay == 1 or network is None,
+                  f"--layer_decay: the built-in network {self.model} declares no layer order (a timm model does); "
+                  f"use --head_lr_mult")
 
     def device_name(self) -> str:
         """The device asked for, with the article's --gpu_id taking precedence over --device."""

@@ -8,7 +8,7 @@ from ptflow.cli.common import add_train_options, check_output, check_train_outpu
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 
-OWN_OPTIONS = ("trials", "param", "study", "storage", "pruner", "prune_after", "prune_warmup", "objective",
+OWN_OPTIONS = ("trials", "param", "space", "study", "storage", "pruner", "prune_after", "prune_warmup", "objective",
                "config")
 
 
@@ -29,6 +29,11 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
                        help="a hyperparameter to search: float:LO:HI, loguniform:LO:HI, int:LO:HI[:STEP] or "
                             "choice:A,B,... (list values as 32/64); model_args.KEY searches one model "
                             "argument; repeat for each one")
+    from ptflow.sweep.space import SPACES, space_help
+
+    sweep.add_argument("--space", choices=sorted(SPACES),
+                       help=f"a named search space, searched beside --param: {space_help()}; a train flag or "
+                            f"--param naming one of its fields takes that field out")
     sweep.add_argument("--study", metavar="NAME", help="study name; an existing study is resumed "
                                                        "(default: sweep-TIMESTAMP)")
     sweep.add_argument("--storage", metavar="URL", help="Optuna RDB URL shared by several machines, e.g. "
@@ -68,5 +73,5 @@ def run(args) -> int:
 
     search.run_sweep(base, set(values), args.param, args.trials, study_name=args.study, storage=args.storage,
                      pruner=args.pruner, prune_after=args.prune_after, prune_warmup=args.prune_warmup,
-                     objective=args.objective)
+                     objective=args.objective, space=args.space)
     return 0

@@ -39,7 +39,7 @@ from ptflow.errors import PtflowError, RunStopped, UsageError, first_line
 from ptflow.files import database_file
 from ptflow.sweep import report as sweep_report
 from ptflow.sweep import study as sweep_study
-from ptflow.sweep.space import ParamSpec, config_values, parse_specs
+from ptflow.sweep.space import ParamSpec, config_values, parse_space
 from ptflow.training import checkpoint, folds, runs, scoring, tracking, train
 from ptflow.training.tracking import redact_url as redact
 
@@ -54,15 +54,17 @@ class PrunedTrial(optuna.TrialPruned, RunStopped):
 
 def run_sweep(base: TrainConfig, given: set[str], params: list[str], n_trials: int, study_name: str | None = None,
               storage: str | None = None, pruner: str = "median", prune_after: int = 5, prune_warmup: int = 1,
-              objective: str | None = None) -> dict:
+              objective: str | None = None, space: str | None = None) -> dict:
     """Run n_trials more trials of the study; `given` names the train flags set on the command line;
-    objective names what it tunes (None: the study's, or validation loss for a new one)."""
+    objective names what it tunes (None: the study's, or validation loss for a new one); space
+    names a search space of space.SPACES, searched beside the --param specs."""
     for name in ("model_fn", "run_name"):
         if name in given:
             raise UsageError(f"--{name} does not apply to a sweep: every trial has its own run folder")
-    specs = parse_specs(params, base, given)  # bad specs fail here, before any storage or training
+    specs = parse_space(space, params, base, given)  # bad specs fail here, before any storage or training
     if not specs and study_name is None:
-        raise UsageError("nothing to search: give --param NAME=SPEC (or --study NAME to resume a study)")
+        raise UsageError("nothing to search: give --param NAME=SPEC or --space NAME (or --study NAME to resume "
+                         "a study)")
     tracking.require(base.log)
     if objective is not None:
         scoring.objective(objective)  # a metric that is not tunable fails here

@@ -10,6 +10,9 @@
 Every spec is checked before anything trains: the name must be a TrainConfig field worth tuning,
 the values must have that field's type, and the bounds and every choice must pass the config's
 own validation. Pure Python (no optuna, no torch): the errors come at once.
+
+`--space NAME` adds a named set of specs (SPACES), made for the run's config: a flag that fixes
+one of its fields, or a --param that names one, takes that field out of it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ from ptflow.config import HYPERPARAMETER, TrainConfig, field_type, fields_where
 from ptflow.errors import UsageError
 
 KINDS = ("float", "loguniform", "int", "choice")
+MAX_FROZEN = 3  # --space finetune: at most this many head-only epochs, and never more than half the run
+
+
+def finetune_space(base: TrainConfig) -> list[str]:
+    """Fine-tuning a pretrained network: the learning rate (log scale: fine-tunes want 10-100x less
+    than training from scratch), layer decay (1 is off; BEiT and timm use 0.65-0.75 for ViTs),
+    head-only epochs, and the EMA off or one of three decays (averaging the last ~100, 1,000 or
+    10,000 steps). Needs a model with a layer order (a timm model): config.py refuses layer decay
+    for the built-in networks."""
+    specs = ["lr=loguniform:1e-5:1e-2", "layer_decay=float:0.5:1.0", "ema=choice:0,0.99,0.999,0.9999"]
+    frozen = min(MAX_FROZEN, base.n_epochs // 2)
+    if frozen:  # a one-epoch run can freeze nothing: --freeze_backbone_epochs must stay below --n_epochs
+        specs.append(f"freeze_backbone_epochs=int:0:{frozen}")
+    return specs
+
+
+SPACES = {"finetune": finetune_space}  # --space NAME: each makes its specs from the run's config
 
 
 
@@ -79,10 +99,41 @@ def parse_specs(texts: list[str], base: TrainConfig, fixed: set[str] = frozenset
     return specs
 
 
+def parse_space(name: str | None, params: list[str], base: TrainConfig, fixed: set[str] = frozenset()
+                ) -> list[ParamSpec]:
+    """--space NAME's specs (without the fields fixed by a flag or named by a --param), then --param's."""
+    specs = parse_specs(params, base, fixed)
+    if name is None:
+        return specs
+    if name not in SPACES:
+        raise UsageError(f"--space {name!r}: expected one of {', '.join(sorted(SPACES))}")
+    taken = {spec.name for spec in specs} | set(fixed)
+    texts = [text for text in SPACES[name](base) if _spec_name(text) not in taken]
+    named = []
+    for text in texts:
+        try:
+            named.append(parse_spec(text, base))
+        except UsageError as exc:
+            field = _spec_name(text)
+            raise UsageError(f"--space {name}: {exc} (--{field} {getattr(TrainConfig(), field)} fixes that field "
+                             f"and searches the rest)") from None
+    return named + specs
+
+
+def space_help() -> str:
+    """The named spaces and the fields each searches (for a config of the defaults), for --help."""
+    default = TrainConfig()
+    return ", ".join(f"{name} ({', '.join(_spec_name(t) for t in make(default))})" for name, make in SPACES.items())
+
+
+def _spec_name(text: str) -> str:
+    return text.partition("=")[0].strip().replace("-", "_")
+
+
 def parse_spec(text: str, base: TrainConfig) -> ParamSpec:
-    name, eq, spec = text.partition("=")
+    _, eq, spec = text.partition("=")
     kind, colon, args = spec.partition(":")
-    name = name.strip().replace("-", "_")
+    name = _spec_name(text)
     if not eq or not colon or kind not in KINDS:
         raise UsageError(f"--param {text!r}: expected NAME=KIND:VALUES with KIND one of {', '.join(KINDS)}, "
                          f"e.g. lr=loguniform:1e-4:1e-2")

@@ -6,6 +6,13 @@ backbone, an exponential moving average of the weights, and what a model's const
   every other parameter.
 - `--head_lr_mult X` puts the head in a second parameter group at lr * X; schedules scale every
   group by the same factor (loop.build_scheduler), so the ratio holds through warmup and decay.
+- `--layer_decay RATE` (1: off): layer-wise learning-rate decay as BEiT and timm do it. The layers
+  are the model's own `group_matcher()` (every timm network has one), numbered from the input by
+  timm's `param_groups_layer_decay`, which this calls rather than repeats; layer i of L trains at
+  lr * RATE ** (L - 1 - i). The head is taken out into a group of its own at lr * head_lr_mult, so
+  the two flags compose: the head's rate is the multiplier's, the body's the decay's. ptflow's
+  built-in networks declare no layer order, and config.py refuses the flag for them; any other
+  model without a group_matcher is refused here, in one line.
 - `--freeze_backbone_epochs N`: during the first N epochs the backbone's parameters require no
   gradient, so backward leaves their `.grad` None and torch's Adam, AdamW and SGD skip them
   entirely (no moment, no step count, no decoupled weight decay); its BatchNorm layers stay in
@@ -38,7 +45,7 @@ def head_module(model: nn.Module) -> nn.Module:
             return head
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise UsageError(f"--head_lr_mult and --freeze_backbone_epochs need a classifier head: "
+        raise UsageError(f"--head_lr_mult, --layer_decay and --freeze_backbone_epochs need a classifier head: "
                          f"{type(model).__name__} has no get_classifier() and no nn.Linear layer")
     return linears[-1]
 
@@ -47,15 +54,68 @@ def head_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for p in head_module(model).parameters()}
 
 
-def param_groups(model: nn.Module, lr: float, head_lr_mult: float) -> list[dict]:
-    """One group at lr, or two (backbone at lr, head at lr * head_lr_mult): in the model's parameter
-    order within each, so a checkpoint's optimizer state maps back to the same parameters."""
+def param_groups(model: nn.Module, lr: float, head_lr_mult: float, layer_decay: float = 1.0) -> list[dict]:
+    """One group at lr, or two (backbone at lr, head at lr * head_lr_mult), or with layer_decay < 1
+    one per layer and the head's (layer_groups): in the model's parameter order within each, so a
+    checkpoint's optimizer state maps back to the same parameters."""
+    if layer_decay < 1:
+        return layer_groups(model, lr, head_lr_mult, layer_decay)
     params = list(model.parameters())
     if head_lr_mult == 1:
         return [{"params": params, "lr": lr}]
     head = head_parameter_ids(model)
     return [{"params": [p for p in params if id(p) not in head], "lr": lr},
             {"params": [p for p in params if id(p) in head], "lr": lr * head_lr_mult}]
+
+
+def layer_groups(model: nn.Module, lr: float, head_lr_mult: float, layer_decay: float) -> list[dict]:
+    """timm's layer-wise groups, first layer first, each at lr * its scale, then the head's at
+    lr * head_lr_mult. Weight decay stays the optimizer's, on every parameter, as without layer
+    decay: timm's own 1-D exclusion is turned off, and its per-group values are not kept."""
+    if not callable(getattr(model, "group_matcher", None)):
+        raise UsageError(f"--layer_decay needs a model that orders its layers with group_matcher() (timm's "
+                         f"networks do); {type(model).__name__} has none: use --head_lr_mult")
+    from ptflow.models.timm_models import require_timm
+
+    require_timm()
+    from timm.optim import param_groups_layer_decay
+
+    head = head_parameter_ids(model)
+    # Every parameter must be grouped: timm leaves out those that do not require a gradient.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        # weight_decay=0 and no exclusions: every group alike, and the optimizer applies ptflow's
+        timm_groups = param_groups_layer_decay(model, weight_decay=0.0, weight_decay_exclude_1d=False,
+                                               layer_decay=layer_decay)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+    # timm orders its groups by where each layer first appears; by scale, they go from the input up
+    # lr_scale stays in each group (schedules ignore it): run.json reads the multiples from it
+    groups = [{"params": [p for p in g["params"] if id(p) not in head], "lr": lr * g["lr_scale"],
+               "lr_scale": g["lr_scale"]} for g in sorted(timm_groups, key=lambda g: g["lr_scale"])]
+    groups = [g for g in groups if g["params"]]  # a layer that held only the head
+    groups.append({"params": [p for p in model.parameters() if id(p) in head], "lr": lr * head_lr_mult,
+                   "lr_scale": head_lr_mult})
+    return groups
+
+
+def lr_groups_of(optimizer) -> dict:
+    """What run.json records of --layer_decay's groups: each one's multiple of --lr (before any
+    schedule) and its size, first layer first, the head last; nothing without layer decay."""
+    if not all("lr_scale" in g for g in optimizer.param_groups):
+        return {}
+    return {"lr_groups": [{"lr_scale": round(g["lr_scale"], 8), "params": sum(p.numel() for p in g["params"])}
+                          for g in optimizer.param_groups]}
+
+
+def scheduled_lr(optimizer) -> float:
+    """--lr as the schedule has it now (what metrics.jsonl and `ptflow runs` show): the first group's
+    rate, which is the backbone's, or with --layer_decay the first layer's, divided by its scale."""
+    first = optimizer.param_groups[0]
+    return first["lr"] / first.get("lr_scale", 1)
 
 
 def freeze_backbone(model: nn.Module, frozen: bool) -> None:

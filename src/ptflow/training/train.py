@@ -114,7 +114,8 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     model = ddp.prepare(model, config).to(device)
     if splits.is_image and device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.head_lr_mult)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.head_lr_mult,
+                                config.layer_decay)
     per_epoch = steps_per_epoch(len(splits.y_train), config.batch_size, dist.world_size())
     scheduler = build_scheduler(optimizer, config.scheduler, config.n_epochs * per_epoch,
                                 config.warmup_epochs * per_epoch)
@@ -201,7 +202,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     trackers = tracking.start(config, splits)  # --log: checks the extras are installed before a run folder exists
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped,
-                              {**_images_of(aug, splits), **({"pretrained": loaded} if loaded else {})}))))
+                              {**_images_of(aug, splits), **({"pretrained": loaded} if loaded else {}),
+                               **finetune.lr_groups_of(state.optimizer)}))))
     data = to_device(splits, device, config, bad_images, aug)
     net = forward_model(state.model, config, device)
 
