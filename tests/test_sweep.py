@@ -316,3 +316,27 @@ def test_ctrl_c_says_how_to_continue_the_sweep_not_the_trial(npz_data, tmp_path)
     assert "ptflow train --resume" not in out + err and "Traceback" not in err
     trial = load(tmp_path, "int").trials[0]
     assert trial.state == optuna.trial.TrialState.FAIL
+
+
+def test_pruning_reads_the_better_of_the_raw_and_the_ema_validation_loss():
+    """With --ema the run keeps the better of the two weights, so the pruner is told that one."""
+    from types import SimpleNamespace
+
+    from ptflow.sweep.search import pruning_callback
+
+    class Trial:  # what the callback calls on an Optuna trial
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((value, step))
+
+        def should_prune(self):
+            return False
+
+    trial = Trial()
+    callback = pruning_callback(trial)
+    callback(SimpleNamespace(epoch=1, history=[{"valid_loss": 0.9, "ema_valid_loss": 0.7}]), None)
+    callback(SimpleNamespace(epoch=2, history=[{}, {"valid_loss": 0.5, "ema_valid_loss": 0.6}]), None)
+    callback(SimpleNamespace(epoch=3, history=[{}, {}, {"valid_loss": 0.4}]), None)  # no EMA
+    assert trial.reports == [(0.7, 1), (0.5, 2), (0.4, 3)]

@@ -213,10 +213,13 @@ def suggest(trial: optuna.Trial, spec: ParamSpec):
 
 
 def pruning_callback(trial: optuna.Trial):
-    """A train callback: report each epoch's validation loss, stop the run when the pruner says so."""
+    """A train callback: report each epoch's validation loss, stop the run when the pruner says so.
+    With --ema, the lower of the raw weights' and the EMA's: the run keeps whichever is better, so
+    a trial whose EMA is good is not pruned for its raw weights' loss."""
 
     def report(state, run_dir: Path) -> None:
-        loss = state.history[-1]["valid_loss"]
+        epoch = state.history[-1]
+        loss = min(epoch["valid_loss"], epoch.get("ema_valid_loss", math.inf))
         if math.isfinite(loss):  # a diverged epoch is left out; the run itself then fails
             trial.report(loss, state.epoch)
         if trial.should_prune():
