@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 
+from ptflow.data.geometry import DEFAULT_INTERPOLATION
+
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default aspect-ratio range
 ORIENTATION = 0x0112  # the EXIF tag: 1 (or absent) is upright as stored
 
@@ -71,7 +73,7 @@ class CropFlip:
     probability random_erasing. Picklable."""
 
     def __init__(self, size: tuple[int, int], scale: tuple[float, float], hflip: float, random_erasing: float,
-                 mode: str, erase_value: int, interpolation: str = "bilinear"):
+                 mode: str, erase_value: int, interpolation: str = DEFAULT_INTERPOLATION):
         self.size, self.scale, self.hflip, self.mode = (int(size[0]), int(size[1])), tuple(scale), hflip, mode
         self.interpolation = interpolation  # geometry.INTERPOLATIONS: torch's and Pillow's names alike
         self.erase = None

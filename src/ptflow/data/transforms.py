@@ -28,6 +28,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ptflow.data.geometry import DEFAULT_INTERPOLATION
+
 AUGMENT = ("none", "light", "standard", "strong")
 AUTO_AUGMENT = ("none", "randaugment", "trivialaugment")
 # The TrainConfig fields that override a preset (None there: the preset's value)
@@ -95,7 +97,8 @@ class Augmentation:
         return self.mixup > 0 or self.cutmix > 0
 
 
-def train_transform(aug: Augmentation, size: tuple[int, int], channels: int, interpolation: str = "bilinear"):
+def train_transform(aug: Augmentation, size: tuple[int, int], channels: int,
+                    interpolation: str = DEFAULT_INTERPOLATION):
     """PIL image in mode "L" (channels 1) or "RGB" (channels 3) -> uint8 tensor (channels, *size),
     every resize by `interpolation` (bilinear or bicubic: --interpolation, as evaluation resizes).
 

@@ -85,7 +85,7 @@ def augmentation(config: TrainConfig, splits: Splits):
     return aug
 
 
-def training_transform(aug, splits: Splits, interpolation: str = "bilinear"):
+def training_transform(aug, splits: Splits, interpolation: str):
     """The per-example random transform of training images (aug: augmentation()), or None;
     interpolation: --interpolation, the resize filter evaluation uses too."""
     if not aug.per_example:
