@@ -70,6 +70,16 @@ def test_the_default_is_a_timm_models_own_where_ptflow_has_it_else_bilinear(monk
     assert timm_models.own_interpolation(NAME) == "bilinear"
 
 
+def test_a_bilinear_test_split_keeps_the_fingerprint_it_had_before_the_option():
+    """The test split's fingerprint folds in geometry.key(): bilinear's is what was hashed before
+    (so an old run's predictions file still matches `ptflow evaluate`), bicubic's differs."""
+    from ptflow.data.geometry import Geometry
+
+    before = json.dumps({"channels": 3, "size": [32, 24], "crop_pct": 0.875})
+    assert json.dumps(Geometry(3, (32, 24), 0.875).key()) == before
+    assert json.dumps(Geometry(3, (32, 24), 0.875, "bicubic").key()) != before
+
+
 def test_an_unknown_filter_is_refused_in_one_line():
     with pytest.raises(UsageError, match="^--interpolation must be one of bilinear, bicubic, got 'lanczos'$"):
         TrainConfig.from_dict({"interpolation": "lanczos"})
