@@ -61,6 +61,7 @@ from ptflow.constants import (
     TRACKERS,
 )
 from ptflow.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
+from ptflow.data.geometry import INTERPOLATIONS
 from ptflow.data.placement import MODES as DATA_PLACEMENTS
 from ptflow.data.transforms import AUGMENT, AUTO_AUGMENT
 from ptflow.errors import UsageError, shown
@@ -128,6 +129,11 @@ class TrainConfig:
         group="data", metavar="SHARE",
         help="image files are scaled so that the centre crop of --image_size keeps this share of them "
              "(default: 1 where all share one size, else 0.875); the model file keeps it for predict and serve")
+    interpolation: str | None = option(  # None: a timm model's own (timm_models.py), else bilinear (geometry.py)
+        group="data", metavar="FILTER",
+        help=f"the filter images are resized with, one of {', '.join(INTERPOLATIONS)}, in training and in the "
+             f"evaluation transform the model file keeps (default: a timm model's own where it is one of them, "
+             f"else bilinear)")
     data_in_memory: str = option(  # auto: the fast path whenever the decoded dataset fits in half the memory left
         "auto", group="data", role=RUNTIME, resume=True, choices=DATA_PLACEMENTS,
         help="image files: decode them all into memory (yes), stream them from disk in worker processes (no), "
@@ -321,6 +327,8 @@ class TrainConfig:
               f"--image_size must be in 1..{MAX_IMAGE_SIZE}, got {self.image_size}")
         check(self.crop_pct is None or 0.05 <= self.crop_pct <= 1,
               f"--crop_pct must be in [0.05, 1], got {self.crop_pct}")
+        check(self.interpolation is None or self.interpolation in INTERPOLATIONS,
+              f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {shown(self.interpolation)}")
         check(self.num_workers is None or 0 <= self.num_workers <= MAX_WORKERS,
               f"--num_workers must be in 0..{MAX_WORKERS}, got {self.num_workers}")
         check(0 <= self.augment_shift <= 8, f"--augment_shift must be in 0..8, got {self.augment_shift}")

@@ -6,8 +6,9 @@ What it draws is torchvision's: the crop box by RandomResizedCrop's algorithm (t
 ratio, 10 tries, then the centre crop), the flip by `torch.rand(1) < p`, erasing by v2's own
 RandomErasing, all from torch's global generator in that order, so `seed_example` still fixes an
 example's augmentation whatever the worker. What it saves:
-- the box's pixels resized once by torch's uint8 antialiased bilinear (Pillow's filter, in AVX2:
-  about 3x as fast as Pillow's own on a 300-600 px photo), and the flip on the small result;
+- the box's pixels resized once by torch's uint8 antialiased bilinear or bicubic (`--interpolation`:
+  Pillow's filters, bicubic's with Pillow's a = -0.5; bilinear in AVX2 is about 3x as fast as
+  Pillow's own on a 300-600 px photo), and the flip on the small result;
 - on an upright JPEG decoded whole (the box under twice the crop: most ImageNet-size photos),
   libjpeg-turbo through torchvision.io.decode_jpeg straight to a tensor, the same pixels as
   Pillow's decode without Pillow's image and copy. Without torchvision's decoders, or where they
@@ -25,6 +26,8 @@ from the decoded, upright size, with the same draws.
 from __future__ import annotations
 
 import math
+
+from ptflow.data.geometry import DEFAULT_INTERPOLATION
 
 RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop default aspect-ratio range
 ORIENTATION = 0x0112  # the EXIF tag: 1 (or absent) is upright as stored
@@ -66,11 +69,13 @@ def draft_scale(box_size: tuple[int, int], size: tuple[int, int]) -> int:
 
 class CropFlip:
     """Image (PIL, or a file through `read`) -> uint8 tensor (channels, *size), randomly cropped
-    and resized, flipped with probability hflip, erased with probability random_erasing. Picklable."""
+    and resized (bilinear or bicubic: interpolation), flipped with probability hflip, erased with
+    probability random_erasing. Picklable."""
 
     def __init__(self, size: tuple[int, int], scale: tuple[float, float], hflip: float, random_erasing: float,
-                 mode: str, erase_value: int):
+                 mode: str, erase_value: int, interpolation: str = DEFAULT_INTERPOLATION):
         self.size, self.scale, self.hflip, self.mode = (int(size[0]), int(size[1])), tuple(scale), hflip, mode
+        self.interpolation = interpolation  # geometry.INTERPOLATIONS: torch's and Pillow's names alike
         self.erase = None
         if random_erasing:  # v2's own, on the uint8 tensor (its draws and rectangle exactly)
             from torchvision.transforms import v2
@@ -141,11 +146,11 @@ class CropFlip:
 
     def _finish_box(self, x):
         """The box's pixels (C, h, w) -> resized to size, flipped, erased. The resize is torch's
-        antialiased bilinear on uint8 (what v2.functional.resize runs on a uint8 tensor; Pillow's
-        filter, in AVX2), so it needs no torchvision and gives the same pixels with or without it."""
+        antialiased bilinear or bicubic on uint8 (what v2.functional.resize runs on a uint8 tensor;
+        Pillow's filters), so it needs no torchvision and gives the same pixels with or without it."""
         import torch
 
-        x = torch.nn.functional.interpolate(x[None], self.size, mode="bilinear", align_corners=False,
+        x = torch.nn.functional.interpolate(x[None], self.size, mode=self.interpolation, align_corners=False,
                                             antialias=True)[0]
         if self.hflip and torch.rand(1).item() < self.hflip:  # v2.RandomHorizontalFlip's draw
             x = x.flip(-1)
@@ -153,14 +158,15 @@ class CropFlip:
 
     def _finish(self, image, box):
         """A drafted JPEG: resize its (fractional) box to size in one pass, then flip and erase."""
-        from PIL import Image
+        from ptflow.data.geometry import resample
 
         height, width = self.size
-        return self._finish_box(_pixels(image.resize((width, height), Image.BILINEAR, box=box, reducing_gap=None)))
+        resized = image.resize((width, height), resample(self.interpolation), box=box, reducing_gap=None)
+        return self._finish_box(_pixels(resized))
 
     def __repr__(self) -> str:
         return (f"CropFlip({self.mode}, size={self.size}, scale={self.scale}, hflip={self.hflip}, "
-                f"erase={self.erase})")
+                f"interpolation={self.interpolation}, erase={self.erase})")
 
 
 def _pixels(image):

@@ -1,11 +1,13 @@
-"""The size a photo becomes: `--image_size` and `--crop_pct`, and the evaluation transform.
+"""The size a photo becomes: `--image_size`, `--crop_pct`, `--interpolation`, and the evaluation transform.
 
 A folder of photos holds images of every size; a network takes one. The evaluation transform is
 the one timm and torchvision's references use: scale the image so that the crop covers
 `crop_pct` of it (its shorter side becomes size / crop_pct), then cut the centre `size` out,
-keeping the aspect ratio (a squashed face is not a face). It is written in Pillow alone, so
-`ptflow predict`, the server, the Python API and training all apply it without torchvision, and
-the model file records it (style "crop" and `crop_pct`): the same file is the same input
+keeping the aspect ratio (a squashed face is not a face). The resize is bilinear or bicubic
+(`--interpolation`: a timm model's own by default), both antialiased (Pillow's filters, which
+torch's uint8 resize in crops.py reproduces). It is written in Pillow alone, so `ptflow predict`,
+the server, the Python API and training all apply it without torchvision, and the model file
+records it (style "crop", `crop_pct` and `interpolation`): the same file is the same input
 everywhere. With crop_pct 1 and an image already of the size it is the identity.
 
 Defaults, from the image headers (no pixel decoded): a folder whose images all have one size
@@ -21,6 +23,10 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_SIZE = 224  # the default side of a mixed-size folder's images, at most
 DEFAULT_CROP_PCT = 0.875  # of a mixed-size folder (timm's default)
+INTERPOLATIONS = ("bilinear", "bicubic")  # the resize filters: what Pillow and torch's uint8 resize share
+# bilinear: the one resize before --interpolation existed, so runs and model files without it
+# keep their pixels (a timm model's pretrained_cfg usually says bicubic: timm_models.py)
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -30,15 +36,25 @@ class Geometry:
     channels: int  # 1 (gray) or 3 (RGB)
     size: tuple[int, int]  # (height, width)
     crop_pct: float = 1.0  # the share of the scaled image the centre crop keeps (1: all of its shorter side)
+    interpolation: str = DEFAULT_INTERPOLATION  # one of INTERPOLATIONS
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.size)
 
+    def key(self) -> dict:
+        """What a test split's fingerprint folds in of the geometry: bilinear, the resize of every
+        run before --interpolation, adds nothing, so those runs keep their fingerprints."""
+        fields = {"channels": self.channels, "size": list(self.size), "crop_pct": self.crop_pct}
+        if self.interpolation != DEFAULT_INTERPOLATION:
+            fields["interpolation"] = self.interpolation
+        return fields
 
-def choose(sizes: list[tuple[int, int]], gray: bool, image_size: int | None, crop_pct: float | None) -> Geometry:
+
+def choose(sizes: list[tuple[int, int]], gray: bool, image_size: int | None, crop_pct: float | None,
+           interpolation: str | None = None) -> Geometry:
     """The geometry of a dataset whose images have these (height, width) sizes (from their
-    headers); --image_size and --crop_pct, when given, win over the defaults."""
+    headers); --image_size, --crop_pct and --interpolation, when given, win over the defaults."""
     same = len(set(sizes)) == 1
     if image_size is not None:
         size = (image_size, image_size)
@@ -49,7 +65,14 @@ def choose(sizes: list[tuple[int, int]], gray: bool, image_size: int | None, cro
         size = (min(typical, DEFAULT_MAX_SIZE),) * 2
     if crop_pct is None:
         crop_pct = 1.0 if same and image_size is None else DEFAULT_CROP_PCT
-    return Geometry(1 if gray else 3, tuple(size), float(crop_pct))
+    return Geometry(1 if gray else 3, tuple(size), float(crop_pct), interpolation or DEFAULT_INTERPOLATION)
+
+
+def resample(interpolation: str):
+    """Pillow's filter of that name (one of INTERPOLATIONS)."""
+    from PIL import Image
+
+    return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
 
 
 def scaled_size(width: int, height: int, size: tuple[int, int], crop_pct: float) -> tuple[int, int]:
@@ -62,7 +85,6 @@ def scaled_size(width: int, height: int, size: tuple[int, int], crop_pct: float)
 def crop_pixels(image, geometry: Geometry):
     """A gray or RGB PIL image (imaging.flatten's output) -> uint8 (channels, height, width)."""
     import numpy as np
-    from PIL import Image
 
     mode = "L" if geometry.channels == 1 else "RGB"
     image = image if image.mode == mode else image.convert(mode)  # convert() copies even to its own mode
@@ -70,7 +92,7 @@ def crop_pixels(image, geometry: Geometry):
     if image.size != (width, height) or geometry.crop_pct != 1.0:
         new_w, new_h = scaled_size(image.width, image.height, geometry.size, geometry.crop_pct)
         if (new_w, new_h) != image.size:
-            image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+            image = image.resize((new_w, new_h), resample(geometry.interpolation), reducing_gap=None)
         left, top = (new_w - width) // 2, (new_h - height) // 2
         image = image.crop((left, top, left + width, top + height))
     array = np.asarray(image, dtype=np.uint8)

@@ -10,8 +10,9 @@ Styles, chosen by the dataset a model was trained on:
 - "resize" (arrays of images of your own, and folders before --image_size): converted to the
   model's channels and resized to its input.
 - "crop" (image files: folder:, shards:): geometry.py's evaluation transform, scaled so that the
-  centre crop keeps the model file's `crop_pct` of the image, the aspect ratio kept. At run time
-  the style and its share travel as one string, "crop:0.875" (`style_of(meta)`).
+  centre crop keeps the model file's `crop_pct` of the image, the aspect ratio kept, resized by its
+  `interpolation` (bilinear where a file from before that key names none). At run time the style,
+  its share and its filter travel as one string, "crop:0.875:bicubic" (`style_of(meta)`).
 
 Whatever the style, an image first becomes 8-bit gray or RGB the same way (`flatten`), at
 training time (`folder:` datasets) and at prediction: turned upright by its EXIF orientation,
@@ -90,9 +91,22 @@ def to_pixels(image, channels: int, size: tuple[int, int] | None = None) -> np.n
 
 
 def style_of(meta: dict) -> str:
-    """The style a model file's metadata names, with its crop share for "crop" ("crop:0.875")."""
+    """The style a model file's metadata names, with its crop share and filter for "crop"
+    ("crop:0.875:bicubic")."""
     style = meta.get("image_style") or "resize"
-    return f"crop:{float(meta.get('crop_pct', 1.0))!r}" if style == "crop" else style
+    if style != "crop":
+        return style
+    return f"crop:{float(meta.get('crop_pct', 1.0))!r}:{interpolation_of(meta)}"
+
+
+def interpolation_of(meta: dict) -> str | None:
+    """The resize filter of a model file's crop style (schema.py checked it is one of
+    geometry.INTERPOLATIONS); bilinear for files from before the key; None for other styles."""
+    from ptflow.data.geometry import DEFAULT_INTERPOLATION
+
+    if meta.get("image_style") != "crop":
+        return None
+    return meta.get("interpolation") or DEFAULT_INTERPOLATION
 
 
 def to_input(image, input_shape: tuple[int, ...], style: str) -> np.ndarray:
@@ -101,9 +115,11 @@ def to_input(image, input_shape: tuple[int, ...], style: str) -> np.ndarray:
         raise PtflowError(f"this model takes {tuple(input_shape)} feature vectors, not images")
     channels, height, width = input_shape
     if style.startswith("crop:"):
-        from ptflow.data.geometry import Geometry, crop_pixels
+        from ptflow.data.geometry import DEFAULT_INTERPOLATION, Geometry, crop_pixels
 
-        return crop_pixels(flatten(image), Geometry(channels, (height, width), float(style[5:])))
+        share, _, interpolation = style[5:].partition(":")  # "0.875:bicubic"; "0.875" alone: bilinear
+        geometry = Geometry(channels, (height, width), float(share), interpolation or DEFAULT_INTERPOLATION)
+        return crop_pixels(flatten(image), geometry)
     if style in ("digit", "object") and channels == 1:
         gray = np.asarray(flatten(image).convert("L"), dtype=np.float32)
         box = round(min(height, width) * 20 / 28) if style == "digit" else min(height, width)

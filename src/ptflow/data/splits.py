@@ -103,12 +103,12 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
                 origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None,
                 image_size: int | None = None, crop_pct: float | None = None, in_memory: str = "yes",
-                decode: tuple[str, ...] = ("train", "val", "test")) -> Splits:
+                decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None) -> Splits:
     """The dataset `name`, split. bad_images (a bad_images.BadImages) says what an image file that
     cannot be read does: stop (the default) or be skipped.
 
-    A dataset of image files is listed, split, then decoded at its geometry (image_size and
-    crop_pct, or the defaults geometry.py chooses from the training split's headers) into memory,
+    A dataset of image files is listed, split, then decoded at its geometry (image_size, crop_pct
+    and interpolation, or the defaults geometry.py chooses from the training split's headers) into memory,
     or left as ImageLists to stream, as in_memory ("auto", "yes", "no": placement.py) says.
     decode: the splits decoded when in memory (`ptflow evaluate` needs only the test split).
     """
@@ -124,19 +124,20 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
             raise UsageError(f"--data_in_memory no: {name} is read as arrays, which are in memory already; "
                              f"streaming applies to image files (folder:, shards:)")
         return splits
-    return place(splits, bad_images, image_size, crop_pct, in_memory, decode)
+    return place(splits, bad_images, image_size, crop_pct, in_memory, decode, interpolation)
 
 
 def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str,
-          decode: tuple[str, ...] = ("train", "val", "test")) -> Splits:
+          decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None) -> Splits:
     """Decode the ImageLists of `splits` into memory, or keep them to stream (placement.py)."""
     train, listed = splits.x_train, len(bad_images.skipped)  # files skipped so far: already in the fingerprint
-    geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct)
+    geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct,
+                      interpolation)
     decoded = sum(len(getattr(splits, f"y_{part}")) for part in decode) * int(np.prod(geometry.shape))
     keep, why = placement.in_memory(mode, decoded, splits.name)
     splits.geometry, splits.placement = geometry, why
     splits.train_shards = train.shard_numbers()
-    splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.__dict__, default=list)).encode()
+    splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.key())).encode()
                                     + splits.y_test.astype("<i8").tobytes()).hexdigest()
     if keep:
         for part in decode:

@@ -28,6 +28,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ptflow.data.geometry import DEFAULT_INTERPOLATION
+
 AUGMENT = ("none", "light", "standard", "strong")
 AUTO_AUGMENT = ("none", "randaugment", "trivialaugment")
 # The TrainConfig fields that override a preset (None there: the preset's value)
@@ -95,8 +97,10 @@ class Augmentation:
         return self.mixup > 0 or self.cutmix > 0
 
 
-def train_transform(aug: Augmentation, size: tuple[int, int], channels: int):
-    """PIL image in mode "L" (channels 1) or "RGB" (channels 3) -> uint8 tensor (channels, *size).
+def train_transform(aug: Augmentation, size: tuple[int, int], channels: int,
+                    interpolation: str = DEFAULT_INTERPOLATION):
+    """PIL image in mode "L" (channels 1) or "RGB" (channels 3) -> uint8 tensor (channels, *size),
+    every resize by `interpolation` (bilinear or bicubic: --interpolation, as evaluation resizes).
 
     None when nothing per example is random: the caller then uses its evaluation transform. A
     random resized crop without auto-augment is crops.CropFlip, which also reads image files
@@ -111,14 +115,15 @@ def train_transform(aug: Augmentation, size: tuple[int, int], channels: int):
     if aug.crop_scale and aug.auto_augment == "none":  # crop, flip, erasing: fused (crops.py), same draws
         from ptflow.data.crops import CropFlip
 
-        return CropFlip(size, aug.crop_scale, aug.hflip, aug.random_erasing, mode, ERASE_VALUE)
-    from torchvision.transforms import v2
+        return CropFlip(size, aug.crop_scale, aug.hflip, aug.random_erasing, mode, ERASE_VALUE, interpolation)
+    from torchvision.transforms import InterpolationMode, v2
 
+    resize = InterpolationMode(interpolation)  # on PIL images: Pillow's own filter of that name
     steps = []
     if aug.crop_scale:
-        steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, antialias=True))
+        steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, interpolation=resize, antialias=True))
     else:  # no random crop asked for: the whole image, shorter side to size, centred
-        steps += [v2.Resize(min(size), antialias=True), v2.CenterCrop(size)]
+        steps += [v2.Resize(min(size), interpolation=resize, antialias=True), v2.CenterCrop(size)]
     if aug.hflip:
         steps.append(v2.RandomHorizontalFlip(aug.hflip))
     if aug.auto_augment == "randaugment":

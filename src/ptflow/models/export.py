@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ptflow.console import info
+from ptflow.data.imaging import interpolation_of
 from ptflow.errors import PtflowError, first_line
 from ptflow.files import atomic_write_bytes
 from ptflow.models.files import LoadedModel, load_model
@@ -49,7 +50,8 @@ def description(loaded: LoadedModel) -> dict:
     meta = loaded.meta
     return {"format": "ptflow.export", "classes": loaded.classes, "input_shape": list(loaded.input_shape),
             "input_dtype": input_dtype(loaded), "output": "probabilities", "preprocessing": meta["preprocessing"],
-            "image_style": meta.get("image_style"), "crop_pct": meta.get("crop_pct"), "model": meta["model"],
+            "image_style": meta.get("image_style"), "crop_pct": meta.get("crop_pct"),
+            "interpolation": interpolation_of(meta), "model": meta["model"],
             "dataset": meta.get("dataset"),
             "metrics": meta.get("metrics", {}), "temperature": loaded.temperature, "source_sha256": meta["sha256"],
             "versions": meta.get("versions", {})}

@@ -16,6 +16,7 @@ import math
 from typing import Callable
 
 from ptflow.constants import MAX_SEED
+from ptflow.data.geometry import INTERPOLATIONS
 from ptflow.errors import PtflowError, shown
 from ptflow.sizes import MAX_CLASSES, check_structure
 
@@ -77,6 +78,8 @@ FIELDS: dict[str, tuple[bool, str, Callable]] = {
     "image_style": (False, " or ".join(IMAGE_STYLES), _optional(lambda v: v in IMAGE_STYLES)),
     "crop_pct": (False, "a number in [0.05, 1] (the crop style's share)",
                  _optional(lambda v: _is_number(v) and 0.05 <= v <= 1)),
+    "interpolation": (False, f"{' or '.join(INTERPOLATIONS)} (the crop style's resize; absent: bilinear)",
+                      _optional(lambda v: v in INTERPOLATIONS)),
     "dataset": (False, "a string", _optional(lambda v: isinstance(v, str))),
     "data_fingerprint": (False, "a string", _optional(lambda v: isinstance(v, str))),
     "config": (True, "an object", lambda v: isinstance(v, dict)),

@@ -10,8 +10,8 @@ a model file never touches the network.
 
 Each timm model carries its `pretrained_cfg`: input size, mean/std, crop share and
 interpolation. `defaults(NAME)` reads them, and a run uses them where its flags leave the
-image size, crop and normalisation open. timm is the optional `vision` extra: without it, one
-line says how to install it.
+image size, crop, resize filter and normalisation open. timm is the optional `vision` extra:
+without it, one line says how to install it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import difflib
 import functools
 from typing import Callable
 
+from ptflow.data.geometry import DEFAULT_INTERPOLATION, INTERPOLATIONS
 from ptflow.errors import UsageError
 from ptflow.plugins import Source
 
@@ -127,13 +128,25 @@ def channel_stats(own: dict, channels: int) -> tuple[list[float], list[float]]:
     return [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
 
 
-def with_own_geometry(config):
-    """A TrainConfig whose image_size and crop_pct, where the flags left them open (None), are the
-    timm model's own; the run's config.json then records them for evaluate and resume."""
-    if not is_timm(config.model) or (config.image_size is not None and config.crop_pct is not None):
-        return config
+def own_interpolation(model: str) -> str:
+    """The resize filter a model takes by default: a timm model's pretrained_cfg's where ptflow
+    resizes with it (bilinear, bicubic; not e.g. timm's "random"), else bilinear."""
+    own = defaults(model)["interpolation"] if is_timm(model) else DEFAULT_INTERPOLATION
+    return own if own in INTERPOLATIONS else DEFAULT_INTERPOLATION
+
+
+def with_own_geometry(config, resumed: bool = False):
+    """A TrainConfig whose image_size, crop_pct and interpolation, where the flags left them open
+    (None), are the timm model's own (interpolation: bilinear for other models); the run's
+    config.json then records them for evaluate and resume. resumed: the config is a run folder's,
+    where no interpolation means a run from before the option, which resized bilinearly."""
     import dataclasses
 
+    if config.interpolation is None:
+        filter_ = DEFAULT_INTERPOLATION if resumed else own_interpolation(config.model)
+        config = dataclasses.replace(config, interpolation=filter_)
+    if not is_timm(config.model) or (config.image_size is not None and config.crop_pct is not None):
+        return config
     own = defaults(config.model)
     return dataclasses.replace(config, image_size=config.image_size or own["image_size"],
                                crop_pct=config.crop_pct or own["crop_pct"])

@@ -18,6 +18,7 @@ from ptflow import plots, predictions
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info, warn
 from ptflow.data.bad_images import BadImages
+from ptflow.data.imaging import interpolation_of
 from ptflow.data.splits import Splits, load_splits
 from ptflow.devices import resolve_device
 from ptflow.errors import PtflowError, shown
@@ -67,7 +68,8 @@ def rebuild_splits(loaded: LoadedModel, data_dir: str | None = None, trust_code:
     splits = load_splits(config["dataset"], data_dir or config.get("data_dir"), config.get("target"),
                          config["train_ratio"], config["test_ratio"], config["seed"], trust_code=trust_code,
                          origin=loaded.meta["path"], bad_images=BadImages.of_run(config),
-                         image_size=config.get("image_size"), crop_pct=config.get("crop_pct"), decode=("test",))
+                         image_size=config.get("image_size"), crop_pct=config.get("crop_pct"), decode=("test",),
+                         interpolation=interpolation_of(loaded.meta))
     if splits.fingerprint != loaded.meta.get("data_fingerprint"):
         warn(f"the data of {config['dataset']} differ from what the model was trained on")
     if splits.classes != loaded.classes:  # class i of the data would be judged as the model's class i

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from ptflow import __version__
 from ptflow.console import info, warn
-from ptflow.data.imaging import style_of
+from ptflow.data.imaging import interpolation_of, style_of
 from ptflow.errors import PtflowError
 from ptflow.models.files import LoadedModel, load_model
 from ptflow.models.inference import predict_proba, prediction_rows
@@ -101,7 +101,7 @@ class Service:
                 "classes": self.classes, "input_shape": list(loaded.input_shape),
                 "input_range": list(self.value_range) if self.value_range else None,
                 "image_style": meta.get("image_style"), "crop_pct": meta.get("crop_pct"),
-                "preprocessing": meta["preprocessing"],
+                "interpolation": interpolation_of(meta), "preprocessing": meta["preprocessing"],
                 "metrics": meta.get("metrics", {}), "sha256": meta["sha256"],
                 "max_inputs": self.settings.max_inputs, "auth_required": self.settings.keyed}
 

@@ -39,6 +39,8 @@ class ModelInfo(BaseModel):
     image_style: str | None
     crop_pct: float | None = Field(None, description="with image_style crop: the share of the image the centre "
                                                       "crop keeps (the evaluation transform)")
+    interpolation: str | None = Field(None, description="with image_style crop: the filter the evaluation transform "
+                                                           "resizes with, bilinear or bicubic")
     preprocessing: dict
     metrics: dict
     sha256: str

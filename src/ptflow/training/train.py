@@ -50,7 +50,7 @@ def to_device(splits: Splits, device: torch.device, config: TrainConfig | None =
     streamed dataset's inputs as splits the DataLoader workers decode (data/streaming.py)."""
     labels = {f"y_{p}": getattr(splits, f"y_{p}") for p in ("train", "val", "test")}
     data = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in labels.items()}
-    transform = training_transform(aug, splits) if aug is not None else None
+    transform = training_transform(aug, splits, config.interpolation) if aug is not None else None
     # Streamed: what is not in memory, and the training split wherever a random transform needs
     # each image by itself (in worker processes, not in the training loop).
     streamed = ("train", "val", "test") if splits.streamed else ("train",) if transform is not None else ()
@@ -85,13 +85,14 @@ def augmentation(config: TrainConfig, splits: Splits):
     return aug
 
 
-def training_transform(aug, splits: Splits):
-    """The per-example random transform of training images (aug: augmentation()), or None."""
+def training_transform(aug, splits: Splits, interpolation: str):
+    """The per-example random transform of training images (aug: augmentation()), or None;
+    interpolation: --interpolation, the resize filter evaluation uses too."""
     if not aug.per_example:
         return None
     from ptflow.data.transforms import train_transform
 
-    return train_transform(aug, splits.input_shape[1:], splits.input_shape[0])
+    return train_transform(aug, splits.input_shape[1:], splits.input_shape[0], interpolation)
 
 
 def build_state(config: TrainConfig, splits: Splits, device: torch.device, preprocess: Preprocess,
@@ -164,7 +165,8 @@ def train_model(config: TrainConfig, callbacks: list[Callable[[TrainState, Path]
 def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_from: Path | None,
                  allow_changed_code: bool, resume_hint: bool, trust_code: bool) -> dict:
     started = time.time()
-    config = timm_models.with_own_geometry(config)  # a timm model's own image size and crop, where not given
+    # a timm model's own image size, crop and resize filter, where not given
+    config = timm_models.with_own_geometry(config, resumed=resume_from is not None)
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
@@ -172,7 +174,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin,
                          fold=(config.fold, config.folds) if config.fold else None, bad_images=bad_images,
-                         image_size=config.image_size, crop_pct=config.crop_pct, in_memory=config.data_in_memory)
+                         image_size=config.image_size, crop_pct=config.crop_pct, in_memory=config.data_in_memory,
+                         interpolation=config.interpolation)
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
@@ -292,7 +295,8 @@ def _images_of(aug, splits: Splits) -> dict:
         record["augmentation"] = aug.to_dict()
     if splits.geometry is not None:
         record["images"] = {"size": list(splits.geometry.size), "channels": splits.geometry.channels,
-                            "crop_pct": splits.geometry.crop_pct, "placement": splits.placement}
+                            "crop_pct": splits.geometry.crop_pct, "interpolation": splits.geometry.interpolation,
+                            "placement": splits.placement}
     return record
 
 
@@ -301,7 +305,8 @@ def _image_transform(splits: Splits) -> dict:
     image files' evaluation transform (geometry.py), else the dataset's style (imaging.py)."""
     if splits.geometry is None:
         return {"image_style": splits.image_style}
-    return {"image_style": "crop", "crop_pct": splits.geometry.crop_pct}
+    return {"image_style": "crop", "crop_pct": splits.geometry.crop_pct,
+            "interpolation": splits.geometry.interpolation}
 
 
 def output_flags(config: TrainConfig) -> list[str]:
