@@ -5,7 +5,7 @@ backbone, an exponential moving average of the weights, and what a model's const
   `nn.Linear` the module holds (ptflow's mlp and cnn, most plain classifiers). The backbone is
   every other parameter.
 - `--head_lr_mult X` puts the head in a second parameter group at lr * X; schedules scale every
-  group by the same factor (loop.build_scheduler), so the ratio holds through warmup and decay.
+  group by the same factor (steps.build_scheduler), so the ratio holds through warmup and decay.
 - `--freeze_backbone_epochs N`: during the first N epochs the backbone's parameters require no
   gradient, so backward leaves their `.grad` None and torch's Adam, AdamW and SGD skip them
   entirely (no moment, no step count, no decoupled weight decay); its BatchNorm layers stay in

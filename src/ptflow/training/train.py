@@ -33,15 +33,8 @@ from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
 from ptflow.training import checkpoint, ddp, finetune, identity, imbalance, interrupt, outcome, runs, tracking
 from ptflow.training import distributed as dist
-from ptflow.training.loop import (
-    LoopSettings,
-    TrainState,
-    build_optimizer,
-    build_scheduler,
-    eval_batch_size,
-    fit,
-    steps_per_epoch,
-)
+from ptflow.training.loop import LoopSettings, TrainState, fit
+from ptflow.training.steps import build_optimizer, build_scheduler, eval_batch_size, steps_per_epoch
 
 
 def to_device(splits: Splits, device: torch.device, config: TrainConfig | None = None, bad_images=None,
