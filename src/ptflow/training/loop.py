@@ -35,6 +35,7 @@ from ptflow.models.networks import Preprocess
 from ptflow.training import distributed as dist
 from ptflow.training import finetune, interrupt
 from ptflow.training.imbalance import epoch_order
+from ptflow.training.precision import autocast, backward_and_step, layout
 from ptflow.training.steps import batch_starts, eval_batch_size, loss_function, shard, training_loss
 
 
@@ -70,6 +71,7 @@ class TrainState:
     position: EpochPosition | None = None  # inside an epoch's training pass; None between epochs
     ema: nn.Module | None = None  # --ema: the weights' moving average (an AveragedModel, finetune.py), or None
     best_from: str = "raw"  # whose weights best_weights are: the model's ("raw") or the EMA's ("ema")
+    scaler: torch.amp.GradScaler | None = None  # --precision fp16's loss scale (precision.py), or None
 
 
 @dataclass(kw_only=True)
@@ -79,7 +81,7 @@ class LoopSettings:
     n_epochs: int
     batch_size: int
     early_stop: int = 0
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp16 also needs TrainState.scaler (precision.grad_scaler)
     verbose: int = 1
     augment_shift: int = 0  # random shifts of up to this many pixels, training batches only
     rank: int = 0  # this process's share of each batch, with several processes (DDP)
@@ -93,12 +95,7 @@ class LoopSettings:
     n_classes: int = 0  # for the soft targets of mixing and smoothing
     pixel_scale: float = 1 / 255  # mixed images are floats in 0..255: Preprocess takes floats as already scaled
     freeze_epochs: int = 0  # --freeze_backbone_epochs: only the head trains in epochs 1..freeze_epochs
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    channels_last: bool = False  # image batches in NHWC memory order, as the model's weights then are
 
 
 def gather(x, index_lists: list[torch.Tensor], epoch: int | None = None):
@@ -166,8 +163,7 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
             with autocast(device, settings.precision):
                 loss = _step_loss(state, forward, loss_fn, x_i, y_i, settings)
             state.optimizer.zero_grad(set_to_none=True)
-            (loss if weight == 1.0 else loss * weight).backward()
-            state.optimizer.step()
+            backward_and_step(loss if weight == 1.0 else loss * weight, state.optimizer, state.scaler)
             if state.ema is not None:
                 finetune.update_ema(state.ema, state.model)
             if state.scheduler is not None:
@@ -239,12 +235,13 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     module to call (a torch.compile'd wrapper of state.model, say); state.model is what is saved.
     """
     net = forward_model if forward_model is not None else state.model  # a compiled module has no truth value
+    arrange = layout(settings.channels_last)
 
     def forward(x):
-        return net(preprocess(x))
+        return net(arrange(preprocess(x)))
 
     def forward_eval(x):  # not through DDP: its forward may start collectives, and processes evaluate unequal shares
-        return (state.model if settings.world > 1 else net)(preprocess(x))
+        return (state.model if settings.world > 1 else net)(arrange(preprocess(x)))
 
     for epoch in range(state.epoch, settings.n_epochs):
         if stopped(state, settings.early_stop):  # checked first, so a resumed run that had stopped stays so
@@ -263,7 +260,7 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         ema = None
         if state.ema is not None:  # its BatchNorm statistics: the model's, as they stand at the epoch's end
             finetune.copy_buffers(state.ema, state.model)
-            ema = validate(lambda x: state.ema.module(preprocess(x)), state.ema.module)
+            ema = validate(lambda x: state.ema.module(arrange(preprocess(x))), state.ema.module)
         record_epoch(state, train_loss, valid_loss, valid_acc, time.perf_counter() - started, ema)
         if settings.verbose >= 1:
             log(format_epoch(state, settings.n_epochs))
