@@ -2,9 +2,10 @@
 # The GPU measurements in one call: the article's code vs ptflow fp32 vs ptflow bf16 (20 epochs,
 # the article's configuration), time to accuracy of the presets, on a machine with several GPUs
 # the data-parallel runs, and a timm fine-tune in bf16 and fp16 with --channels_last (needs timm
-# and torchvision; FT_EPOCHS, FT_PER_CLASS size it). Run from the repository root on a CUDA machine with PyTorch and
-# ptflow's dependencies installed (ptflow runs from this tree, PYTHONPATH=src; nothing is
-# installed or downloaded), given MNIST's four IDX files and the article's reference code:
+# and torchvision; FT_EPOCHS, FT_PER_CLASS size it). Run from the repository root on a CUDA
+# machine with PyTorch and ptflow's dependencies installed (ptflow runs from this tree,
+# PYTHONPATH=src; nothing is installed or downloaded), given MNIST's four IDX files and the
+# article's reference code:
 #
 #   MNIST=DIR SEED_CODE=DIR OUT=DIR bash bench/gpu_check.sh
 #
