@@ -84,10 +84,10 @@ def record(precision: str, model: torch.nn.Module, batches_channels_last: bool) 
     """What run.json records of how the steps computed: the precision, and the memory format of the
     model's convolution weights (channels_last with --channels_last, and for image models on a CPU
     always: oneDNN's layout) and of the batches."""
-    def name(channels_last: bool) -> str:
-        return "channels_last" if channels_last else "contiguous"
+    def name(nhwc: bool) -> str:
+        return "channels_last" if nhwc else "contiguous"
 
-    # A 1x1 kernel's weight is both layouts at once: only a larger one tells them apart.
-    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[2] * p.shape[3] > 1]
-    weights = bool(kernels) and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    # Some weights are both layouts at once (1x1 kernels, a single input channel): the others tell.
+    weights = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                  for p in model.parameters())
     return {"precision": precision, "memory_format": {"weights": name(weights), "batches": name(batches_channels_last)}}
