@@ -78,7 +78,7 @@ def step_timer(model, batch: int, steps: int):
     import torch
     import torch.nn.functional as F
 
-    from ptflow.training.loop import build_optimizer
+    from ptflow.training.steps import build_optimizer
 
     optimizer = build_optimizer(model, "adam", 1e-3, 0.0)
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))

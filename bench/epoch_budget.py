@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from ptflow.models.mlp import MLP, get_hidden_sizes
 from ptflow.models.networks import Preprocess
-from ptflow.training.loop import LoopSettings, TrainState, eval_batch_size, evaluate, train_epoch
+from ptflow.training.loop import LoopSettings, TrainState, evaluate, train_epoch
 from ptflow.training.optimizers import EagerAdam
+from ptflow.training.steps import eval_batch_size
 
 N_TRAIN, N_VALID, INPUT, CLASSES = 48_000, 12_000, 784, 10
 

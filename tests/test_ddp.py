@@ -35,7 +35,7 @@ from safetensors.torch import load_file
 from ptflow.config import TrainConfig
 from ptflow.data.splits import load_splits
 from ptflow.models.files import load_model
-from ptflow.training import loop, train
+from ptflow.training import loop, steps, train
 from ptflow.training.checkpoint import read_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals and /proc")]
@@ -147,7 +147,7 @@ def test_a_two_process_run_writes_one_run_whose_metrics_are_a_single_process_eva
     for split, loss_key, acc_key in (("val", "best_valid_loss", "valid_acc"), ("test", "test_loss", "test_acc")):
         x, y = torch.from_numpy(getattr(splits, f"x_{split}")), torch.from_numpy(getattr(splits, f"y_{split}"))
         loss, acc = loop.evaluate(lambda v: model(preprocess(v)), model, x, y,
-                                  batch_size=loop.eval_batch_size(config.batch_size))
+                                  batch_size=steps.eval_batch_size(config.batch_size))
         # The same evaluation batches, each evaluated by one process: the accuracy is exact; the
         # loss differs at most in the last bits of adding the two processes' float64 sums.
         assert acc == record[acc_key], split

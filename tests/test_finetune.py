@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from ptflow.config import TrainConfig
 from ptflow.training import finetune, interrupt, train
 from ptflow.training.checkpoint import read_checkpoint
-from ptflow.training.loop import TrainState, build_optimizer, build_scheduler, record_epoch
+from ptflow.training.loop import TrainState, record_epoch
+from ptflow.training.steps import build_optimizer, build_scheduler
 
 
 def options(data: Path, runs_dir: Path, name: str, **changes) -> dict:

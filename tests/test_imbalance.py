@@ -22,7 +22,7 @@ from helpers import assert_one_line_error, assert_same_run, make_images
 from ptflow.config import TrainConfig
 from ptflow.data.splits import load_splits
 from ptflow.reports.explore import IMBALANCED, imbalance_ratio
-from ptflow.training import imbalance, interrupt, loop, train
+from ptflow.training import imbalance, interrupt, steps, train
 
 COUNTS = (240, 60, 30)  # examples of each class: 8 to 1
 
@@ -82,11 +82,11 @@ def test_the_weighted_loss_of_a_whole_split_is_the_mean_of_the_per_class_losses(
     y = torch.tensor([0] * 50 + [1] * 10 + [2] * 4)
     log_probs = torch.log_softmax(torch.randn(len(y), 3, generator=generator, dtype=torch.float64), 1)
     weights = torch.tensor(imbalance.class_weights(y.numpy(), 3))
-    loss = loop.training_loss(F.nll_loss, log_probs, y, weights)
+    loss = steps.training_loss(F.nll_loss, log_probs, y, weights)
     per_example = F.nll_loss(log_probs, y, reduction="none")
     per_class = torch.stack([per_example[y == k].mean() for k in range(3)])
     assert loss.item() == pytest.approx(per_class.mean().item(), rel=1e-12)
-    assert torch.equal(loop.training_loss(F.nll_loss, log_probs, y, None), F.nll_loss(log_probs, y))  # as before
+    assert torch.equal(steps.training_loss(F.nll_loss, log_probs, y, None), F.nll_loss(log_probs, y))  # as before
 
 
 def test_the_balanced_sampler_draws_every_class_about_equally_often():
@@ -170,7 +170,7 @@ def test_two_processes_draw_one_balanced_order_and_train_as_one(imbalanced, tmp_
     from safetensors.torch import load_file
 
     # batch 20: 211 training examples make 10 full batches and one of 11, which neither process
-    # count drops (a last batch leaving a process under 2 examples is dropped: loop.batch_starts).
+    # count drops (a last batch leaving a process under 2 examples is dropped: steps.batch_starts).
     flags = options(imbalanced, tmp_path, "two", batch_size=20, use_dropout=True, dropout_p=0.0)
     command = [sys.executable, "-m", "ptflow", "train", "--nproc_per_node", "2", "--dist_timeout", "30"]
     for key, value in flags.items():

@@ -15,7 +15,7 @@ import torch
 from ptflow.cli.commands import build_parser
 from ptflow.cli.train import LAUNCH_OPTIONS, worker_flags
 from ptflow.training import launch, loop
-from ptflow.training.loop import batch_starts, shard
+from ptflow.training.steps import batch_starts, shard
 
 # Fewer than two training examples per process are refused before training (ddp.check_data).
 SHAPES = [(n, batch, world) for n in range(2, 70) for batch in (2, 4, 6, 8, 16) for world in (1, 2, 3, 4)

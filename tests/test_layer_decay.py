@@ -19,7 +19,7 @@ from helpers import assert_one_line_error, assert_same_run
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
 from ptflow.training import finetune, interrupt, train
-from ptflow.training.loop import build_optimizer, build_scheduler
+from ptflow.training.steps import build_optimizer, build_scheduler
 
 MODEL = "timm:test_resnet"
 # test_resnet's top-level modules holding parameters, by distance from the head

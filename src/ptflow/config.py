@@ -256,8 +256,14 @@ class TrainConfig:
         group="hardware", role=RUNTIME, resume=True, metavar="N",
         help="processes decoding streamed images for each training process (0: in the training process; "
              "default: the cores left, at most 8); any count trains the same model")
-    precision: str = option(  # bf16 matmuls need AMX on CPUs or tensor cores on GPUs to pay
-        "fp32", group="hardware", choices=PRECISIONS, help="bf16 runs matmuls under autocast")
+    precision: str = option(  # bf16 matmuls need AMX on CPUs or tensor cores on GPUs to pay; fp16 pays on GPUs only
+        "fp32", group="hardware", choices=PRECISIONS,
+        help="bf16: forward passes under autocast to bfloat16 (GPUs, CPUs with AMX or AVX512-BF16); fp16: autocast "
+             "to float16 with a gradient scaler (CUDA only)")
+    channels_last: bool = option(  # off: torch's NCHW (image models on a CPU get channels_last weights anyway)
+        False, group="hardware", role=RUNTIME,
+        help="image data: the model's convolution weights and every batch in channels_last (NHWC) memory order, "
+             "which tensor cores convolve fastest; the numbers differ only by float rounding")
     compile: bool = option(  # slower start, sometimes faster epochs: how it runs, not what is trained
         False, group="hardware", role=RUNTIME, help="torch.compile the model")
     sync_bn: bool = option(  # several processes: BatchNorm over the global batch, not each process's slice

@@ -11,7 +11,7 @@ import re
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # --precision (training/precision.py)
 NORMALIZATIONS = ("none", "standard")
 TRACKERS = ("tensorboard", "mlflow")
 CLASS_WEIGHTS = ("none", "balanced")  # --class_weights (training/imbalance.py)

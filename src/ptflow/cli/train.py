@@ -191,7 +191,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
 
     from ptflow.console import held_warnings
     from ptflow.devices import resolve_device
-    from ptflow.training import ddp, launch, runs
+    from ptflow.training import ddp, launch, precision, runs
     from ptflow.training import distributed as dist
 
     if dist.launched():
@@ -209,6 +209,7 @@ def start_processes(args: argparse.Namespace, launcher: dict) -> int:
     check_train_outputs(config)
     device = resolve_device(config.device_name())
     ddp.check(config, device.type, plan.world_size)
+    precision.check(config.precision, device)
     if device.type == "cuda":
         import torch
 

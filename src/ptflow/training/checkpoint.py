@@ -2,9 +2,11 @@
 
 At every epoch end the run folder's `checkpoint.safetensors` receives everything `TrainState`
 holds: the weights, the optimizer's state (its tensors flattened; param_groups as JSON), the
-scheduler's state_dict, the --ema average, every random generator used (the global CPU one that draws dropout
-masks, the shuffling generator, the GPU's), the epoch, the best weights and loss, the
-early-stopping counter and the history, with the run's identity (identity.py). `ptflow train
+scheduler's state_dict, the --ema average, --precision fp16's loss scale (the GradScaler's
+state_dict: the scale and the steps since it last changed, as JSON), every random generator used
+(the global CPU one that draws dropout masks, the shuffling generator, the GPU's), the epoch, the
+best weights and loss, the early-stopping counter and the history, with the run's identity
+(identity.py). `ptflow train
 --resume RUN` rebuilds the model and optimizer from the run's saved config (resume.py), loads
 that state and goes on: on CPU the run ends with the same weights, bit for bit, as the same run
 left alone. The file is safetensors with JSON metadata, written atomically (a kill at any
@@ -130,7 +132,8 @@ def state_dict(state: TrainState, device: torch.device) -> tuple[dict[str, torch
     meta = {"epoch": state.epoch, "best_loss": state.best_loss, "best_epoch": state.best_epoch,
             "bad_epochs": state.bad_epochs, "best_from": state.best_from, "history": state.history,
             "optimizer": {"param_groups": optimizer["param_groups"], "scalars": scalars},
-            "scheduler": _json_only(state.scheduler.state_dict()) if state.scheduler else None}
+            "scheduler": _json_only(state.scheduler.state_dict()) if state.scheduler else None,
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None}
     position = state.position
     if position is not None:  # stopped mid-epoch: where it stands (loop.EpochPosition)
         draws = {"order": position.order, "shifts": position.shifts, "flips": position.flips}
@@ -162,6 +165,8 @@ def load_state_dict(state: TrainState, tensors: dict[str, torch.Tensor], meta: d
     _match_layouts(state.optimizer)
     if state.scheduler is not None:
         state.scheduler.load_state_dict(meta["scheduler"])
+    if state.scaler is not None and meta.get("scaler"):  # a checkpoint older than fp16 has none: a fresh scale
+        state.scaler.load_state_dict(meta["scaler"])
     state.epoch, state.best_epoch, state.bad_epochs = meta["epoch"], meta["best_epoch"], meta["bad_epochs"]
     state.best_loss = float(meta["best_loss"])
     state.history = meta["history"]

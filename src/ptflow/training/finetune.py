@@ -5,7 +5,7 @@ backbone, an exponential moving average of the weights, and what a model's const
   `nn.Linear` the module holds (ptflow's mlp and cnn, most plain classifiers). The backbone is
   every other parameter.
 - `--head_lr_mult X` puts the head in a second parameter group at lr * X; schedules scale every
-  group by the same factor (loop.build_scheduler), so the ratio holds through warmup and decay.
+  group by the same factor (steps.build_scheduler), so the ratio holds through warmup and decay.
 - `--layer_decay RATE` (1: off): layer-wise learning-rate decay as BEiT and timm do it. The layers
   are the model's own `group_matcher()` (every timm network has one), numbered from the input by
   timm's `param_groups_layer_decay`, which this calls rather than repeats; layer i of L trains at

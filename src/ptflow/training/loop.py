@@ -9,7 +9,7 @@ on the device and read once per epoch, so no step waits for the host.
 
 With several processes (DDP), every process holds the whole dataset and draws the same shuffled
 order (same generator, same seed); each global batch of `batch_size` examples is cut into one
-near-equal slice per process (`shard`), and evaluation hands out whole evaluation batches in
+near-equal slice per process (`steps.shard`), and evaluation hands out whole evaluation batches in
 turn. Sums of loss, correct answers and counts are then added over the processes, so every
 metric is the single-process one: no example is counted twice and none is dropped.
 
@@ -27,7 +27,6 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ptflow.config import EVAL_BATCH_SIZE
 from ptflow.console import info
@@ -36,8 +35,9 @@ from ptflow.models.networks import Preprocess
 from ptflow.training import distributed as dist
 from ptflow.training import finetune, interrupt
 from ptflow.training.imbalance import epoch_order
-from ptflow.training.optimizers import EagerAdam, EagerAdamW, EagerSGD
+from ptflow.training.precision import autocast, backward_and_step, layout
 from ptflow.training.shard_order import order_by_shard
+from ptflow.training.steps import batch_starts, eval_batch_size, loss_function, shard, training_loss
 
 
 @dataclass
@@ -72,6 +72,7 @@ class TrainState:
     position: EpochPosition | None = None  # inside an epoch's training pass; None between epochs
     ema: nn.Module | None = None  # --ema: the weights' moving average (an AveragedModel, finetune.py), or None
     best_from: str = "raw"  # whose weights best_weights are: the model's ("raw") or the EMA's ("ema")
+    scaler: torch.amp.GradScaler | None = None  # --precision fp16's loss scale (precision.py), or None
 
 
 @dataclass(kw_only=True)
@@ -81,7 +82,7 @@ class LoopSettings:
     n_epochs: int
     batch_size: int
     early_stop: int = 0
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp16 also needs TrainState.scaler (precision.grad_scaler)
     verbose: int = 1
     augment_shift: int = 0  # random shifts of up to this many pixels, training batches only
     rank: int = 0  # this process's share of each batch, with several processes (DDP)
@@ -95,87 +96,8 @@ class LoopSettings:
     n_classes: int = 0  # for the soft targets of mixing and smoothing
     pixel_scale: float = 1 / 255  # mixed images are floats in 0..255: Preprocess takes floats as already scaled
     freeze_epochs: int = 0  # --freeze_backbone_epochs: only the head trains in epochs 1..freeze_epochs
+    channels_last: bool = False  # image batches in NHWC memory order, as the model's weights then are
     shards: torch.Tensor | None = None  # |shards| = (n_train,) CPU, each example's shard (shards: data), or None
-
-
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    head_lr_mult: float = 1.0, layer_decay: float = 1.0) -> torch.optim.Optimizer:
-    # fused=True updates every parameter in one kernel per step, on CPU as on GPU; measured on the
-    # article's MLP on 2 CPU cores it trains ~25% more samples/s than the per-tensor foreach path.
-    device = next(model.parameters()).device
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
-    params = finetune.param_groups(model, lr, head_lr_mult, layer_decay)  # one group, backbone and head, or layers
-    if name == "sgd":
-        return EagerSGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, **fused)
-    cls = EagerAdamW if name == "adamw" else EagerAdam
-    return cls(params, lr=lr, weight_decay=weight_decay, **fused)
-
-
-def build_scheduler(optimizer, name: str, total_steps: int, warmup_steps: int = 0):
-    """Schedules step once per batch, so they follow the run's real length. Each scales every
-    parameter group's own lr (the head's may differ: --head_lr_mult). A warmup raises the lr
-    linearly from lr / warmup_steps to lr over warmup_steps, then the schedule runs over the rest;
-    SequentialLR keeps both in its state_dict, so a resumed run continues the curve exactly."""
-    schedulers = torch.optim.lr_scheduler
-    if name == "onecycle":  # its own warmup: config.py refuses --warmup_epochs with it
-        return schedulers.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                     total_steps=total_steps)
-    if not warmup_steps:
-        return schedulers.CosineAnnealingLR(optimizer, T_max=total_steps) if name == "cosine" else None
-    warmup = schedulers.LinearLR(optimizer, start_factor=1 / warmup_steps, total_iters=warmup_steps)
-    if name != "cosine":  # after total_iters LinearLR holds the factor at 1
-        return warmup
-    cosine = schedulers.CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps)
-    return schedulers.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
-
-
-def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    return len(batch_starts(n, batch_size, world))
-
-
-def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
-    """Global batch offsets. A last batch that would leave a process fewer than two examples is
-    dropped (BatchNorm cannot train on one): with one process, a last batch of one example."""
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < 2 * world:
-        starts.pop()
-    return starts
-
-
-def shard(start: int, stop: int, rank: int, world: int) -> tuple[int, int, float]:
-    """This process's slice [lo, hi) of the global batch [start, stop), and the factor its mean
-    loss is scaled by so that DDP's average of the processes' gradients is the gradient of the
-    whole batch's mean loss: (hi - lo) * world / (stop - start), 1.0 when the batch divides evenly.
-    """
-    size = stop - start
-    lo, hi = start + rank * size // world, start + (rank + 1) * size // world
-    return lo, hi, (hi - lo) * world / size
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def loss_function(model: nn.Module) -> Callable:
-    """NLL for networks that say they end in log-softmax (the built-ins, as the article's does),
-    cross-entropy for the rest: right for logits and log-probabilities alike, since log-softmax
-    leaves log-probabilities as they are. Cross-entropy on the built-ins would compute the
-    log-softmax twice: 5% of a step of the article's MLP on a CPU."""
-    return F.nll_loss if getattr(model, "returns_log_probs", False) else F.cross_entropy
-
-
-def training_loss(loss_fn: Callable, scores: torch.Tensor, y: torch.Tensor,
-                  class_weights: torch.Tensor | None) -> torch.Tensor:
-    """The mean loss of a batch (slice), each example weighted by its class's weight if given.
-
-    Divided by the example count, not by the sum of the weights as torch's weighted mean is: each
-    process's mean then stays a plain mean over its examples, which `shard`'s scaling turns into
-    the whole batch's, and an epoch's mean is the class-balanced loss (imbalance.py)."""
-    if class_weights is None:
-        return loss_fn(scores, y)
-    return loss_fn(scores, y, weight=class_weights, reduction="sum") / len(y)
 
 
 def gather(x, index_lists: list[torch.Tensor], epoch: int | None = None):
@@ -253,8 +175,7 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
             with autocast(device, settings.precision):
                 loss = _step_loss(state, forward, loss_fn, x_i, y_i, settings)
             state.optimizer.zero_grad(set_to_none=True)
-            (loss if weight == 1.0 else loss * weight).backward()
-            state.optimizer.step()
+            backward_and_step(loss if weight == 1.0 else loss * weight, state.optimizer, state.scaler)
             if state.ema is not None:
                 finetune.update_ema(state.ema, state.model)
             if state.scheduler is not None:
@@ -330,12 +251,13 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     """
     net = forward_model if forward_model is not None else state.model  # a compiled module has no truth value
     wrapped_frozen = False  # the wrapper was built with every parameter training
+    arrange = layout(settings.channels_last)
 
     def forward(x):
-        return net(preprocess(x))
+        return net(arrange(preprocess(x)))
 
     def forward_eval(x):  # not through DDP: its forward may start collectives, and processes evaluate unequal shares
-        return (state.model if settings.world > 1 else net)(preprocess(x))
+        return (state.model if settings.world > 1 else net)(arrange(preprocess(x)))
 
     for epoch in range(state.epoch, settings.n_epochs):
         if stopped(state, settings.early_stop):  # checked first, so a resumed run that had stopped stays so
@@ -359,7 +281,7 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
         ema = None
         if state.ema is not None:  # its BatchNorm statistics: the model's, as they stand at the epoch's end
             finetune.copy_buffers(state.ema, state.model)
-            ema = validate(lambda x: state.ema.module(preprocess(x)), state.ema.module)
+            ema = validate(lambda x: state.ema.module(arrange(preprocess(x))), state.ema.module)
         record_epoch(state, train_loss, valid_loss, valid_acc, time.perf_counter() - started, ema)
         if settings.verbose >= 1:
             log(format_epoch(state, settings.n_epochs))
@@ -368,13 +290,6 @@ def fit(state: TrainState, preprocess: Preprocess, data: dict[str, torch.Tensor]
     if state.best_weights is not None:
         state.model.load_state_dict(state.best_weights)
     return state
-
-
-def eval_batch_size(batch_size: int) -> int:
-    """Inference keeps no activations for a backward pass: 2x the training batch fits in the memory
-    a training step has just freed. Measured on the article's MLP (2 CPU cores): as fast as 4x,
-    which raised the run's peak RSS by 6-10 MB."""
-    return 2 * batch_size
 
 
 def stopped(state: TrainState, early_stop: int) -> bool:

@@ -22,7 +22,9 @@ from ptflow import stats
 from ptflow.errors import PtflowError
 from ptflow.models.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from ptflow.training import scoring
-from ptflow.training.loop import autocast, eval_batches, loss_function
+from ptflow.training.loop import eval_batches
+from ptflow.training.precision import autocast
+from ptflow.training.steps import loss_function
 
 
 def results() -> tuple[str, ...]:

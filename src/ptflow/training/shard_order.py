@@ -6,7 +6,7 @@ shard. Here the shards are put in a seeded order, their examples laid end to end
 each shard), and that sequence is cut into one contiguous piece per process, as long as the
 process's share of the epoch's batches: each process reads whole shards, and at most two shards
 at the ends of its piece are shared with a neighbour. A piece is then shuffled and placed where
-its process's slices of the global batches are (loop.shard), so the batches mix every shard the
+its process's slices of the global batches are (steps.shard), so the batches mix every shard the
 process holds. Every example is trained once per epoch (bar the few of a last batch too small to
 split, as in any order), the draws come from the run's generator (the same on every process, and
 saved with a checkpoint like any order), and the order depends only on the data, seed and process

@@ -31,17 +31,21 @@ from ptflow.files import remove_temporaries, write_json
 from ptflow.models import pretrained, registry, timm_models
 from ptflow.models.files import save_model, versions
 from ptflow.models.networks import Preprocess
-from ptflow.training import checkpoint, ddp, finetune, identity, imbalance, interrupt, outcome, runs, tracking
-from ptflow.training import distributed as dist
-from ptflow.training.loop import (
-    LoopSettings,
-    TrainState,
-    build_optimizer,
-    build_scheduler,
-    eval_batch_size,
-    fit,
-    steps_per_epoch,
+from ptflow.training import (
+    checkpoint,
+    ddp,
+    finetune,
+    identity,
+    imbalance,
+    interrupt,
+    outcome,
+    precision,
+    runs,
+    tracking,
 )
+from ptflow.training import distributed as dist
+from ptflow.training.loop import LoopSettings, TrainState, fit
+from ptflow.training.steps import build_optimizer, build_scheduler, eval_batch_size, steps_per_epoch
 
 
 def to_device(splits: Splits, device: torch.device, config: TrainConfig | None = None, bad_images=None,
@@ -113,8 +117,8 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     sample = preprocess(torch.from_numpy(splits.head("train", 2)).to(device))  # |sample| = (2, *input_shape)
     registry.check_fits(model.to(device), sample, len(splits.classes), config.model, config.model_args)
     model = ddp.prepare(model, config).to(device)
-    if splits.is_image and device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
+    if splits.is_image and (config.channels_last or device.type == "cpu"):
+        model = model.to(memory_format=torch.channels_last)  # oneDNN's and tensor cores' fast layout for convolutions
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.head_lr_mult,
                                 config.layer_decay)
     per_epoch = steps_per_epoch(len(splits.y_train), config.batch_size, dist.world_size())
@@ -123,7 +127,8 @@ def build_state(config: TrainConfig, splits: Splits, device: torch.device, prepr
     generator = torch.Generator().manual_seed(config.seed)  # the same shuffled order on every process
     ddp.seed_process(config.seed)
     ema = finetune.build_ema(model, config.ema)  # a copy of the initial weights, before any step
-    return TrainState(model, optimizer, scheduler, generator, ema=ema), args, loaded
+    scaler = precision.grad_scaler(config.precision, device)  # fp16's loss scale; None otherwise
+    return TrainState(model, optimizer, scheduler, generator, ema=ema, scaler=scaler), args, loaded
 
 
 def forward_model(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -169,6 +174,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     config = timm_models.with_own_geometry(config, resumed=resume_from is not None)
     device = ddp.device_for_process(resolve_device(config.device_name()))
     ddp.check(config, device.type, dist.world_size())
+    precision.check(config.precision, device)  # fp16 off CUDA: refused before the data is even read
     origin = None if resume_from is None else str(Path(resume_from) / "config.json")
     bad_images = BadImages(config.bad_images, config.max_bad_fraction)
     splits = load_splits(config.dataset, config.data_dir, config.target, config.train_ratio,
@@ -189,7 +195,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     if config.precision == "bf16" and not has_native_bf16(device):
         warn(f"{device} has no native bf16 (AMX, AVX512-BF16 or tensor cores): bf16 is emulated there "
              f"and runs several times slower than fp32")
-    for flag, value in (("augment_shift", config.augment_shift), ("augment_flip", config.augment_flip)):
+    for flag, value in (("augment_shift", config.augment_shift), ("augment_flip", config.augment_flip),
+                        ("channels_last", config.channels_last)):
         if value and not splits.is_image:
             raise UsageError(f"--{flag} needs image data; {config.dataset} has {splits.input_shape} features")
     prep = fit_preprocessing(splits.fitting_sample(config.normalize), config.normalize)
@@ -206,7 +213,8 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
     run_dir = Path(dist.share_json_from_main(
         lambda: str(_open_run(config, splits.fingerprint, device, started, state, resume_from, splits.skipped,
                               {**_images_of(aug, splits), **({"pretrained": loaded} if loaded else {}),
-                               **finetune.lr_groups_of(state.optimizer)}))))
+                               **finetune.lr_groups_of(state.optimizer),
+                               **precision.record(config.precision, state.model, config.channels_last)}))))
     data = to_device(splits, device, config, bad_images, aug)
     net = forward_model(state.model, config, device)
 
@@ -226,7 +234,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                                 config.class_weights, splits.y_train, len(splits.classes), device),
                             mixup=aug.mixup, cutmix=aug.cutmix, label_smoothing=aug.label_smoothing,
                             n_classes=len(splits.classes), pixel_scale=prep.scale,
-                            freeze_epochs=config.freeze_backbone_epochs,
+                            freeze_epochs=config.freeze_backbone_epochs, channels_last=config.channels_last,
                             shards=None if splits.train_shards is None else torch.from_numpy(splits.train_shards))
     clock = started - sum(h["seconds"] for h in state.history)  # a resumed run counts its earlier epochs
     try:
@@ -258,7 +266,8 @@ def _open_run(config: TrainConfig, fingerprint: str, device: torch.device, start
               resume_from: Path | None, skipped: list[dict] = (), images: dict | None = None) -> Path:
     """A new run folder; or the resumed one, brought back to its checkpoint's epoch (main process only).
     skipped: the image files --bad_images skip left out (the fingerprint keeps a resumed run's the same);
-    images: what run.json records of how images are fed (_images_of) and of the starting weights."""
+    images: what run.json records of how images are fed (_images_of), of the starting weights and of
+    the precision and memory format (precision.record)."""
     if resume_from is None:
         run_dir = runs.create(config.runs_dir, config.dataset, config.model, config.run_name)
         # config.json first: a kill at any moment after it leaves a run that --resume can continue
@@ -339,7 +348,8 @@ def _finish(config, splits, prep, args, state, preprocess, data, run_dir: Path, 
             evaluate_test: bool = True) -> dict:
     """Calibrate on validation (--calibrate), judge on the test split (once, selecting nothing),
     then save the model, the test predictions and the plots."""
-    judged = outcome.judge(state.model, lambda x: state.model(preprocess(x)), data,
+    arrange = precision.layout(config.channels_last)
+    judged = outcome.judge(state.model, lambda x: state.model(arrange(preprocess(x))), data,
                            eval_batch_size(config.batch_size), config.precision, config.calibrate, evaluate_test)
     if judged.test_probs is not None:
         predictions.save(run_dir / predictions.FILE, splits.y_test, judged.test_probs,
