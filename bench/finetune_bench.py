@@ -64,13 +64,13 @@ LR, WEIGHT_DECAY, SEED = 1e-3, 0.05, 0  # AdamW's, for every fine-tune here
 TRAIN_RATIO = 0.8  # ptflow's default: the rest of train/ validates, for both contenders
 
 
-def make_photos(root: Path, per_class: int, seed: int = 0, size: int = 96) -> None:
-    """root/{train,test}/CLASS/*.jpg: a coloured shape on a noisy background; 5/16 as many to test."""
+def make_photos(root: Path, per_class: int, test_per_class: int, seed: int = 0, size: int = 96) -> None:
+    """root/{train,test}/CLASS/*.jpg: a coloured shape on a noisy background."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
-    for split, count in (("train", per_class), ("test", per_class * 5 // 16)):
+    for split, count in (("train", per_class), ("test", test_per_class)):
         for c, name in enumerate(CLASSES):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ def _env(args) -> dict:
 
 def match(args, work: Path) -> dict:
     """ptflow and timm's train.py under one protocol, each contender its own process, alternating."""
-    make_photos(work / "photos", args.per_class)
+    make_photos(work / "photos", args.per_class, args.test_per_class)
     splits = ptflow_split(args, work / "photos")
     if len(splits.y_train) % args.batch:
         raise SystemExit(f"{len(splits.y_train)} training photos are no whole number of batches of {args.batch}: "
@@ -398,10 +398,11 @@ def main() -> None:
     parser.add_argument("--model", default="resnet10t")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=12, help="epochs of the matched protocol, warmup included")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the matched protocol, warmup included")
     parser.add_argument("--warmup_epochs", type=int, default=1)
-    parser.add_argument("--per_class", type=int, default=400,
+    parser.add_argument("--per_class", type=int, default=240,
                         help="train/ photos per class (4 classes; 80%% of them train: a whole number of batches)")
+    parser.add_argument("--test_per_class", type=int, default=250, help="test/ photos per class")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender (speed medians)")
     parser.add_argument("--contenders", nargs="+", default=["ptflow fp32", "ptflow bf16", "timm train.py fp32"],
                         choices=["ptflow fp32", "ptflow bf16", "timm train.py fp32"])
@@ -410,10 +411,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
-    parser.add_argument("--pretrain_epochs", type=int, default=2)
+    parser.add_argument("--pretrain_epochs", type=int, default=1)
     parser.add_argument("--pretrain_n", type=int, default=30000, help="MNIST training examples to pretrain on")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000], help="Fashion-MNIST training sizes")
-    parser.add_argument("--size_epochs", type=int, nargs="+", default=[30, 10], help="epochs for each of --sizes")
+    parser.add_argument("--size_epochs", type=int, nargs="+", default=[15, 5], help="epochs for each of --sizes")
     parser.add_argument("--skip", choices=["match", "transfer"], help="leave one part out")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
