@@ -13,7 +13,9 @@ size, batch, epochs, AdamW (lr, weight decay on every parameter: train.py is tol
 filter_bias_and_bn=False, as ptflow does not filter), a 1-epoch linear warmup from lr / warmup
 steps then cosine to 0, both stepped per update (train.py --sched-on-updates --warmup-prefix, with
 --epochs less the warmup), and augmentation (random resized crop of the file, scale 0.35-1, bilinear,
-flip 0.5; nothing else). Evaluation: resize to the image size, bilinear, no crop, the model's mean/std.
+flip 0.5; nothing else; ptflow streams the files, --data_in_memory no, so that its crop is cut from
+the file as train.py's is, not from an image already shrunk to the training size). Evaluation:
+resize to the image size, bilinear, no crop, the model's mean/std.
 Both are judged on test/ (which neither sees in training) with Wilson 95% intervals, and against
 each other with McNemar's exact test: ptflow's per-example results from its predictions.npz, timm's
 from its last checkpoint evaluated here by train.py's own transform (checked: it gives the validation
@@ -153,7 +155,7 @@ def run_ptflow(args, work: Path, splits, precision: str, tag: str) -> dict:
         "--train_ratio", str(TRAIN_RATIO), "--image_size", str(args.image_size), "--crop_pct", "1.0",
         "--augment", "light", "--batch_size", str(args.batch), "--n_epochs", str(args.epochs),
         "--warmup_epochs", str(args.warmup_epochs), "--num_workers", str(args.workers),
-        "--precision", precision, "--verbose", "2"]), args)
+        "--data_in_memory", args.ptflow_in_memory, "--precision", precision, "--verbose", "2"]), args)
     run = work / "runs" / tag
     kept = predictions.load(run / predictions.FILE)
     if not (kept.y_true == splits.y_test).all():
@@ -402,6 +404,8 @@ def main() -> None:
     parser.add_argument("--warmup_epochs", type=int, default=1)
     parser.add_argument("--per_class", type=int, default=240,
                         help="train/ photos per class (4 classes; 80%% of them train: a whole number of batches)")
+    parser.add_argument("--ptflow_in_memory", default="no", choices=["no", "auto", "yes"],
+                        help="ptflow's --data_in_memory: no streams and crops each file as train.py does")
     parser.add_argument("--test_per_class", type=int, default=250, help="test/ photos per class")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender (speed medians)")
     parser.add_argument("--contenders", nargs="+", default=["ptflow fp32", "ptflow bf16", "timm train.py fp32"],
