@@ -402,7 +402,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the matched protocol, warmup included")
     parser.add_argument("--warmup_epochs", type=int, default=1)
-    parser.add_argument("--per_class", type=int, default=240,
+    parser.add_argument("--per_class", type=int, default=480,
                         help="train/ photos per class (4 classes; 80%% of them train: a whole number of batches)")
     parser.add_argument("--ptflow_in_memory", default="no", choices=["no", "auto", "yes"],
                         help="ptflow's --data_in_memory: no streams and crops each file as train.py does")
