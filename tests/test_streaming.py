@@ -156,3 +156,22 @@ def test_a_streamed_augmented_folder_of_gray_and_colour_photos_trains(cli, tmp_p
     run = _train(cli, photos.root, tmp_path / "runs", "r", "--augment", "light", "--data_in_memory", "no",
                  "--num_workers", "1")
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("flags", [("--augment", "light"), ("--auto_augment", "trivialaugment")],
+                         ids=["random-crops", "no-random-crop"])
+def test_augmented_runs_train_the_same_weights_in_memory_as_streamed(cli, tmp_path, flags):
+    """Random crops are cut from the files on both paths (a crop of the image evaluation already
+    resized would be a blurred one), and without a random crop both start from the image as
+    evaluation sizes it (at --crop_pct): one model either way."""
+    if flags[0] == "--auto_augment":
+        pytest.importorskip("torchvision")
+    photos = write_photos(tmp_path / "photos", per_class=12)  # mixed sizes: evaluation resizes them
+    runs = tmp_path / "runs"
+    memory = _train(cli, photos.root, runs, "memory", "--data_in_memory", "yes", "--crop_pct", "0.875",
+                    "--num_workers", "1", *flags)
+    streamed = _train(cli, photos.root, runs, "streamed", "--data_in_memory", "no", "--crop_pct", "0.875",
+                      "--num_workers", "1", *flags)
+    assert _same_weights(memory, streamed)
+    placement = json.loads((memory / "run.json").read_text())["images"]["placement"]
+    assert placement.startswith("in memory") and ("read from their files" in placement) == (flags[1] == "light")

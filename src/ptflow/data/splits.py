@@ -50,10 +50,9 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         return self.geometry.shape if self.geometry is not None else self._array_shape
 
-    @property
-    def streamed(self) -> bool:
-        """Whether x_train, x_val and x_test are ImageLists decoded as batches need them (streaming.py)."""
-        return isinstance(self.x_train, ImageList)
+    def listed(self, part: str) -> bool:
+        """Whether split `part` is an ImageList, decoded as batches need it (streaming.py)."""
+        return isinstance(getattr(self, f"x_{part}"), ImageList)
 
     def take(self, part: str, index) -> np.ndarray:
         """Examples `index` of split `part` as arrays, decoded if they are only listed (one that
@@ -103,7 +102,8 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
                 train_ratio: float = 0.8, test_ratio: float = 0.2, seed: int = 0, trust_code: bool = True,
                 origin: str | None = None, fold: tuple[int, int] | None = None, bad_images=None,
                 image_size: int | None = None, crop_pct: float | None = None, in_memory: str = "yes",
-                decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None) -> Splits:
+                decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None,
+                crops_from_files: bool = False) -> Splits:
     """The dataset `name`, split. bad_images (a bad_images.BadImages) says what an image file that
     cannot be read does: stop (the default) or be skipped.
 
@@ -111,6 +111,9 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
     and interpolation, or the defaults geometry.py chooses from the training split's headers) into memory,
     or left as ImageLists to stream, as in_memory ("auto", "yes", "no": placement.py) says.
     decode: the splits decoded when in memory (`ptflow evaluate` needs only the test split).
+    crops_from_files: training cuts random crops from each image (--augment): the training split
+    then stays listed, its crops cut from the files, unless every image is already what evaluation
+    makes of it (a crop of a resized image would be a blurred one).
     """
     from ptflow.data.bad_images import BadImages
 
@@ -124,17 +127,23 @@ def load_splits(name: str, data_dir: str | None = None, target: str | None = Non
             raise UsageError(f"--data_in_memory no: {name} is read as arrays, which are in memory already; "
                              f"streaming applies to image files (folder:, shards:)")
         return splits
-    return place(splits, bad_images, image_size, crop_pct, in_memory, decode, interpolation)
+    return place(splits, bad_images, image_size, crop_pct, in_memory, decode, interpolation, crops_from_files)
 
 
 def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | None, mode: str,
-          decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None) -> Splits:
+          decode: tuple[str, ...] = ("train", "val", "test"), interpolation: str | None = None,
+          crops_from_files: bool = False) -> Splits:
     """Decode the ImageLists of `splits` into memory, or keep them to stream (placement.py)."""
     train, listed = splits.x_train, len(bad_images.skipped)  # files skipped so far: already in the fingerprint
     geometry = choose([tuple(s) for s in train.sizes.tolist()], bool(train.gray.all()), image_size, crop_pct,
                       interpolation)
+    from_files = crops_from_files and "train" in decode and not _as_evaluated(train, geometry)
+    if from_files:
+        decode = tuple(part for part in decode if part != "train")
     decoded = sum(len(getattr(splits, f"y_{part}")) for part in decode) * int(np.prod(geometry.shape))
     keep, why = placement.in_memory(mode, decoded, splits.name)
+    if keep and from_files:
+        why += "; training images read from their files, for random crops of the whole image"
     splits.geometry, splits.placement = geometry, why
     splits.train_shards = train.shard_numbers()
     splits.test_id = hashlib.sha256((splits.x_test.fingerprint() + json.dumps(geometry.key())).encode()
@@ -151,6 +160,12 @@ def place(splits: Splits, bad_images, image_size: int | None, crop_pct: float | 
         digest.update(_skipped_files(bad_images.skipped[listed:]))
         splits.fingerprint = digest.hexdigest()
     return splits
+
+
+def _as_evaluated(images: ImageList, geometry) -> bool:
+    """Whether every image is already what the evaluation transform makes of it (its size, no crop):
+    then a random crop of the decoded pixels is one of the file's."""
+    return geometry.crop_pct == 1.0 and bool((images.sizes == np.array(geometry.size)).all())
 
 
 def split(name: str, raw: RawData, train_ratio: float, test_ratio: float, seed: int,

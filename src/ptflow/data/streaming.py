@@ -76,17 +76,25 @@ class Examples(torch.utils.data.Dataset):
         seed_example(self.seed, epoch, i)
         if isinstance(examples, ImageList) and hasattr(self.transform, "read"):  # crops.CropFlip: it decodes
             return self.transform.read(examples.source(i), examples.name(i))
+        if isinstance(examples, ImageList) and not getattr(self.transform, "crops", True):
+            # no random crop: the image as evaluation sizes it (resize, centre crop at crop_pct),
+            # the pixels a split in memory holds, so both paths train alike
+            return self.transform(_as_image(read_pixels(examples.source(i), examples.name(i), self.geometry)))
         return self.transform(_image(examples, i, self.geometry))
+
+
+def _as_image(pixels: np.ndarray):
+    """uint8 (channels, height, width) -> a PIL image, gray or RGB."""
+    from PIL import Image
+
+    return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
 
 
 def _image(examples, i: int, geometry: Geometry | None):
     """Example i as a PIL image of the dataset's channels (gray or RGB), before any resizing (the
     training transform crops it)."""
-    from PIL import Image
-
     if isinstance(examples, np.ndarray):
-        pixels = examples[i]
-        return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+        return _as_image(examples[i])
     from ptflow.data.image_files import read_image
     from ptflow.data.imaging import flatten
 

@@ -122,7 +122,7 @@ def train_transform(aug: Augmentation, size: tuple[int, int], channels: int,
     steps = []
     if aug.crop_scale:
         steps.append(v2.RandomResizedCrop(size, scale=aug.crop_scale, interpolation=resize, antialias=True))
-    else:  # no random crop asked for: the whole image, shorter side to size, centred
+    else:  # no random crop: the image as evaluation sizes it (a no-op here on those), else shorter side to size
         steps += [v2.Resize(min(size), interpolation=resize, antialias=True), v2.CenterCrop(size)]
     if aug.hflip:
         steps.append(v2.RandomHorizontalFlip(aug.hflip))
@@ -133,15 +133,17 @@ def train_transform(aug: Augmentation, size: tuple[int, int], channels: int,
     steps.append(v2.PILToTensor())  # |x| = (channels, *size), uint8
     if aug.random_erasing:
         steps.append(v2.RandomErasing(aug.random_erasing, value=ERASE_VALUE))
-    return TrainTransform(v2.Compose(steps), mode)
+    return TrainTransform(v2.Compose(steps), mode, crops=bool(aug.crop_scale))
 
 
 class TrainTransform:
     """The composed transform, refusing an image of the wrong mode (which would make a batch of
     mixed channel counts far from here)."""
 
-    def __init__(self, transform, mode: str):
-        self.transform, self.mode = transform, mode
+    def __init__(self, transform, mode: str, crops: bool = False):
+        # crops: it cuts a random crop from the whole image; else it takes the image as evaluation
+        # sizes it (streaming.py hands it that, from a file as from memory)
+        self.transform, self.mode, self.crops = transform, mode, crops
 
     def __call__(self, image):
         if image.mode != self.mode:

@@ -57,7 +57,8 @@ def to_device(splits: Splits, device: torch.device, config: TrainConfig | None =
     transform = training_transform(aug, splits, config.interpolation) if aug is not None else None
     # Streamed: what is not in memory, and the training split wherever a random transform needs
     # each image by itself (in worker processes, not in the training loop).
-    streamed = ("train", "val", "test") if splits.streamed else ("train",) if transform is not None else ()
+    streamed = tuple(p for p in ("train", "val", "test")
+                     if splits.listed(p) or (p == "train" and transform is not None))
     for p in ("train", "val", "test"):
         if p not in streamed:
             data[f"x_{p}"] = torch.from_numpy(np.ascontiguousarray(getattr(splits, f"x_{p}"))).to(device)
@@ -71,6 +72,16 @@ def to_device(splits: Splits, device: torch.device, config: TrainConfig | None =
     for p in streamed:
         data[f"x_{p}"] = StreamPart(stream, p, len(parts[p]))
     return data
+
+
+def _random_crops(config: TrainConfig) -> bool:
+    """Whether training cuts random resized crops (--augment light, standard and strong do)."""
+    from ptflow.data.transforms import Augmentation
+
+    try:
+        return Augmentation.of(config, flip=False).crop_scale is not None
+    except ValueError:  # a bad --augment: augmentation() says so in one line, after the data is read
+        return False
 
 
 def augmentation(config: TrainConfig, splits: Splits):
@@ -181,7 +192,7 @@ def _train_model(config: TrainConfig, callbacks, evaluate_test: bool, resume_fro
                          config.test_ratio, config.seed, trust_code=trust_code, origin=origin,
                          fold=(config.fold, config.folds) if config.fold else None, bad_images=bad_images,
                          image_size=config.image_size, crop_pct=config.crop_pct, in_memory=config.data_in_memory,
-                         interpolation=config.interpolation)
+                         interpolation=config.interpolation, crops_from_files=_random_crops(config))
     dist.check_same("data", splits.fingerprint)
     ddp.check_data(len(splits.y_train))
     if config.verbose >= 1:
