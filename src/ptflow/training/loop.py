@@ -37,7 +37,7 @@ from ptflow.training import finetune, interrupt
 from ptflow.training.imbalance import epoch_order
 from ptflow.training.precision import autocast, backward_and_step, layout
 from ptflow.training.shard_order import order_by_shard
-from ptflow.training.steps import batch_starts, eval_batch_size, loss_function, shard, training_loss
+from ptflow.training.steps import eval_batch_size, loss_function, process_slices, training_loss
 
 
 @dataclass
@@ -140,9 +140,8 @@ def _new_position(state: TrainState, y: torch.Tensor, settings: LoopSettings, in
 
 def _spans(n: int, settings: LoopSettings) -> list[list[tuple[int, int]]]:
     """Each process's [lo, hi) slices of the epoch's batches, in order."""
-    starts = batch_starts(n, settings.batch_size, settings.world)
-    stops = [(start, min(start + settings.batch_size, n)) for start in starts]
-    return [[shard(start, stop, rank, settings.world)[:2] for start, stop in stops] for rank in range(settings.world)]
+    return [[(lo, hi) for lo, hi, _ in process_slices(n, settings.batch_size, rank, settings.world)]
+            for rank in range(settings.world)]
 
 
 def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
@@ -158,9 +157,7 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
     device = y.device
     pos = state.position or _new_position(state, y, settings, isinstance(x, torch.Tensor))
     state.position = pos  # from here a signal saves where the epoch stands (checkpoint.py)
-    starts = batch_starts(len(y), settings.batch_size, settings.world)
-    slices = [shard(start, min(start + settings.batch_size, len(y)), settings.rank, settings.world)
-              for start in starts]
+    slices = process_slices(len(y), settings.batch_size, settings.rank, settings.world)
     order, shift = pos.order, settings.augment_shift
     batches = gather(x, [order[lo:hi] for lo, hi, _ in slices[pos.batches:]], state.epoch)
     for i, ((lo, hi, weight), (x_i, kept)) in enumerate(zip(slices[pos.batches:], batches), start=pos.batches):
@@ -184,10 +181,10 @@ def train_epoch(state: TrainState, forward: Callable, x, y: torch.Tensor,
             pos.seen += len(y_i)
             if settings.verbose >= 2:
                 # detached: float() of a tensor that requires grad warns (and reads nothing more)
-                info(f"Train Iteration({i + 1}/{len(starts)}): loss={float(loss.detach()):.4e}")
+                info(f"Train Iteration({i + 1}/{len(slices)}): loss={float(loss.detach()):.4e}")
         pos.batches = i + 1
         if progress is not None:
-            progress(i + 1, len(starts))
+            progress(i + 1, len(slices))
         interrupt.check()  # Ctrl-C / SIGTERM: stop after this step; resume continues at the next one
     state.position = None
     total, seen = pos.total, pos.seen

@@ -72,6 +72,11 @@ def shard(start: int, stop: int, rank: int, world: int) -> tuple[int, int, float
     return lo, hi, (hi - lo) * world / size
 
 
+def process_slices(n: int, batch_size: int, rank: int, world: int) -> list[tuple[int, int, float]]:
+    """Process `rank`'s (lo, hi, weight) of each of an epoch's global batches (batch_starts, shard)."""
+    return [shard(start, min(start + batch_size, n), rank, world) for start in batch_starts(n, batch_size, world)]
+
+
 def loss_function(model: nn.Module) -> Callable:
     """NLL for networks that say they end in log-softmax (the built-ins, as the article's does),
     cross-entropy for the rest: right for logits and log-probabilities alike, since log-softmax
