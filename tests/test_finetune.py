@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from helpers import assert_one_line_error, assert_same_run, signal_on_step
+from helpers import assert_one_line_error, assert_refused_before_a_run, assert_same_run, signal_on_step
 from safetensors.torch import load_file
 
 from ptflow.config import TrainConfig
@@ -243,11 +243,8 @@ def test_drop_path_reaches_models_that_are_not_built_in():
     (["--drop_path", "1"], "--drop_path"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, npz_data, cli, flags, words):
-    code, _, err = cli("train", "--dataset", f"npz:{npz_data}", "--runs_dir", tmp_path, "--n_epochs", "3", *flags)
-    assert code == 2, err
-    assert_one_line_error(err)
-    assert words in err
-    assert not any(tmp_path.iterdir())  # refused before a run folder exists
+    assert_refused_before_a_run(cli, tmp_path, "--dataset", f"npz:{npz_data}", "--n_epochs", "3", *flags,
+                                words=(words,))
 
 
 def test_a_model_without_a_head_is_a_usage_error():

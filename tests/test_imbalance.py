@@ -7,8 +7,6 @@ torchrun job draws the same order), and balanced accuracy is scikit-learn's, in 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_one_line_error, assert_same_run, make_images
+from helpers import assert_one_line_error, assert_same_run, make_images, stop_after_epoch
 
 from ptflow.config import TrainConfig
 from ptflow.data.splits import load_splits
@@ -102,14 +100,6 @@ def test_the_balanced_sampler_draws_every_class_about_equally_often():
     assert torch.equal(order, again)  # seeded: every process draws this order
     plain = imbalance.epoch_order(y, torch.Generator().manual_seed(0), "random")
     assert torch.equal(plain, torch.randperm(len(y), generator=torch.Generator().manual_seed(0)))  # as before
-
-
-def stop_after_epoch(k: int):
-    """A train callback that sends this process SIGINT at the end of epoch k, like a Ctrl-C."""
-    def callback(state, run_dir):
-        if state.epoch == k:
-            os.kill(os.getpid(), signal.SIGINT)
-    return callback
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ resumes to the run left alone; bad values and models without a layer order are o
 """
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
-from helpers import assert_one_line_error, assert_same_run
+from helpers import assert_one_line_error, assert_refused_before_a_run, assert_same_run, stop_after_epoch
 
 from ptflow.config import TrainConfig
 from ptflow.errors import UsageError
@@ -84,13 +82,9 @@ def test_a_layer_decay_run_resumes_to_the_run_left_alone(tmp_path, npz_data, cli
     scales = [g["lr_scale"] for g in status["lr_groups"]]
     assert scales == pytest.approx([0.6 ** 5, 0.6 ** 4, 0.6 ** 3, 0.6 ** 2, 0.6, 2.0])
 
-    def stop_after_first_epoch(state, run_dir):
-        if state.epoch == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(interrupt.Interrupted):
         train.train_model(TrainConfig.from_dict(options(npz_data, tmp_path, "stopped")),
-                          callbacks=[stop_after_first_epoch])
+                          callbacks=[stop_after_epoch(1)])
     code, _, err = cli("train", "--resume", tmp_path / "stopped", "--layer_decay", "0.8")
     assert code == 2 and "cannot change --layer_decay" in err, err
     assert_one_line_error(err)
@@ -109,11 +103,8 @@ def test_a_layer_decay_run_resumes_to_the_run_left_alone(tmp_path, npz_data, cli
     (["--layer_decay", "0.7", "--model", "cnn"], "declares no layer order"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, npz_data, cli, flags, words):
-    code, _, err = cli("train", "--dataset", f"npz:{npz_data}", "--runs_dir", tmp_path, "--n_epochs", "2", *flags)
-    assert code == 2, err
-    assert_one_line_error(err)
-    assert words in err
-    assert not any(tmp_path.iterdir())  # refused before a run folder exists
+    assert_refused_before_a_run(cli, tmp_path, "--dataset", f"npz:{npz_data}", "--n_epochs", "2", *flags,
+                                words=(words,))
 
 
 def test_a_model_without_a_layer_order_is_refused_in_one_line():

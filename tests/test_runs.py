@@ -6,7 +6,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,14 +13,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers import stop_after_epoch
 
 from ptflow.config import TrainConfig
 from ptflow.training import train
-
-
-def stop_after_first_epoch(state, run_dir):
-    if state.epoch == 1:
-        os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def runs_dir(tmp_path_factory, npz_data) -> Path:
     train.train_model(TrainConfig.from_dict({**base, "run_name": "base"}))
     train.train_model(TrainConfig.from_dict({**base, "run_name": "fast", "lr": 0.01}))
     with pytest.raises(KeyboardInterrupt):
-        train.train_model(TrainConfig.from_dict({**base, "run_name": "stopped"}), callbacks=[stop_after_first_epoch])
+        train.train_model(TrainConfig.from_dict({**base, "run_name": "stopped"}), callbacks=[stop_after_epoch(1)])
     shutil.copytree(root / "stopped", root / "dead")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid that no longer runs

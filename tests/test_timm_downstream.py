@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -22,7 +21,7 @@ import pytest
 pytest.importorskip("timm")
 
 import torch  # noqa: E402
-from helpers import assert_same_run, epoch_metrics, run_cli, signal_on_step  # noqa: E402
+from helpers import assert_same_run, epoch_metrics, run_cli, signal_on_step, stop_after_epoch  # noqa: E402
 from helpers.photos import write_photos  # noqa: E402
 
 import ptflow  # noqa: E402
@@ -179,13 +178,9 @@ def test_a_stopped_timm_fine_tune_resumes_to_the_run_left_alone(trained, capsys)
     runs = tmp / "resume_runs"
     train.train_model(TrainConfig.from_dict(fine_tune(photos, runs, "alone")))
 
-    def stop_after_first_epoch(state, run_dir):
-        if state.epoch == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(interrupt.Interrupted):
         train.train_model(TrainConfig.from_dict(fine_tune(photos, runs, "stopped")),
-                          callbacks=[stop_after_first_epoch])
+                          callbacks=[stop_after_epoch(1)])
     run = runs / "stopped"
     assert read_checkpoint(run / "checkpoint.safetensors")[1]["epoch"] == 1 and len(epoch_metrics(run)) == 1
     capsys.readouterr()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_one_line
+from helpers import assert_refused_before_a_run
 
 from ptflow.config import TrainConfig
 from ptflow.data.transforms import (
@@ -243,10 +243,7 @@ def test_soft_target_loss_is_cross_entropy_with_label_smoothing():
     (["--mixup", "lots"], ["--mixup", "invalid float"]),
 ])
 def test_bad_augmentation_flags_are_one_line_errors(cli, tmp_path, flags, words):
-    code, _, err = cli("train", "--dataset", "digits", *flags, "--runs_dir", tmp_path)
-    assert code == 2
-    assert_one_line(err, *words)
-    assert not any(tmp_path.iterdir())  # refused before a run folder
+    assert_refused_before_a_run(cli, tmp_path, "--dataset", "digits", *flags, words=tuple(words))
 
 
 def test_augmentation_flags_reach_the_config(cli):

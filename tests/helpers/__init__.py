@@ -91,6 +91,15 @@ def assert_one_line_error(err: str) -> None:
     assert_one_line(err, "error")
 
 
+def assert_refused_before_a_run(cli, runs_dir: Path, *args, words: tuple[str, ...] = ()) -> None:
+    """`ptflow train ARGS --runs_dir runs_dir` exits 2 with one error line holding every word, and
+    leaves runs_dir empty: refused before a run folder exists."""
+    code, _, err = cli("train", *args, "--runs_dir", runs_dir)
+    assert code == 2, err
+    assert_one_line(err, "error", *words)
+    assert not any(Path(runs_dir).iterdir())
+
+
 def epoch_metrics(run: Path) -> list[dict]:
     """A run folder's metrics.jsonl without the timings (which no two runs share)."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -120,6 +129,17 @@ def assert_same_run(a: Path, b: Path) -> None:
     meta_a, meta_b = read_checkpoint(a / "checkpoint.safetensors")[1], read_checkpoint(b / "checkpoint.safetensors")[1]
     assert without_seconds(meta_a["history"]) == without_seconds(meta_b["history"])
     assert meta_a["optimizer"] == meta_b["optimizer"] and meta_a["scheduler"] == meta_b["scheduler"]
+
+
+def stop_after_epoch(k: int):
+    """A train callback that sends this process SIGINT at the end of epoch k, like a Ctrl-C."""
+    import os
+    import signal
+
+    def callback(state, run_dir):
+        if state.epoch == k:
+            os.kill(os.getpid(), signal.SIGINT)
+    return callback
 
 
 def signal_on_step(epoch: int, step: int):
