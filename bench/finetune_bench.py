@@ -153,7 +153,8 @@ def run_ptflow(args, work: Path, splits, precision: str, tag: str) -> dict:
 
     out = measured_run(ptflow_cmd(args, f"folder:{work / 'photos'}", work / "runs", tag, [
         "--train_ratio", str(TRAIN_RATIO), "--image_size", str(args.image_size), "--crop_pct", "1.0",
-        "--interpolation", "bilinear", "--augment", "light", "--batch_size", str(args.batch), "--n_epochs", str(args.epochs),
+        "--interpolation", "bilinear", "--augment", "light", "--batch_size", str(args.batch),
+        "--n_epochs", str(args.epochs),
         "--warmup_epochs", str(args.warmup_epochs), "--num_workers", str(args.workers),
         "--data_in_memory", args.ptflow_in_memory, "--precision", precision, "--verbose", "2"]), args)
     run = work / "runs" / tag
